@@ -1,0 +1,90 @@
+#!/usr/bin/env python3
+"""One-command set-up for fgdesk: `python3 dev.py app` or `python3 dev.py test`.
+
+Creates `.venv` beside this file on first use, installs fgdesk into it with the
+pinned versions from constraints.txt, and re-installs only when pyproject.toml
+or constraints.txt change. Needs nothing but Python >= 3.11 and its venv/pip.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+STAMP = VENV / ".fgdesk-installed"
+EXTRAS = {"app": set(), "test": {"test"}, "bench": {"test", "bench"}, "package": {"test", "package"}}
+
+
+def venv_python() -> Path:
+    sub = "Scripts/python.exe" if os.name == "nt" else "bin/python"
+    return VENV / sub
+
+
+def sources_digest() -> str:
+    digest = hashlib.sha256()
+    for name in ("pyproject.toml", "constraints.txt"):
+        digest.update((ROOT / name).read_bytes())
+    return digest.hexdigest()
+
+
+def installed_extras() -> set[str] | None:
+    """Extras installed by the last run, or None when the sources changed since."""
+    if not STAMP.exists():
+        return None
+    digest, _, extras = STAMP.read_text().partition("\n")
+    if digest != sources_digest():
+        return None
+    return set(filter(None, extras.split(",")))
+
+
+def ensure_installed(extras: set[str]) -> Path:
+    if sys.version_info < (3, 11):
+        sys.exit(f"fgdesk needs Python 3.11 or newer; this is {sys.version.split()[0]}.")
+    if not venv_python().exists():
+        print(f"Creating a virtual environment in {VENV.name}/ ...", flush=True)
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    have = installed_extras()
+    if have is not None and extras <= have:
+        return venv_python()
+    extras = extras | (have or set())
+    spec = f"{ROOT}[{','.join(sorted(extras))}]" if extras else str(ROOT)
+    print("Installing fgdesk and its dependencies (the first run takes a few minutes) ...", flush=True)
+    subprocess.run(
+        [str(venv_python()), "-m", "pip", "install", "--disable-pip-version-check", "-q",
+         "-c", str(ROOT / "constraints.txt"), "-e", spec],
+        check=True,
+    )
+    STAMP.write_text(sources_digest() + "\n" + ",".join(sorted(extras)))
+    return venv_python()
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in ("app", "test", "bench", "package", "shell"):
+        print(__doc__)
+        print("usage: python3 dev.py {app|test|bench|package} [args...]")
+        return 2
+    command, rest = argv[0], argv[1:]
+    python = ensure_installed(EXTRAS.get(command, {"test"}))
+    env = dict(os.environ)
+    if command == "app":
+        return subprocess.call([str(python), "-m", "fgdesk", *rest], env=env)
+    if command == "test":
+        env.setdefault("QT_QPA_PLATFORM", "offscreen")
+        return subprocess.call([str(python), "-m", "pytest", *rest], env=env, cwd=ROOT)
+    if command == "bench":
+        if not rest:
+            print("usage: python3 dev.py bench bench/SCRIPT.py [args...]")
+            return 2
+        return subprocess.call([str(python), *rest], env=env, cwd=ROOT)
+    if command == "package":
+        return subprocess.call([str(python), str(ROOT / "packaging" / "build.py"), *rest], env=env)
+    return subprocess.call([str(python), *rest], env=env, cwd=ROOT)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

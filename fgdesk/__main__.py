@@ -1,0 +1,5 @@
+import sys
+
+from fgdesk.cli import main
+
+sys.exit(main())
