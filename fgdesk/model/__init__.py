@@ -1,0 +1,1 @@
+"""Backbone, multi-scale attention, heads and the MoCo pair (torch only, no Qt)."""

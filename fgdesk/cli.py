@@ -1,0 +1,352 @@
+"""The `fgdesk` command: no arguments opens the app; subcommands run the same core headless."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from fgdesk import __version__
+
+log = logging.getLogger("fgdesk.cli")
+
+# Command-line flags that map straight onto config fields.
+TRAIN_OPTIONS: list[tuple[str, str, type, str]] = [
+    ("--epochs", "schedule.epochs", int, "number of passes over the training images"),
+    ("--batch-size", "schedule.batch_size", int, "images per step (per process under torchrun)"),
+    ("--time-budget", "schedule.time_budget_min", float, "stop after this many minutes; the schedules span the budget (0: none)"),
+    ("--eval-every", "schedule.eval_every", int, "epochs between kNN monitor passes (0: never)"),
+    ("--checkpoint-every", "schedule.checkpoint_every_steps", int, "steps between checkpoints (also at every epoch end)"),
+    ("--image-size", "data.image_size", int, "side of the global crops in pixels"),
+    ("--eval-size", "data.eval_size", int, "side of the centre crop used for embeddings"),
+    ("--local-crops", "data.local_crops", int, "number of small local crops per image (0: off)"),
+    ("--local-size", "data.local_size", int, "side of the local crops in pixels"),
+    ("--workers", "data.num_workers", int, "data loader worker processes (-1: automatic)"),
+    ("--layout", "data.layout", str, "dataset layout: auto, cub, aircraft, folders, unlabeled"),
+    ("--level", "data.level", str, "FGVC-Aircraft label level: variant, family, manufacturer"),
+    ("--backbone", "model.backbone", str, "resnet18, resnet34 or resnet50"),
+    ("--weights", "model.weights", str, "random, imagenet (needs internet once) or a state-dict file"),
+    ("--attention", "model.attention", str, "multiscale, or none for plain global pooling"),
+    ("--lr", "optim.lr", float, "learning rate for a batch of 256 (scaled linearly)"),
+    ("--optimizer", "optim.name", str, "sgd or adamw"),
+    ("--weight-decay", "optim.weight_decay", float, "weight decay"),
+    ("--temperature", "contrastive.temperature", float, "InfoNCE temperature"),
+    ("--queue-size", "contrastive.queue_size", int, "negatives kept in the queue"),
+    ("--momentum", "contrastive.momentum", float, "starting EMA momentum of the key encoder"),
+    ("--loss", "contrastive.loss", str, "infonce, or dcl (decoupled contrastive loss)"),
+    ("--device", "device", str, "auto, cpu, cuda or mps"),
+    ("--precision", "precision", str, "auto, fp32, bf16 or fp16"),
+    ("--seed", "seed", int, "random seed"),
+    ("--name", "name", str, "a name for the run folder"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fgdesk",
+        description="Self-supervised fine-grained image recognition. Without a command, opens the desktop app.",
+    )
+    parser.add_argument("--version", action="version", version=f"fgdesk {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show debug logging")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    train = commands.add_parser("train", help="pretrain an encoder without labels (resumable)",
+                                description="Contrastive pretraining with multi-scale attention. "
+                                "Under torchrun --nproc_per_node=N it trains with DistributedDataParallel.")
+    train.add_argument("--data", help="dataset folder (CUB-200-2011, FGVC-Aircraft, class folders or plain images)")
+    train.add_argument("--config", type=Path, help="a TOML or JSON config file; flags given here override it")
+    train.add_argument("--resume", type=Path, metavar="RUN", help="continue the run in this folder from its last checkpoint")
+    train.add_argument("--out", type=Path, metavar="RUN", help="folder for the new run (default: the user's runs folder)")
+    train.add_argument("--stages", help="ResNet stages for attention, e.g. 2,3,4")
+    train.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="any config field, e.g. --set contrastive.symmetric=false (repeatable)")
+    train.add_argument("--print-config", action="store_true", help="print the resolved config as JSON and exit")
+    for flag, _, kind, text in TRAIN_OPTIONS:
+        train.add_argument(flag, type=kind, help=text)
+
+    evaluate = commands.add_parser("eval", help="kNN, linear probe and heatmap scores of a run on the test split")
+    evaluate.add_argument("run", type=Path, help="run folder")
+    evaluate.add_argument("--device", default="auto")
+    evaluate.add_argument("--json", action="store_true", help="print the report as JSON")
+
+    predict = commands.add_parser("predict", help="classify images with a run and save heatmaps")
+    predict.add_argument("run", type=Path, help="run folder")
+    predict.add_argument("images", nargs="+", type=Path, help="image files or folders")
+    predict.add_argument("--csv", type=Path, help="write one row per image to this CSV file")
+    predict.add_argument("--heatmaps", type=Path, metavar="DIR", help="save per-scale and fused heatmap overlays here")
+    predict.add_argument("--topk", type=int, default=5)
+    predict.add_argument("--device", default="auto")
+
+    export = commands.add_parser("export", help="export a run's encoder to TorchScript and ONNX")
+    export.add_argument("run", type=Path, help="run folder")
+    export.add_argument("--format", choices=("torchscript", "onnx", "all"), default="all")
+    export.add_argument("--out", type=Path, metavar="DIR", help="output folder (default: RUN/export)")
+
+    demo = commands.add_parser("demo-data", help="draw the built-in fine-grained demo dataset")
+    demo.add_argument("dir", type=Path)
+    demo.add_argument("--classes", type=int, default=8)
+    demo.add_argument("--per-class", type=int, default=60)
+    demo.add_argument("--size", type=int, default=112)
+    demo.add_argument("--seed", type=int, default=0)
+
+    summary = commands.add_parser("summary", help="detect a dataset's layout and print its summary and problems")
+    summary.add_argument("data", type=Path)
+    summary.add_argument("--layout", default="auto")
+    summary.add_argument("--level", default="variant")
+
+    commands.add_parser("runs", help="list the runs in the user's runs folder")
+    commands.add_parser("app", help="open the desktop app")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    if args.command in (None, "app"):
+        from fgdesk.gui.app import main as app_main
+
+        return app_main([])
+    handler = {
+        "train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "export": cmd_export,
+        "demo-data": cmd_demo_data, "summary": cmd_summary, "runs": cmd_runs,
+    }[args.command]
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except CLIError as exc:
+        print(f"fgdesk {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+class CLIError(RuntimeError):
+    pass
+
+
+def _parse_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def resolve_train_config(args: argparse.Namespace):
+    """Config from defaults (or --config), then flags; errors name the flag."""
+    from fgdesk.config import ConfigError, RunConfig
+    from fgdesk.data.layouts import DatasetError, detect
+    from fgdesk.train.defaults import default_config
+
+    try:
+        if args.config:
+            config = RunConfig.load(args.config)
+            if args.data:
+                config.data.path = str(args.data)
+        else:
+            if not args.data:
+                raise CLIError("give --data FOLDER (or --config FILE, or --resume RUN)")
+            try:
+                count = len(detect(args.data, layout=args.layout or "auto", level=args.level or "variant", check_images=False).train_samples())
+            except DatasetError as exc:
+                raise CLIError(str(exc)) from exc
+            config = default_config(str(args.data), count, args.device or "auto")
+        overrides = {key: getattr(args, flag.lstrip("-").replace("-", "_")) for flag, key, _, _ in TRAIN_OPTIONS}
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        if args.stages:
+            overrides["model.stages"] = [int(part) for part in args.stages.split(",") if part.strip()]
+        for item in args.set:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise CLIError(f"--set expects KEY=VALUE, got {item!r}")
+            overrides[key.strip()] = _parse_value(value.strip())
+        return config.with_overrides(overrides).validate()
+    except (ConfigError, ValueError) as exc:
+        raise CLIError(str(exc)) from exc
+
+
+class _Progress:
+    """Turns engine events into a tqdm bar per epoch plus one line per epoch."""
+
+    def __init__(self) -> None:
+        self.bar = None
+
+    def __call__(self, event) -> None:
+        from tqdm import tqdm
+
+        from fgdesk.train.events import BadImageEvent, EpochEvent, FailedEvent, FinishedEvent, StepEvent
+
+        if isinstance(event, StepEvent):
+            if self.bar is None:
+                self.bar = tqdm(total=event.steps_per_epoch, initial=event.step_in_epoch - 1,
+                                desc=f"epoch {event.epoch + 1}/{event.epochs}", unit="step", leave=False, dynamic_ncols=True)
+            self.bar.update(event.step_in_epoch - self.bar.n)
+            self.bar.set_postfix(loss=f"{event.loss:.3f}", lr=f"{event.lr:.3g}", img_s=f"{event.images_per_s:.0f}")
+        elif isinstance(event, EpochEvent):
+            self.close()
+            knn = "n/a" if event.knn_top1 is None else f"{100 * event.knn_top1:.1f}%"
+            print(f"epoch {event.epoch + 1}/{event.epochs}: loss {event.mean_loss:.4f}, kNN top-1 (validation) {knn}, "
+                  f"{event.elapsed_s / 60:.1f} min", flush=True)
+        elif isinstance(event, BadImageEvent):
+            self.close()
+            print(f"skipped {event.path}: {event.reason}", file=sys.stderr)
+        elif isinstance(event, (FinishedEvent, FailedEvent)):
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from fgdesk.train.checkpoint import CheckpointError
+    from fgdesk.train.engine import Trainer
+    from fgdesk.train.events import FailedEvent
+
+    progress = _Progress()
+    try:
+        if args.resume:
+            trainer = Trainer.resume(args.resume, on_event=progress)
+        else:
+            config = resolve_train_config(args)
+            if args.print_config:
+                print(json.dumps(config.to_dict(), indent=2))
+                return 0
+            if args.out and args.out.exists() and any(args.out.iterdir()):
+                raise CLIError(f"--out {args.out} already holds files; choose a new folder or use --resume {args.out}")
+            trainer = Trainer(config, run_dir=args.out, on_event=progress)
+    except CheckpointError as exc:
+        raise CLIError(str(exc)) from exc
+    if trainer.dist.is_main:
+        print(f"run folder: {trainer.run_dir}", flush=True)
+    result = trainer.run()
+    if isinstance(result, FailedEvent):
+        print(f"training failed: {result.reason}\nlog: {result.log_path}", file=sys.stderr)
+        return 1
+    if trainer.dist.is_main:
+        best = "n/a" if result.best_knn_top1 is None else f"{100 * result.best_knn_top1:.1f}%"
+        print(f"{result.status} after {result.epochs_done} epoch(s); best validation kNN top-1 {best}\nrun folder: {result.run_dir}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from fgdesk.evaluate.report import evaluate_run
+    from fgdesk.train.checkpoint import CheckpointError
+
+    try:
+        report = evaluate_run(args.run, device=args.device)
+    except (CheckpointError, FileNotFoundError) as exc:
+        raise CLIError(str(exc)) from exc
+    print(json.dumps(report.as_dict(), indent=2) if args.json else report.as_text())
+    return 0
+
+
+def _expand_images(paths: list[Path]) -> list[Path]:
+    from fgdesk.data.images import IMAGE_EXTENSIONS
+
+    images: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            images.extend(sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()))
+        else:
+            images.append(path)
+    return images
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from fgdesk.infer.overlay import save_heatmaps
+    from fgdesk.infer.predictor import Predictor
+    from fgdesk.train.checkpoint import CheckpointError
+
+    images = _expand_images(args.images)
+    if not images:
+        raise CLIError("no images given (folders are searched recursively)")
+    try:
+        predictor = Predictor.load(args.run, device=args.device)
+    except (CheckpointError, FileNotFoundError) as exc:
+        raise CLIError(str(exc)) from exc
+    if args.csv:
+        with tqdm(total=len(images), desc="classifying", unit="img") as bar:
+            count = predictor.predict_to_csv(images, args.csv, on_progress=lambda done, total: bar.update(done - bar.n))
+        print(f"wrote {count} rows to {args.csv}")
+    failures = 0
+    if args.heatmaps or not args.csv:
+        for start in range(0, len(images), 16):
+            for prediction in predictor.predict(images[start:start + 16], topk=args.topk):
+                if prediction.error:
+                    failures += 1
+                    print(f"{prediction.source}: skipped ({prediction.error})", file=sys.stderr)
+                    continue
+                if not args.csv:
+                    top = ", ".join(f"{name} {100 * prob:.1f}%" for name, prob in prediction.topk)
+                    print(f"{prediction.source}: {top}")
+                if args.heatmaps:
+                    save_heatmaps(prediction, args.heatmaps)
+        if args.heatmaps:
+            print(f"heatmaps saved in {args.heatmaps}")
+    return 1 if failures == len(images) else 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from fgdesk.infer.export import ExportError, export_onnx, export_torchscript
+
+    out_dir = args.out or (args.run / "export")
+    written, problems = [], []
+    if args.format in ("torchscript", "all"):
+        written.append(export_torchscript(args.run, out_dir / "fgdesk_encoder.pt"))
+    if args.format in ("onnx", "all"):
+        try:
+            written.append(export_onnx(args.run, out_dir / "fgdesk_encoder.onnx"))
+        except ExportError as exc:
+            problems.append(str(exc))
+    for path in written:
+        print(f"wrote {path}")
+    for problem in problems:
+        print(f"ONNX export skipped: {problem}", file=sys.stderr)
+    if args.format == "onnx" and problems:
+        return 1
+    return 0
+
+
+def cmd_demo_data(args: argparse.Namespace) -> int:
+    from fgdesk.data.synthetic import make_demo_dataset
+
+    root = make_demo_dataset(args.dir, num_classes=args.classes, per_class=args.per_class, size=args.size, seed=args.seed)
+    print(f"demo dataset written to {root} ({args.classes} classes x {args.per_class} images)")
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from fgdesk.data.layouts import DatasetError, detect
+
+    try:
+        index = detect(args.data, layout=args.layout, level=args.level, check_images=True)
+    except DatasetError as exc:
+        raise CLIError(str(exc)) from exc
+    print(index.summary().as_text())
+    for problem in index.problems[:50]:
+        print(f"problem: {problem.path}: {problem.reason}")
+    if len(index.problems) > 50:
+        print(f"... and {len(index.problems) - 50} more problems")
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    import time
+
+    from fgdesk.train.runs import list_runs
+
+    infos = list_runs()
+    if not infos:
+        print("no runs yet")
+        return 0
+    for info in infos:
+        best = "-" if info.best_knn_top1 is None else f"{100 * info.best_knn_top1:.1f}%"
+        created = time.strftime("%Y-%m-%d %H:%M", time.localtime(info.created))
+        print(f"{info.name:32s} {info.status:12s} epochs {info.epochs_done}/{info.epochs:<5d} best kNN {best:>6s}  {created}  {info.path}")
+    return 0

@@ -1,0 +1,116 @@
+"""Frozen embeddings of a list of samples, and loading a trained encoder from a run."""
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from fgdesk.config import RunConfig
+from fgdesk.data.augment import eval_transform
+from fgdesk.data.layouts import Sample
+from fgdesk.fileio import atomic_write
+from fgdesk.data.loading import SampleDataset, collate_skip_bad, make_loader
+from fgdesk.model.network import FineGrainedNet
+from fgdesk.train import runs
+from fgdesk.train.checkpoint import CheckpointError, checkpoint_config, load_checkpoint
+from fgdesk.train.device import autocast
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Embeddings:
+    vectors: torch.Tensor  # (N, D) float32, unit norm, rows for the samples that decoded
+    labels: torch.Tensor  # (N,)
+    sample_indices: torch.Tensor  # (N,) positions in the sample list given
+    bad: list[int]  # positions of samples that could not be decoded
+
+
+def load_encoder(run_dir: Path, checkpoint: str = "best", device: torch.device | str = "cpu") -> tuple[FineGrainedNet, RunConfig, Path]:
+    """The query encoder of a run, in eval mode, with its config and the checkpoint path used."""
+    run_dir = Path(run_dir)
+    path = runs.best_checkpoint(run_dir) if checkpoint == "best" else runs.last_checkpoint(run_dir)
+    document = load_checkpoint(path, kind="pretrain")
+    config = checkpoint_config(document)
+    net = FineGrainedNet(config.model.__class__(**{**config.model.__dict__, "weights": "random"}))
+    prefix = "query.net."
+    state = {k[len(prefix):]: v for k, v in document["model"].items() if k.startswith(prefix)}
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{path} does not match backbone {config.model.backbone}: {exc}") from exc
+    return net.to(device).eval(), config, path
+
+
+@torch.no_grad()
+def compute_embeddings(
+    net: FineGrainedNet,
+    samples: Sequence[Sample],
+    image_size: int,
+    crop_bottom: int = 0,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | None = None,
+    batch_size: int = 128,
+    num_workers: int = 0,
+    on_progress: Callable[[int, int], None] | None = None,
+) -> Embeddings:
+    device = torch.device(device)
+    was_training = net.training
+    net.eval()
+    dataset = SampleDataset(list(samples), eval_transform(image_size), crop_bottom)
+    loader = make_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, drop_last=False, seed=0)
+    vectors, labels, indices, bad = [], [], [], []
+    done = 0
+    for batch in loader:
+        bad.extend(batch.bad)
+        if len(batch.indices):
+            images = batch.views.to(device, non_blocking=True)
+            if device.type in ("cpu", "cuda"):
+                images = images.contiguous(memory_format=torch.channels_last)
+            with autocast(device, dtype):
+                embedding = net(images).embedding
+            vectors.append(embedding.float().cpu())
+            labels.append(batch.labels)
+            indices.append(batch.indices)
+        done += len(batch.indices) + len(batch.bad)
+        if on_progress:
+            on_progress(done, len(dataset))
+    net.train(was_training)
+    if not vectors:
+        empty = torch.zeros(0, dtype=torch.long)
+        return Embeddings(torch.zeros(0, getattr(net, "embed_dim", 1)), empty, empty, bad)
+    return Embeddings(torch.cat(vectors), torch.cat(labels), torch.cat(indices), bad)
+
+
+def cached_embeddings(
+    run_dir: Path,
+    checkpoint_path: Path,
+    split_name: str,
+    compute: Callable[[], Embeddings],
+    samples: Sequence[Sample],
+) -> Embeddings:
+    """Embeddings of one split for one checkpoint, computed once and kept in the run folder."""
+    key = hashlib.sha256()
+    stat = Path(checkpoint_path).stat()
+    key.update(f"{checkpoint_path.name}:{stat.st_mtime_ns}:{stat.st_size}".encode())
+    for sample in samples:
+        key.update(str(sample.path).encode())
+    cache = Path(run_dir) / "cache" / f"embeddings-{split_name}-{key.hexdigest()[:16]}.pt"
+    if cache.is_file():
+        try:
+            raw = torch.load(cache, map_location="cpu", weights_only=True)
+            return Embeddings(raw["vectors"], raw["labels"], raw["sample_indices"], list(raw["bad"]))
+        except Exception:  # a damaged cache is only a cache
+            log.warning("ignoring damaged embedding cache %s", cache)
+    result = compute()
+    buffer = io.BytesIO()
+    torch.save({"vectors": result.vectors, "labels": result.labels, "sample_indices": result.sample_indices, "bad": result.bad}, buffer)
+    for stale in cache.parent.glob(f"embeddings-{split_name}-*.pt") if cache.parent.is_dir() else []:
+        stale.unlink(missing_ok=True)
+    atomic_write(cache, lambda handle: handle.write(buffer.getbuffer()))
+    return result

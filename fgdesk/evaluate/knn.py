@@ -1,0 +1,44 @@
+"""Weighted kNN on frozen embeddings (cosine similarity, k=20, temperature 0.07)."""
+from __future__ import annotations
+
+import torch
+
+
+def knn_scores(
+    train_embeddings: torch.Tensor,
+    train_labels: torch.Tensor,
+    query_embeddings: torch.Tensor,
+    num_classes: int,
+    k: int = 20,
+    temperature: float = 0.07,
+    chunk: int = 1024,
+) -> torch.Tensor:
+    """Class scores (Q, C) from similarity-weighted votes of the k nearest training embeddings.
+
+    Embeddings need not be normalised; they are L2-normalised here. Votes are
+    exp(similarity / temperature), as in the InstDisc/DINO/solo-learn protocol.
+    """
+    bank = torch.nn.functional.normalize(train_embeddings.float(), dim=1)
+    labels = train_labels.long()
+    k = min(k, len(bank))
+    scores = []
+    for start in range(0, len(query_embeddings), chunk):
+        query = torch.nn.functional.normalize(query_embeddings[start:start + chunk].float(), dim=1)
+        similarity, neighbour = (query @ bank.t()).topk(k, dim=1)
+        weights = (similarity / temperature).exp()
+        votes = torch.zeros(len(query), num_classes, dtype=torch.float32)
+        votes.scatter_add_(1, labels[neighbour], weights)
+        scores.append(votes)
+    return torch.cat(scores) if scores else torch.zeros(0, num_classes)
+
+
+def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[int, float]:
+    if len(labels) == 0:
+        return {k: float("nan") for k in ks}
+    ranked = scores.argsort(dim=1, descending=True)
+    return {k: (ranked[:, : min(k, scores.shape[1])] == labels.view(-1, 1)).any(dim=1).float().mean().item() for k in ks}
+
+
+def knn_top1(train_embeddings, train_labels, query_embeddings, query_labels, num_classes, k=20, temperature=0.07) -> float:
+    scores = knn_scores(train_embeddings, train_labels, query_embeddings, num_classes, k, temperature)
+    return topk_accuracy(scores, query_labels, (1,))[1]

@@ -1,0 +1,125 @@
+"""MoCo-style pretraining: query encoder, momentum key encoder, queue of negatives."""
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fgdesk.config import RunConfig
+from fgdesk.model.heads import ProjectionHead
+from fgdesk.model.losses import info_nce
+from fgdesk.model.network import FineGrainedNet
+
+
+@dataclass
+class ContrastiveOutput:
+    loss: torch.Tensor
+    positive_accuracy: torch.Tensor  # share of queries whose positive beats all negatives
+    keys: torch.Tensor  # (B, proj_dim) keys of the first global view, for the queue
+    ids: torch.Tensor  # (B,) image ids of those keys
+
+
+class EncoderWithHead(nn.Module):
+    def __init__(self, cfg: RunConfig) -> None:
+        super().__init__()
+        self.net = FineGrainedNet(cfg.model)
+        self.head = ProjectionHead(self.net.embed_dim, cfg.model.proj_hidden, cfg.model.proj_dim)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.head(self.net(images).embedding).float(), dim=1)
+
+
+class MoCo(nn.Module):
+    """Query/key encoders with a queue that remembers which image each key came from.
+
+    Remembering ids lets a query ignore its own image's old keys, so the queue
+    works even when it is larger than the dataset (moco issue #87).
+    The keys of the current batch serve as extra negatives, which matters at the
+    start of a run while the queue is still empty.
+    """
+
+    def __init__(self, cfg: RunConfig, queue_size: int | None = None) -> None:
+        super().__init__()
+        c = cfg.contrastive
+        self.temperature = c.temperature
+        self.decoupled = c.loss == "dcl"
+        self.symmetric = c.symmetric
+        self.bn_chunks = c.shuffle_bn_chunks
+        self.query = EncoderWithHead(cfg)
+        self.key = copy.deepcopy(self.query)
+        for param in self.key.parameters():
+            param.requires_grad_(False)
+        size = c.queue_size if queue_size is None else queue_size
+        self.register_buffer("queue", F.normalize(torch.randn(size, cfg.model.proj_dim), dim=1))
+        self.register_buffer("queue_ids", torch.full((size,), -1, dtype=torch.long))
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+
+    @property
+    def net(self) -> FineGrainedNet:
+        return self.query.net
+
+    @torch.no_grad()
+    def momentum_update(self, momentum: float) -> None:
+        for key_param, query_param in zip(self.key.parameters(), self.query.parameters()):
+            key_param.mul_(momentum).add_(query_param.detach(), alpha=1.0 - momentum)
+
+    @torch.no_grad()
+    def encode_keys(self, images: torch.Tensor) -> torch.Tensor:
+        """Keys with batch norm over shuffled sub-batches, so BN statistics cannot leak
+        which key belongs to which query (MoCo's shuffle BN on a single device)."""
+        chunks = max(1, min(self.bn_chunks, len(images) // 2))
+        if chunks == 1:
+            return self.key(images)
+        order = torch.randperm(len(images), device=images.device)
+        keys = torch.cat([self.key(part) for part in images[order].chunk(chunks)])
+        return keys[torch.argsort(order)]
+
+    def forward(self, global_views: list[torch.Tensor], local_views: list[torch.Tensor], ids: torch.Tensor) -> ContrastiveOutput:
+        keys = [self.encode_keys(view) for view in global_views]
+        queries = [self.query(view) for view in global_views]
+        local_queries = [self.query(view) for view in local_views]
+        queue = self.queue.clone().detach()
+        mask = self.negative_mask(ids)
+
+        def loss_against(query: torch.Tensor, key: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            negatives = torch.cat([key, queue])
+            return info_nce(query, key, negatives, self.temperature, mask, self.decoupled)
+
+        pairs = [(queries[0], keys[1 % len(keys)])]
+        if self.symmetric and len(keys) > 1:
+            pairs.append((queries[1], keys[0]))
+        for local in local_queries:
+            pairs.extend((local, key) for key in keys)
+        results = [loss_against(q, k) for q, k in pairs]
+        loss = torch.stack([r[0] for r in results]).mean()
+        accuracy = torch.stack([r[1] for r in results[: 2 if self.symmetric else 1]]).mean()
+        return ContrastiveOutput(loss, accuracy, keys[0], ids)
+
+    def negative_mask(self, ids: torch.Tensor) -> torch.Tensor:
+        """(B, B + K): True where a candidate negative comes from the query's own image,
+        first among the batch's keys, then in the queue."""
+        same_in_batch = ids.unsqueeze(0) == ids.unsqueeze(1)
+        same_in_queue = self.queue_ids.unsqueeze(0) == ids.unsqueeze(1)
+        return torch.cat([same_in_batch, same_in_queue], dim=1)
+
+    @torch.no_grad()
+    def enqueue(self, keys: torch.Tensor, ids: torch.Tensor) -> None:
+        size = self.queue.shape[0]
+        if size == 0:
+            return
+        keys, ids = keys[-size:], ids[-size:]
+        start = int(self.queue_ptr)
+        positions = (torch.arange(len(keys), device=keys.device) + start) % size
+        self.queue[positions] = keys.to(self.queue.dtype)
+        self.queue_ids[positions] = ids
+        self.queue_ptr.fill_((start + len(keys)) % size)
+
+
+def cosine_momentum(base: float, progress: float) -> float:
+    """EMA momentum rising from `base` to 1 along a half cosine (BYOL)."""
+    progress = min(max(progress, 0.0), 1.0)
+    return 1.0 - (1.0 - base) * (math.cos(math.pi * progress) + 1.0) / 2.0

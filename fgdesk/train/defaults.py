@@ -1,0 +1,40 @@
+"""The one-click configuration: what the app's Train button and `fgdesk train` use.
+
+Every choice here is backed by a measurement in docs/benchmarks.md.
+"""
+from __future__ import annotations
+
+from fgdesk.config import RunConfig
+
+CPU_BUDGET_MIN = 25.0  # a lunch break on a laptop; GPUs get further along the same path
+
+
+def default_config(data_path: str, num_images: int, device: str = "auto") -> RunConfig:
+    """Defaults adapted to the dataset size and the device."""
+    from fgdesk.train.device import select_device
+
+    config = RunConfig()
+    config.data.path = str(data_path)
+    config.device = device
+    on_gpu = select_device(device).type in ("cuda", "mps")
+    images = max(1, num_images)
+    if on_gpu:
+        config.model.backbone = "resnet50"
+        config.data.image_size = 224
+        config.data.eval_size = 224
+        config.data.local_size = 96
+        config.schedule.batch_size = 128
+        config.schedule.epochs = 200
+    else:
+        # Small inputs buy many more steps per CPU-minute, which matters more than
+        # pixels on a few thousand images (Cao & Wu, "Small is beautiful").
+        config.data.image_size = 96
+        config.data.eval_size = 96
+        config.data.local_size = 48
+        config.schedule.batch_size = 64
+        config.schedule.epochs = 100
+        config.schedule.time_budget_min = CPU_BUDGET_MIN
+    config.schedule.batch_size = max(8, min(config.schedule.batch_size, images // 4 or 8))
+    # The queue never needs to outgrow the dataset: older keys of the same images add nothing.
+    config.contrastive.queue_size = int(min(4096, max(config.schedule.batch_size * 4, images)))
+    return config.validate()

@@ -1,0 +1,487 @@
+"""The pretraining loop: no Qt, driven by the CLI, the app's worker thread and the tests.
+
+It reports through `on_event`, obeys a `TrainingControl` between steps, keeps
+everything about the run in its folder, and can continue a run from its last
+checkpoint after a stop, a crash or a kill.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import math
+import random
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import torch
+from torch.utils.data import Sampler
+
+from fgdesk.config import RunConfig
+from fgdesk.data.augment import ContrastiveViews
+from fgdesk.data.layouts import DatasetIndex, Sample, detect
+from fgdesk.data.loading import SampleDataset, make_loader
+from fgdesk.evaluate.embeddings import compute_embeddings
+from fgdesk.evaluate.knn import knn_top1
+from fgdesk.fileio import append_jsonl, remove_stale_temp_files
+from fgdesk.model.moco import MoCo, cosine_momentum
+from fgdesk.train import distributed, runs
+from fgdesk.train.checkpoint import CheckpointError, checkpoint_config, load_checkpoint, save_checkpoint
+from fgdesk.train.device import autocast, resolve_precision, select_device
+from fgdesk.train.events import (
+    BadImageEvent,
+    CheckpointEvent,
+    EpochEvent,
+    Event,
+    FailedEvent,
+    FinishedEvent,
+    StepEvent,
+    TrainingControl,
+    event_record,
+)
+from fgdesk.train.schedule import scaled_lr, warmup_cosine
+
+log = logging.getLogger(__name__)
+
+LONG_PAUSE_S = 30.0  # paused longer than this: the loader's worker processes are shut down
+MONITOR_BANK_LIMIT = 4000  # images embedded per kNN monitor pass, to bound its cost
+MAX_BAD_IMAGE_EVENTS = 200
+
+
+class TrainingFailure(RuntimeError):
+    """A run cannot go on; the message tells the user why and what to change."""
+
+
+class EpochSampler(Sampler[int]):
+    """A seeded permutation per epoch, sharded across ranks, that can start mid-epoch.
+
+    Starting at `start_batch` skips already-trained batches without decoding them,
+    which is what makes a mid-epoch resume cheap and exact in sample order.
+    """
+
+    def __init__(self, size: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1) -> None:
+        self.size, self.batch_size, self.seed = size, batch_size, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch, self.start_batch = 0, 0
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return (self.size // self.world_size) // self.batch_size
+
+    def set_position(self, epoch: int, start_batch: int) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.size, generator=generator)
+        shard = order[self.rank::self.world_size][: self.batches_per_epoch * self.batch_size]
+        return iter(shard[self.start_batch * self.batch_size:].tolist())
+
+    def __len__(self) -> int:
+        return (self.batches_per_epoch - self.start_batch) * self.batch_size
+
+
+def holdout_split(samples: list[Sample], fraction: float = 0.1) -> tuple[list[Sample], list[Sample]]:
+    """Split labelled training samples into (bank, validation) by a stable hash of the path.
+
+    The kNN monitor and best-checkpoint choice read only these training images, never
+    the test split. Classes with fewer than 5 images stay whole in the bank.
+    """
+    per_class: dict[int, list[Sample]] = {}
+    for sample in samples:
+        per_class.setdefault(sample.label, []).append(sample)
+    bank, validation = [], []
+    for members in per_class.values():
+        if len(members) < 5:
+            bank.extend(members)
+            continue
+        ranked = sorted(members, key=lambda s: hashlib.sha1(str(s.path).encode()).hexdigest())
+        count = max(1, round(len(members) * fraction))
+        validation.extend(ranked[:count])
+        bank.extend(ranked[count:])
+    return bank, validation
+
+
+class Trainer:
+    def __init__(
+        self,
+        config: RunConfig,
+        run_dir: Path | None = None,
+        on_event: Callable[[Event], None] | None = None,
+        control: TrainingControl | None = None,
+    ) -> None:
+        self.config = config.validate()
+        self.on_event = on_event
+        self.control = control or TrainingControl()
+        self.device = select_device(config.device)
+        self.dist = distributed.init_from_env(self.device.type)
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+            torch.cuda.set_device(self.device)
+        if run_dir is None and self.dist.is_main:
+            run_dir = runs.new_run_dir(config.name)
+        self.run_dir = Path(distributed.broadcast_object(str(run_dir) if run_dir else None, self.dist))
+        self._resuming = False
+        self._bad_reported = 0
+        self._log_handler: logging.Handler | None = None
+
+    @classmethod
+    def resume(
+        cls,
+        run_dir: Path,
+        on_event: Callable[[Event], None] | None = None,
+        control: TrainingControl | None = None,
+    ) -> "Trainer":
+        """A trainer that continues the run in `run_dir` from its last complete checkpoint."""
+        run_dir = Path(run_dir)
+        config_path = run_dir / runs.CONFIG_FILE
+        if not config_path.is_file():
+            raise CheckpointError(f"{run_dir} is not an fgdesk run folder (no {runs.CONFIG_FILE})")
+        trainer = cls(RunConfig.load(config_path), run_dir, on_event, control)
+        trainer._resuming = True
+        return trainer
+
+    # -- public ---------------------------------------------------------------
+    def run(self) -> FinishedEvent | FailedEvent:
+        """Train until done, stopped or failed; never raises for training problems."""
+        self._attach_log()
+        try:
+            result: FinishedEvent | FailedEvent = self._train()
+        except TrainingFailure as exc:
+            result = self._fail(str(exc), traceback.format_exc())
+        except Exception as exc:  # report, never die silently
+            if _is_out_of_memory(exc):
+                result = self._fail(self._oom_message(), traceback.format_exc())
+            else:
+                result = self._fail(f"{type(exc).__name__}: {exc}", traceback.format_exc())
+        finally:
+            self._detach_log()
+            distributed.shutdown(self.dist)
+        return result
+
+    # -- set-up ---------------------------------------------------------------
+    def _attach_log(self) -> None:
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            handler = logging.FileHandler(self.run_dir / runs.LOG_FILE, encoding="utf-8")
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+            logging.getLogger("fgdesk").addHandler(handler)
+            logging.getLogger("fgdesk").setLevel(min(logging.getLogger("fgdesk").getEffectiveLevel(), logging.INFO))
+            self._log_handler = handler
+
+    def _detach_log(self) -> None:
+        if self._log_handler:
+            logging.getLogger("fgdesk").removeHandler(self._log_handler)
+            self._log_handler.close()
+            self._log_handler = None
+
+    def _emit(self, event: Event, record: bool = True) -> None:
+        if not self.dist.is_main:
+            return
+        if record:
+            append_jsonl(self.run_dir / runs.METRICS_FILE, {"time": time.time(), **event_record(event)})
+        if self.on_event:
+            try:
+                self.on_event(event)
+            except Exception:  # a broken listener must not end the run
+                log.exception("event listener failed on %s", type(event).__name__)
+
+    def _fail(self, reason: str, trace: str) -> FailedEvent:
+        log.error("run failed: %s", reason)
+        if self.dist.is_main and self.run_dir.is_dir():
+            runs.write_state(self.run_dir, status="failed", reason=reason)
+        event = FailedEvent(str(self.run_dir), reason, trace, str(self.run_dir / runs.LOG_FILE))
+        self._emit(event)
+        return event
+
+    def _load_dataset(self) -> DatasetIndex:
+        cfg = self.config.data
+        if not cfg.path:
+            raise TrainingFailure("no dataset given: set data.path (fgdesk train --data FOLDER)")
+        try:
+            index = detect(cfg.path, layout=cfg.layout, level=cfg.level, check_images=True)
+        except Exception as exc:  # DatasetError carries the path and the fix
+            raise TrainingFailure(str(exc)) from exc
+        for problem in index.problems:
+            self._report_bad(str(problem.path), problem.reason)
+        return index
+
+    def _report_bad(self, path: str, reason: str) -> None:
+        self._bad_reported += 1
+        log.warning("skipping %s: %s", path, reason)
+        if self._bad_reported <= MAX_BAD_IMAGE_EVENTS:
+            self._emit(BadImageEvent(path, reason))
+
+    # -- the loop -------------------------------------------------------------
+    def _train(self) -> FinishedEvent:
+        cfg = self.config
+        index = self._load_dataset()
+        samples = index.train_samples()
+        if len(samples) < 2:
+            raise TrainingFailure(f"{cfg.data.path} has {len(samples)} usable training image(s); pretraining needs at least 2")
+        batch_size = min(cfg.schedule.batch_size, len(samples) // self.dist.world_size)
+        if batch_size < cfg.schedule.batch_size:
+            log.warning("batch size lowered from %d to %d to fit %d images", cfg.schedule.batch_size, batch_size, len(samples))
+        if batch_size < 2:
+            raise TrainingFailure(f"too few images ({len(samples)}) for {self.dist.world_size} processes")
+
+        torch.manual_seed(cfg.seed + self.dist.rank)
+        random.seed(cfg.seed + self.dist.rank)
+        dtype = resolve_precision(cfg.precision, self.device)
+        channels_last = cfg.channels_last and self.device.type in ("cpu", "cuda")
+        queue_size = min(cfg.contrastive.queue_size, max(batch_size, len(samples)))
+        model = MoCo(cfg, queue_size=queue_size).to(self.device)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        trainable = [p for p in model.query.parameters() if p.requires_grad]
+        base_lr = scaled_lr(cfg.optim.lr, batch_size, self.dist.world_size)
+        if cfg.optim.name == "sgd":
+            optimizer = torch.optim.SGD(trainable, lr=base_lr, momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay)
+        else:
+            optimizer = torch.optim.AdamW(trainable, lr=base_lr, weight_decay=cfg.optim.weight_decay)
+        query_for_step = model
+        if self.dist.enabled:
+            query_for_step = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None, broadcast_buffers=False
+            )
+
+        sampler = EpochSampler(len(samples), batch_size, cfg.seed, self.dist.rank, self.dist.world_size)
+        steps_per_epoch = sampler.batches_per_epoch
+        total_steps = steps_per_epoch * cfg.schedule.epochs
+        warmup_fraction = min(0.5, cfg.optim.warmup_epochs / cfg.schedule.epochs)
+        budget_s = cfg.schedule.time_budget_min * 60.0
+
+        labelled = index.labelled()
+        bank, validation = holdout_split(samples) if labelled else (samples, [])
+        state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "elapsed_s": 0.0, "best_knn_top1": None}
+        if self._resuming and runs.last_checkpoint(self.run_dir).is_file():
+            state = self._restore(model, optimizer, state)
+        elif self._resuming:
+            log.warning("%s has no complete checkpoint yet; starting it from the beginning", self.run_dir)
+        elif self.dist.is_main:
+            cfg.save(self.run_dir / runs.CONFIG_FILE)
+        if self.dist.is_main:
+            remove_stale_temp_files(self.run_dir / runs.CHECKPOINT_DIR)
+            runs.mark_running(
+                self.run_dir, epochs=cfg.schedule.epochs, epochs_done=state["epoch"], dataset=str(cfg.data.path),
+                best_knn_top1=state["best_knn_top1"], num_images=len(samples), layout=index.layout,
+            )
+        log.info(
+            "training on %d images (%s layout, %d classes), device %s, precision %s, batch %d x %d process(es), %d steps/epoch",
+            len(samples), index.layout, len(index.classes), self.device, dtype or "fp32", batch_size, self.dist.world_size, steps_per_epoch,
+        )
+
+        dataset = SampleDataset(samples, ContrastiveViews(cfg.data), index.crop_bottom)
+        num_global = 2
+        loop_started = time.monotonic()
+        elapsed_at_start = state["elapsed_s"]
+        paused_s = 0.0
+
+        def elapsed() -> float:
+            return elapsed_at_start + time.monotonic() - loop_started - paused_s
+
+        def progress(step: int) -> float:
+            by_steps = step / max(1, total_steps)
+            return max(by_steps, elapsed() / budget_s) if budget_s > 0 else by_steps
+
+        def save(kind: str = "last") -> None:
+            if not self.dist.is_main:
+                return
+            payload = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "epoch": state["epoch"],
+                "step_in_epoch": state["step_in_epoch"],
+                "global_step": state["global_step"],
+                "elapsed_s": elapsed(),
+                "best_knn_top1": state["best_knn_top1"],
+                "torch_rng": torch.get_rng_state(),
+                "python_rng": list(random.getstate()[1]),
+                "num_images": len(samples),
+                "class_names": list(index.classes),
+            }
+            target = runs.last_checkpoint(self.run_dir) if kind == "last" else self.run_dir / runs.CHECKPOINT_DIR / runs.BEST_CHECKPOINT
+            try:
+                save_checkpoint(target, payload, cfg)
+            except OSError as exc:
+                if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise TrainingFailure(
+                        f"the disk is full: the checkpoint {target.name} could not be written in {target.parent}. "
+                        "The previous checkpoint is kept; free some space and resume the run."
+                    ) from exc
+                raise
+            self._emit(CheckpointEvent(str(target), state["global_step"]))
+
+        out_of_budget = False
+        stopped = False
+        epoch_losses: list[float] = []
+        while state["epoch"] < cfg.schedule.epochs and not out_of_budget:
+            epoch = state["epoch"]
+            sampler.set_position(epoch, state["step_in_epoch"])
+            loader = make_loader(
+                dataset, batch_size=batch_size, shuffle=False, num_workers=cfg.data.num_workers,
+                drop_last=True, seed=cfg.seed * 7919 + epoch * 101 + state["step_in_epoch"] + self.dist.rank, sampler=sampler,
+            )
+            window_start, window_images = time.monotonic(), 0
+            interrupted_for_pause = False
+            for batch in loader:
+                for bad_index, reason in zip(batch.bad, batch.bad_reasons):
+                    self._report_bad(str(samples[bad_index].path), reason)
+                if len(batch.indices) < 2:
+                    state["step_in_epoch"] += 1
+                    continue
+                views = [v.to(self.device, non_blocking=True) for v in batch.views]
+                if channels_last:
+                    views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+                ids = batch.indices.to(self.device)
+                step_progress = progress(state["global_step"])
+                lr = warmup_cosine(base_lr, step_progress, warmup_fraction)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                with autocast(self.device, dtype):
+                    output = query_for_step(views[:num_global], views[num_global:], ids)
+                loss = output.loss
+                if not torch.isfinite(loss):
+                    raise TrainingFailure(
+                        f"the loss became {loss.item()} at step {state['global_step']} (lr {lr:.4g}). "
+                        "Lower optim.lr, or set precision to fp32, then start again or resume from the last checkpoint."
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                model.momentum_update(cosine_momentum(cfg.contrastive.momentum, step_progress))
+                keys = distributed.all_gather_cat(output.keys.detach(), self.dist)
+                key_ids = distributed.all_gather_cat(output.ids, self.dist)
+                model.enqueue(keys, key_ids)
+
+                state["step_in_epoch"] += 1
+                state["global_step"] += 1
+                loss_value = distributed.all_reduce_mean(loss.item(), self.dist, self.device)
+                epoch_losses.append(loss_value)
+                window_images += len(batch.indices) * self.dist.world_size
+                now = time.monotonic()
+                speed = window_images / max(1e-9, now - window_start)
+                if state["global_step"] % cfg.schedule.log_every_steps == 0 or state["step_in_epoch"] == steps_per_epoch:
+                    done = progress(state["global_step"])
+                    eta = elapsed() * (1.0 - done) / max(done, 1e-9)
+                    self._emit(StepEvent(
+                        epoch, cfg.schedule.epochs, state["step_in_epoch"], steps_per_epoch, state["global_step"],
+                        total_steps, loss_value, lr, speed, eta,
+                    ))
+                if state["global_step"] % cfg.schedule.checkpoint_every_steps == 0:
+                    save()
+                if budget_s > 0 and elapsed() >= budget_s:
+                    out_of_budget = True
+                    break
+                if self.control.stopped:
+                    stopped = True
+                    break
+                if self.control.paused:
+                    paused_for = self._wait_while_paused(LONG_PAUSE_S)
+                    paused_s += paused_for
+                    if self.control.stopped:
+                        stopped = True
+                        break
+                    if self.control.paused:
+                        interrupted_for_pause = True  # leaving the loop shuts the workers down
+                        break
+                    window_start, window_images = time.monotonic(), 0
+            del loader
+            if stopped:
+                break
+            if interrupted_for_pause:
+                paused_s += self._wait_while_paused(None)
+                if self.control.stopped:
+                    stopped = True
+                    break
+                continue
+            if state["step_in_epoch"] < steps_per_epoch and not out_of_budget:
+                continue
+            # The epoch is complete.
+            state["epoch"] += 1
+            state["step_in_epoch"] = 0
+            knn = self._monitor(model, index, bank, validation, dtype) if self._should_monitor(state["epoch"], out_of_budget) else None
+            improved = knn is not None and (state["best_knn_top1"] is None or knn > state["best_knn_top1"])
+            if improved:
+                state["best_knn_top1"] = knn
+            mean_loss = sum(epoch_losses) / max(1, len(epoch_losses))
+            epoch_losses = []
+            self._emit(EpochEvent(epoch, cfg.schedule.epochs, mean_loss, knn, elapsed()))
+            save()
+            if improved:
+                save("best")
+            if self.dist.is_main:
+                runs.write_state(self.run_dir, epochs_done=state["epoch"], best_knn_top1=state["best_knn_top1"], elapsed_s=elapsed())
+
+        if stopped:
+            save()
+        status = "stopped" if stopped else "finished"
+        if self.dist.is_main:
+            runs.write_state(self.run_dir, status=status, epochs_done=state["epoch"], best_knn_top1=state["best_knn_top1"], elapsed_s=elapsed())
+        log.info("run %s after %d epoch(s), %.0f s", status, state["epoch"], elapsed())
+        result = FinishedEvent(str(self.run_dir), status, state["epoch"], state["best_knn_top1"])
+        self._emit(result)
+        return result
+
+    def _wait_while_paused(self, limit_s: float | None) -> float:
+        started = time.monotonic()
+        while self.control.paused and not self.control.stopped:
+            if limit_s is not None and time.monotonic() - started >= limit_s:
+                break
+            self.control.wait_while_paused(0.2)
+        return time.monotonic() - started
+
+    def _should_monitor(self, epochs_done: int, last: bool) -> bool:
+        every = self.config.schedule.eval_every
+        return every > 0 and (epochs_done % every == 0 or epochs_done == self.config.schedule.epochs or last)
+
+    def _monitor(self, model: MoCo, index: DatasetIndex, bank: list[Sample], validation: list[Sample], dtype) -> float | None:
+        """kNN top-1 of held-out training images against the rest (never the test split)."""
+        if not validation or not self.dist.is_main:
+            distributed.barrier(self.dist)
+            return None
+        if len(bank) > MONITOR_BANK_LIMIT:
+            bank = sorted(bank, key=lambda s: hashlib.sha1(str(s.path).encode()).hexdigest())[:MONITOR_BANK_LIMIT]
+        size = self.config.data.eval_size
+        common = dict(image_size=size, crop_bottom=index.crop_bottom, device=self.device, dtype=dtype, num_workers=0)
+        bank_embeddings = compute_embeddings(model.net, bank, **common)
+        val_embeddings = compute_embeddings(model.net, validation, **common)
+        distributed.barrier(self.dist)
+        if len(bank_embeddings.labels) == 0 or len(val_embeddings.labels) == 0:
+            return None
+        return knn_top1(bank_embeddings.vectors, bank_embeddings.labels, val_embeddings.vectors, val_embeddings.labels, len(index.classes))
+
+    def _restore(self, model: MoCo, optimizer: torch.optim.Optimizer, state: dict) -> dict:
+        path = runs.last_checkpoint(self.run_dir)
+        document = load_checkpoint(path, kind="pretrain", map_location=self.device)
+        saved = checkpoint_config(document)
+        if saved.model.backbone != self.config.model.backbone:
+            raise TrainingFailure(f"{path} was made for backbone {saved.model.backbone}, not {self.config.model.backbone}")
+        try:
+            model.load_state_dict(document["model"])
+        except RuntimeError as exc:
+            raise TrainingFailure(f"{path} does not fit this run's model: {exc}") from exc
+        optimizer.load_state_dict(document["optimizer"])
+        torch.set_rng_state(document["torch_rng"].cpu())
+        rng_words = tuple(int(x) for x in document["python_rng"])
+        random.setstate((3, rng_words, None))
+        restored = {key: document[key] for key in state}
+        log.info("resumed %s at epoch %d, step %d of the epoch", self.run_dir, restored["epoch"], restored["step_in_epoch"])
+        return restored
+
+    def _oom_message(self) -> str:
+        batch = self.config.schedule.batch_size
+        smaller = max(2, 2 ** int(math.log2(max(2, batch // 2))))
+        where = "GPU" if self.device.type == "cuda" else "memory"
+        return (
+            f"out of {where} at batch size {batch}. Resume with a smaller batch, e.g. --batch-size {smaller}, "
+            "or a smaller --image-size."
+        )
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, torch.OutOfMemoryError) or isinstance(exc, MemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
