@@ -1,0 +1,62 @@
+"""Contrastive views and the evaluation transform."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fgdesk.config import DataConfig
+from fgdesk.data.augment import IMAGE_MEAN, IMAGE_STD, ContrastiveViews, eval_transform
+
+
+@pytest.fixture
+def photo() -> Image.Image:
+    rng = np.random.default_rng(0)
+    return Image.fromarray(rng.integers(0, 256, (90, 130, 3), dtype=np.uint8), "RGB")
+
+
+def denormalise(view: torch.Tensor) -> torch.Tensor:
+    return view * torch.tensor(IMAGE_STD)[:, None, None] + torch.tensor(IMAGE_MEAN)[:, None, None]
+
+
+def test_imagenet_statistics():
+    assert IMAGE_MEAN == pytest.approx((0.485, 0.456, 0.406)) and IMAGE_STD == pytest.approx((0.229, 0.224, 0.225))
+
+
+def test_two_global_views_then_local_views(photo):
+    torch.manual_seed(0)
+    views = ContrastiveViews(DataConfig(image_size=64, local_crops=3, local_size=32))(photo)
+    assert [tuple(v.shape) for v in views] == [(3, 64, 64)] * 2 + [(3, 32, 32)] * 3
+    assert all(v.dtype == torch.float32 for v in views)
+    pixels = torch.cat([denormalise(v).flatten() for v in views])
+    assert pixels.min() >= -1e-4 and pixels.max() <= 1 + 1e-4
+    assert not torch.equal(views[0], views[1])  # two different random views
+
+
+def test_no_local_crops(photo):
+    views = ContrastiveViews(DataConfig(image_size=48, local_crops=0))(photo)
+    assert len(views) == 2
+
+
+def test_grayscale_probability_one_gives_grey_views(photo):
+    cfg = DataConfig(image_size=40, local_crops=1, local_size=24, grayscale_prob=1.0, color_jitter=0.0)
+    for view in ContrastiveViews(cfg)(photo):
+        rgb = denormalise(view)
+        assert torch.allclose(rgb[0], rgb[1], atol=1e-5) and torch.allclose(rgb[1], rgb[2], atol=1e-5)
+
+
+def test_all_photometric_ops_off_keeps_colours(photo):
+    cfg = DataConfig(image_size=32, local_crops=0, color_jitter=0.0, grayscale_prob=0.0, blur_prob=0.0, min_scale=1.0)
+    red = Image.new("RGB", (50, 50), (255, 0, 0))
+    view = denormalise(ContrastiveViews(cfg)(red)[0])
+    assert torch.allclose(view[0], torch.ones(32, 32), atol=1e-5) and view[1].abs().max() < 1e-5
+
+
+def test_eval_transform_is_deterministic_resize_and_centre_crop(photo):
+    transform = eval_transform(64)
+    first, second = transform(photo), transform(photo)
+    assert first.shape == (3, 64, 64) and torch.equal(first, second)
+    flat = eval_transform(32)(Image.new("RGB", (70, 40), (0, 128, 255)))
+    expected = (torch.tensor([0, 128, 255]) / 255 - torch.tensor(IMAGE_MEAN)) / torch.tensor(IMAGE_STD)
+    assert torch.allclose(flat.mean(dim=(1, 2)), expected, atol=1e-4)
