@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -134,6 +135,20 @@ def _parse_value(text: str):
         return text
 
 
+def _flag_overrides(args: argparse.Namespace) -> dict:
+    """Config fields set by flags on the command line (unset flags are left out)."""
+    overrides = {key: getattr(args, flag.lstrip("-").replace("-", "_")) for flag, key, _, _ in TRAIN_OPTIONS}
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if args.stages:
+        overrides["model.stages"] = [int(part) for part in args.stages.split(",") if part.strip()]
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise CLIError(f"--set expects KEY=VALUE, got {item!r}")
+        overrides[key.strip()] = _parse_value(value.strip())
+    return overrides
+
+
 def resolve_train_config(args: argparse.Namespace):
     """Config from defaults (or --config), then flags; errors name the flag."""
     from fgdesk.config import ConfigError, RunConfig
@@ -153,16 +168,7 @@ def resolve_train_config(args: argparse.Namespace):
             except DatasetError as exc:
                 raise CLIError(str(exc)) from exc
             config = default_config(str(args.data), count, args.device or "auto")
-        overrides = {key: getattr(args, flag.lstrip("-").replace("-", "_")) for flag, key, _, _ in TRAIN_OPTIONS}
-        overrides = {k: v for k, v in overrides.items() if v is not None}
-        if args.stages:
-            overrides["model.stages"] = [int(part) for part in args.stages.split(",") if part.strip()]
-        for item in args.set:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise CLIError(f"--set expects KEY=VALUE, got {item!r}")
-            overrides[key.strip()] = _parse_value(value.strip())
-        return config.with_overrides(overrides).validate()
+        return config.with_overrides(_flag_overrides(args)).validate()
     except (ConfigError, ValueError) as exc:
         raise CLIError(str(exc)) from exc
 
@@ -202,6 +208,7 @@ class _Progress:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from fgdesk.config import ConfigError
     from fgdesk.train.checkpoint import CheckpointError
     from fgdesk.train.engine import Trainer
     from fgdesk.train.events import FailedEvent
@@ -209,16 +216,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     progress = _Progress()
     try:
         if args.resume:
-            trainer = Trainer.resume(args.resume, on_event=progress)
+            trainer = Trainer.resume(args.resume, on_event=progress, overrides=_flag_overrides(args))
         else:
             config = resolve_train_config(args)
             if args.print_config:
                 print(json.dumps(config.to_dict(), indent=2))
                 return 0
-            if args.out and args.out.exists() and any(args.out.iterdir()):
+            first_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 creates the folder
+            if first_process and args.out and args.out.exists() and any(args.out.iterdir()):
                 raise CLIError(f"--out {args.out} already holds files; choose a new folder or use --resume {args.out}")
             trainer = Trainer(config, run_dir=args.out, on_event=progress)
-    except CheckpointError as exc:
+    except (CheckpointError, ConfigError) as exc:
         raise CLIError(str(exc)) from exc
     if trainer.dist.is_main:
         print(f"run folder: {trainer.run_dir}", flush=True)

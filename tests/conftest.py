@@ -6,6 +6,10 @@ import os
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# Tests run tiny tensors, where a second thread costs more than it gives, and
+# oversubscribed threads on a busy 2-core machine slow each op tenfold.
+# Benchmarks in bench/ use every core.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(autouse=True)

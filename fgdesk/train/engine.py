@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 LONG_PAUSE_S = 30.0  # paused longer than this: the loader's worker processes are shut down
 MONITOR_BANK_LIMIT = 4000  # images embedded per kNN monitor pass, to bound its cost
 MAX_BAD_IMAGE_EVENTS = 200
+RESUMABLE_CHANGES = ("schedule.", "device", "precision", "data.num_workers")
 
 
 class TrainingFailure(RuntimeError):
@@ -133,14 +134,28 @@ class Trainer:
         run_dir: Path,
         on_event: Callable[[Event], None] | None = None,
         control: TrainingControl | None = None,
+        overrides: dict | None = None,
     ) -> "Trainer":
-        """A trainer that continues the run in `run_dir` from its last complete checkpoint."""
+        """A trainer that continues the run in `run_dir` from its last complete checkpoint.
+
+        `overrides` may change how the rest of the run goes (epochs, batch size, time
+        budget, device, workers), e.g. a smaller batch after running out of memory;
+        settings that define the model cannot change.
+        """
         run_dir = Path(run_dir)
         config_path = run_dir / runs.CONFIG_FILE
         if not config_path.is_file():
             raise CheckpointError(f"{run_dir} is not an fgdesk run folder (no {runs.CONFIG_FILE})")
-        trainer = cls(RunConfig.load(config_path), run_dir, on_event, control)
+        config = RunConfig.load(config_path)
+        if overrides:
+            fixed = [key for key in overrides if not key.startswith(RESUMABLE_CHANGES)]
+            if fixed:
+                raise CheckpointError(f"cannot change {', '.join(fixed)} when resuming; start a new run instead")
+            config = config.with_overrides(overrides)
+        trainer = cls(config, run_dir, on_event, control)
         trainer._resuming = True
+        if overrides and trainer.dist.is_main:
+            config.save(config_path)
         return trainer
 
     # -- public ---------------------------------------------------------------

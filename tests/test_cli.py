@@ -1,0 +1,100 @@
+"""The `fgdesk` command line, end to end on the demo set, as a server user would run it."""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TINY_TRAIN = [
+    "--epochs", "2", "--batch-size", "8", "--image-size", "32", "--eval-size", "48", "--local-crops", "1",
+    "--local-size", "16", "--workers", "0", "--queue-size", "32", "--checkpoint-every", "3", "--time-budget", "0",
+    "--set", "model.proj_hidden=64", "--set", "model.proj_dim=32",
+]
+
+
+def fgdesk(*args: str, check: bool = True, timeout: int = 300, module: tuple[str, ...] = ("-m", "fgdesk")) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, *module, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
+    if check and result.returncode != 0:
+        raise AssertionError(f"fgdesk {' '.join(map(str, args))} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cli") / "demo"
+    out = fgdesk("demo-data", root, "--classes", "4", "--per-class", "10", "--size", "48")
+    assert "demo dataset written" in out.stdout
+    return root
+
+
+def test_help_documents_every_train_option():
+    text = fgdesk("train", "--help").stdout
+    for flag in ("--data", "--config", "--resume", "--out", "--epochs", "--batch-size", "--image-size", "--lr",
+                 "--temperature", "--queue-size", "--momentum", "--stages", "--local-crops", "--attention",
+                 "--backbone", "--weights", "--device", "--precision", "--time-budget"):
+        assert flag in text
+    assert fgdesk("--version").stdout.startswith("fgdesk ")
+
+
+def test_train_eval_predict_export_end_to_end(demo, tmp_path):
+    run = tmp_path / "run"
+    train = fgdesk("train", "--data", demo, "--out", run, *TINY_TRAIN)
+    assert "finished after 2 epoch(s)" in train.stdout
+    assert (run / "checkpoints" / "last.pt").is_file() and (run / "config.json").is_file()
+
+    evaluation = fgdesk("eval", run)
+    assert "kNN" in evaluation.stdout and "pointing" in evaluation.stdout.lower()
+    report = json.loads(fgdesk("eval", run, "--json").stdout)
+    assert 0.0 <= report["knn_top1"] <= 1.0
+    assert (run / "eval.json").is_file() and (run / "classifier.pt").is_file()
+
+    images = sorted((demo / "test").rglob("*.png"))[:3]
+    table = tmp_path / "predictions.csv"
+    heatmaps = tmp_path / "heatmaps"
+    fgdesk("predict", run, *images, "--csv", table, "--heatmaps", heatmaps)
+    rows = list(csv.DictReader(table.open(encoding="utf-8")))
+    assert len(rows) == 3 and all(row["path"] for row in rows)
+    assert len(list(heatmaps.glob("*.png"))) >= 3 * 2  # at least a fused map and one scale per image
+
+    exported = fgdesk("export", run, "--format", "torchscript")
+    assert (run / "export" / "fgdesk_encoder.pt").is_file(), exported.stdout
+
+
+def test_a_finished_run_can_be_extended_with_more_epochs(demo, tmp_path):
+    run = tmp_path / "run"
+    fgdesk("train", "--data", demo, "--out", run, *TINY_TRAIN[:1], "1", *TINY_TRAIN[2:])
+    resumed = fgdesk("train", "--resume", run, "--epochs", "2")
+    assert "finished after 2 epoch(s)" in resumed.stdout
+    refused = fgdesk("train", "--resume", run, "--backbone", "resnet50", check=False)
+    assert refused.returncode == 2 and "cannot change model.backbone" in refused.stderr
+
+
+def test_bad_input_gives_a_clear_message_not_a_traceback(demo, tmp_path):
+    missing = fgdesk("train", "--data", tmp_path / "nowhere", check=False)
+    assert missing.returncode == 2
+    assert "nowhere" in missing.stderr and "Traceback" not in missing.stderr
+    bad_value = fgdesk("train", "--data", demo, "--batch-size", "1", check=False)
+    assert bad_value.returncode == 2 and "schedule.batch_size" in bad_value.stderr
+
+
+def test_two_process_torchrun_training_on_cpu(demo, tmp_path):
+    run = tmp_path / "ddp"
+    result = fgdesk(
+        "--standalone", "--nproc_per_node=2", "-m", "fgdesk", "train", "--data", demo, "--out", run, *TINY_TRAIN,
+        "--device", "cpu", module=("-m", "torch.distributed.run"), timeout=400,
+    )
+    assert "finished after 2 epoch(s)" in result.stdout
+    from fgdesk.data.layouts import detect
+    from fgdesk.fileio import read_jsonl
+
+    steps = [r for r in read_jsonl(run / "metrics.jsonl") if r["type"] == "step"]
+    # The training images are sharded over 2 processes, each taking batches of 8.
+    per_epoch = (len(detect(demo).train_samples()) // 2) // 8
+    assert steps and steps[-1]["global_step"] == steps[-1]["total_steps"] == 2 * per_epoch
+    assert [r["global_step"] for r in steps] == list(range(1, 2 * per_epoch + 1))  # only rank 0 logs
+    assert (run / "checkpoints" / "last.pt").is_file()

@@ -1,0 +1,181 @@
+"""The training engine: events, control from another thread, resume, and clear failures."""
+from __future__ import annotations
+
+import errno
+import threading
+import time
+
+import pytest
+import torch
+
+from fgdesk.config import RunConfig
+from fgdesk.data.synthetic import make_demo_dataset
+from fgdesk.fileio import read_jsonl
+from fgdesk.model.moco import MoCo
+from fgdesk.train import checkpoint as checkpoint_module
+from fgdesk.train import runs
+from fgdesk.train.checkpoint import load_checkpoint
+from fgdesk.train.engine import Trainer
+from fgdesk.train.events import CheckpointEvent, EpochEvent, FailedEvent, FinishedEvent, StepEvent, TrainingControl
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    return make_demo_dataset(tmp_path_factory.mktemp("demo"), num_classes=4, per_class=10, size=48, seed=1)
+
+
+def tiny_config(data, **changes) -> RunConfig:
+    config = RunConfig()
+    config.data.path = str(data)
+    config.data.image_size = 32
+    config.data.eval_size = 32
+    config.data.local_crops = 1
+    config.data.local_size = 16
+    config.data.num_workers = 0
+    config.model.stages = [3, 4]
+    config.model.proj_hidden = 64
+    config.model.proj_dim = 32
+    config.contrastive.queue_size = 32
+    config.schedule.batch_size = 8
+    config.schedule.epochs = 2
+    config.schedule.checkpoint_every_steps = 2
+    config.precision = "fp32"  # bit-for-bit comparisons below
+    return config.with_overrides(changes).validate() if changes else config.validate()
+
+
+def collect(events: list):
+    return events.append
+
+
+def test_run_emits_events_writes_the_run_folder_and_finishes(tiny_data, tmp_path):
+    events: list = []
+    result = Trainer(tiny_config(tiny_data), run_dir=tmp_path / "run", on_event=collect(events)).run()
+    assert isinstance(result, FinishedEvent) and result.status == "finished" and result.epochs_done == 2
+    steps = [e for e in events if isinstance(e, StepEvent)]
+    epochs = [e for e in events if isinstance(e, EpochEvent)]
+    assert steps and steps[-1].global_step == steps[-1].total_steps == 2 * steps[0].steps_per_epoch
+    assert all(torch.isfinite(torch.tensor(e.loss)) and e.lr >= 0 and e.images_per_s > 0 for e in steps)
+    assert [e.epoch for e in epochs] == [0, 1]
+    assert all(e.knn_top1 is not None and 0.0 <= e.knn_top1 <= 1.0 for e in epochs)
+    assert any(isinstance(e, CheckpointEvent) for e in events)
+    run = tmp_path / "run"
+    records = list(read_jsonl(run / runs.METRICS_FILE))
+    assert sum(r["type"] == "step" for r in records) == len(steps)
+    assert sum(r["type"] == "epoch" for r in records) == 2
+    info = runs.run_info(run)
+    assert info.status == "finished" and info.epochs_done == 2 and info.best_knn_top1 is not None
+    assert RunConfig.load(run / runs.CONFIG_FILE).to_dict() == tiny_config(tiny_data).to_dict()
+    assert load_checkpoint(runs.last_checkpoint(run), kind="pretrain")["global_step"] == steps[-1].global_step
+
+
+def test_stop_mid_epoch_then_resume_continues_exactly_where_it_stopped(tiny_data, tmp_path):
+    config = tiny_config(tiny_data)
+    reference: list = []
+    Trainer(config, run_dir=tmp_path / "uninterrupted", on_event=collect(reference)).run()
+    reference_losses = {e.global_step: e.loss for e in reference if isinstance(e, StepEvent)}
+
+    control = TrainingControl()
+    first: list = []
+
+    def stop_at_step_three(event):
+        first.append(event)
+        if isinstance(event, StepEvent) and event.global_step == 3:
+            control.stop()
+
+    result = Trainer(config, run_dir=tmp_path / "run", on_event=stop_at_step_three, control=control).run()
+    assert result.status == "stopped"
+    assert runs.run_info(tmp_path / "run").status == "stopped"
+    saved = load_checkpoint(runs.last_checkpoint(tmp_path / "run"))
+    assert saved["global_step"] == 3 and saved["epoch"] == 0 and saved["step_in_epoch"] == 3
+
+    second: list = []
+    result = Trainer.resume(tmp_path / "run", on_event=collect(second)).run()
+    assert result.status == "finished" and result.epochs_done == 2
+    resumed_steps = [e.global_step for e in second if isinstance(e, StepEvent)]
+    assert resumed_steps == list(range(4, max(reference_losses) + 1))
+    # Model, optimizer, queue, data order and random state all came back: same losses.
+    for event in second:
+        if isinstance(event, StepEvent):
+            assert event.loss == pytest.approx(reference_losses[event.global_step], abs=1e-4)
+
+
+def test_pause_holds_the_loop_and_resume_lets_it_finish(tiny_data, tmp_path):
+    control = TrainingControl()
+    times: dict[int, float] = {}
+
+    def pause_at_step_two(event):
+        if isinstance(event, StepEvent):
+            times[event.global_step] = time.monotonic()
+            if event.global_step == 2:
+                control.pause()
+                threading.Timer(0.6, control.resume).start()
+
+    result = Trainer(tiny_config(tiny_data, **{"schedule.epochs": 1}), run_dir=tmp_path / "run", on_event=pause_at_step_two, control=control).run()
+    assert result.status == "finished"
+    assert times[3] - times[2] >= 0.55
+
+
+def test_stop_while_paused_saves_and_returns(tiny_data, tmp_path):
+    control = TrainingControl()
+
+    def pause_then_stop(event):
+        if isinstance(event, StepEvent) and event.global_step == 1:
+            control.pause()
+            threading.Timer(0.3, control.stop).start()
+
+    result = Trainer(tiny_config(tiny_data), run_dir=tmp_path / "run", on_event=pause_then_stop, control=control).run()
+    assert result.status == "stopped"
+    assert load_checkpoint(runs.last_checkpoint(tmp_path / "run"))["global_step"] == 1
+
+
+def test_nan_loss_stops_the_run_with_a_clear_message(tiny_data, tmp_path, monkeypatch):
+    original = MoCo.forward
+
+    def poisoned(self, *args, **kwargs):
+        output = original(self, *args, **kwargs)
+        output.loss = output.loss * float("nan")
+        return output
+
+    monkeypatch.setattr(MoCo, "forward", poisoned)
+    events: list = []
+    result = Trainer(tiny_config(tiny_data), run_dir=tmp_path / "run", on_event=collect(events)).run()
+    assert isinstance(result, FailedEvent)
+    assert "loss became nan" in result.reason and "optim.lr" in result.reason
+    assert runs.run_info(tmp_path / "run").status == "failed"
+    assert any(isinstance(e, FailedEvent) for e in events)
+
+
+def test_out_of_memory_suggests_a_smaller_batch(tiny_data, tmp_path, monkeypatch):
+    def exhausted(self, *args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(MoCo, "forward", exhausted)
+    result = Trainer(tiny_config(tiny_data), run_dir=tmp_path / "run").run()
+    assert isinstance(result, FailedEvent)
+    assert "--batch-size 4" in result.reason
+
+
+def test_full_disk_during_a_checkpoint_keeps_the_previous_one(tiny_data, tmp_path, monkeypatch):
+    real_atomic_write = checkpoint_module.atomic_write
+    calls = {"n": 0}
+
+    def fill_disk_on_second_checkpoint(path, write):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_atomic_write(path, write)
+
+    monkeypatch.setattr(checkpoint_module, "atomic_write", fill_disk_on_second_checkpoint)
+    result = Trainer(tiny_config(tiny_data), run_dir=tmp_path / "run").run()
+    assert isinstance(result, FailedEvent) and "disk is full" in result.reason
+    kept = load_checkpoint(runs.last_checkpoint(tmp_path / "run"))
+    assert kept["global_step"] == 2  # the first checkpoint survived intact
+    assert not list((tmp_path / "run" / runs.CHECKPOINT_DIR).glob(".*.tmp"))
+
+
+def test_a_folder_without_images_fails_with_the_path(tmp_path):
+    (tmp_path / "empty").mkdir()
+    config = tiny_config(tmp_path / "empty")
+    result = Trainer(config, run_dir=tmp_path / "run").run()
+    assert isinstance(result, FailedEvent)
+    assert str(tmp_path / "empty") in result.reason
