@@ -1,6 +1,10 @@
 #!/usr/bin/env python3
 """One-command set-up for fgdesk: `python3 dev.py app` or `python3 dev.py test`.
 
+Also: `dev.py run SCRIPT [args]` runs a script inside the environment,
+`dev.py bench bench/NAME.py [args]` adds the benchmark extras first, and
+`dev.py package` builds the one-folder app bundle.
+
 Creates `.venv` beside this file on first use, installs fgdesk into it with the
 pinned versions from constraints.txt, and re-installs only when pyproject.toml
 or constraints.txt change. Needs nothing but Python >= 3.11 and its venv/pip.
@@ -64,9 +68,9 @@ def ensure_installed(extras: set[str]) -> Path:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in ("app", "test", "bench", "package", "shell"):
+    if not argv or argv[0] not in ("app", "test", "bench", "package", "run"):
         print(__doc__)
-        print("usage: python3 dev.py {app|test|bench|package} [args...]")
+        print("usage: python3 dev.py {app|test|run|bench|package} [args...]")
         return 2
     command, rest = argv[0], argv[1:]
     python = ensure_installed(EXTRAS.get(command, {"test"}))
@@ -76,13 +80,11 @@ def main(argv: list[str]) -> int:
     if command == "test":
         env.setdefault("QT_QPA_PLATFORM", "offscreen")
         return subprocess.call([str(python), "-m", "pytest", *rest], env=env, cwd=ROOT)
-    if command == "bench":
-        if not rest:
-            print("usage: python3 dev.py bench bench/SCRIPT.py [args...]")
-            return 2
-        return subprocess.call([str(python), *rest], env=env, cwd=ROOT)
     if command == "package":
         return subprocess.call([str(python), str(ROOT / "packaging" / "build.py"), *rest], env=env)
+    if not rest:
+        print(f"usage: python3 dev.py {command} SCRIPT.py [args...]")
+        return 2
     return subprocess.call([str(python), *rest], env=env, cwd=ROOT)
 
 

@@ -99,7 +99,8 @@ class RunConfig:
         check.choice("data.level", d.level, ("variant", "family", "manufacturer"))
         check.range("data.image_size", d.image_size, 32, 1024)
         check.range("data.local_crops", d.local_crops, 0, 16)
-        check.range("data.local_size", d.local_size, 16, d.image_size)
+        if d.local_crops:
+            check.range("data.local_size", d.local_size, 16, d.image_size)
         check.range("data.min_scale", d.min_scale, 0.01, 1.0)
         check.range("data.color_jitter", d.color_jitter, 0.0, 1.0)
         check.range("data.color_jitter_prob", d.color_jitter_prob, 0.0, 1.0)
