@@ -241,12 +241,12 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from fgdesk.evaluate.report import evaluate_run
+    from fgdesk.evaluate.report import EvaluationError, evaluate_run
     from fgdesk.train.checkpoint import CheckpointError
 
     try:
         report = evaluate_run(args.run, device=args.device)
-    except (CheckpointError, FileNotFoundError) as exc:
+    except (CheckpointError, EvaluationError, FileNotFoundError) as exc:
         raise CLIError(str(exc)) from exc
     print(json.dumps(report.as_dict(), indent=2) if args.json else report.as_text())
     return 0
@@ -267,6 +267,7 @@ def _expand_images(paths: list[Path]) -> list[Path]:
 def cmd_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from fgdesk.evaluate.report import EvaluationError
     from fgdesk.infer.overlay import save_heatmaps
     from fgdesk.infer.predictor import Predictor
     from fgdesk.train.checkpoint import CheckpointError
@@ -276,7 +277,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise CLIError("no images given (folders are searched recursively)")
     try:
         predictor = Predictor.load(args.run, device=args.device)
-    except (CheckpointError, FileNotFoundError) as exc:
+    except (CheckpointError, EvaluationError, FileNotFoundError) as exc:
         raise CLIError(str(exc)) from exc
     if args.csv:
         with tqdm(total=len(images), desc="classifying", unit="img") as bar:

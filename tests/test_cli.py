@@ -50,7 +50,8 @@ def test_train_eval_predict_export_end_to_end(demo, tmp_path):
     evaluation = fgdesk("eval", run)
     assert "kNN" in evaluation.stdout and "pointing" in evaluation.stdout.lower()
     report = json.loads(fgdesk("eval", run, "--json").stdout)
-    assert 0.0 <= report["knn_top1"] <= 1.0
+    assert 0.0 <= report["knn"]["top1"] <= 1.0 and 0.0 <= report["linear"]["top1"] <= 1.0
+    assert "fused" in report["localization"] and "evidence" in report["localization"]
     assert (run / "eval.json").is_file() and (run / "classifier.pt").is_file()
 
     images = sorted((demo / "test").rglob("*.png"))[:3]

@@ -1,0 +1,10 @@
+"""Evaluation of trained runs on frozen embeddings, and heatmap localization scores.
+
+Modules (import them by name; importing this package loads no torch):
+- `embeddings`: load a run's encoder, compute and cache embeddings of a sample list.
+- `knn`: weighted kNN (cosine, k=20, T=0.07) and top-k accuracy.
+- `linear`: linear probe (logistic regression, weight decay chosen on a train-only validation split).
+- `localization`: pointing game, energy in the box, IoU of thresholded maps, centre baseline.
+- `heatmaps`: the full-image geometry and the single forward pass that yields every map.
+- `report`: `evaluate_run` (eval.json, confusion.csv, classifier.pt) and `fit_classifier`.
+"""

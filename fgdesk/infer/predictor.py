@@ -1,0 +1,467 @@
+"""Predict with a trained run: top-k classes, nearest labelled images and heatmaps.
+
+One forward pass per image gives the embedding (-> class probabilities and
+neighbours), the attention map of every stage, the fused attention map and the class
+evidence map of the top class (which reuses that pass's features). The network sees
+the whole image with the eval transform's resize but without its centre crop (see
+`fgdesk.evaluate.heatmaps`), so every map covers the whole image and maps back to it
+by a proportional resize; the localization scores of `fgdesk.evaluate.report` use
+the same geometry.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import csv
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from fgdesk.config import RunConfig
+from fgdesk.data.images import ImageDecodeError, load_rgb, to_rgb
+from fgdesk.data.layouts import DatasetIndex
+from fgdesk.evaluate.embeddings import cached_embeddings, compute_embeddings, load_encoder
+from fgdesk.evaluate.heatmaps import (
+    bucketed,
+    forward_with_maps,
+    fused_attention,
+    fused_evidence,
+    fuse_upsampled,
+    network_input,
+    upsample,
+)
+from fgdesk.evaluate.knn import knn_scores
+from fgdesk.evaluate.localization import is_constant
+from fgdesk.evaluate.report import (
+    CLASSIFIER_KIND,
+    EvaluationError,
+    KNN_K,
+    KNN_TEMPERATURE,
+    checkpoint_fingerprint,
+    fit_classifier,
+    open_dataset,
+    training_samples,
+)
+from fgdesk.model.network import FineGrainedNet
+from fgdesk.train import runs
+from fgdesk.train.checkpoint import CheckpointError, load_checkpoint
+from fgdesk.train.device import select_device
+
+log = logging.getLogger(__name__)
+
+NORMALIZE_MODES = ("per_map", "shared")
+NUM_NEIGHBOURS = 5
+CSV_CHUNK = 128  # images decoded ahead; bounds memory and the delay before a cancel is seen
+CSV_BATCH = 32
+CONSTANT_NOTE = "constant map: nothing to show"
+ZERO_NOTE = "all-zero map: nothing to show"
+
+ImageSource = str | os.PathLike[str] | Image.Image
+ProgressFn = Callable[[str, float], None]
+
+
+@dataclass
+class Prediction:
+    source: str
+    image: Image.Image | None  # RGB as decoded (EXIF orientation applied); None on error
+    topk: list[tuple[str, float]]  # (class name, probability), best first
+    neighbours: list[tuple[str, str, float]]  # (path, class name or "", cosine similarity)
+    maps: dict[str, np.ndarray]  # float32 H x W in [0, 1] at the image's resolution
+    map_notes: dict[str, str]  # map key -> why it shows nothing (constant, all zero)
+    error: str | None = None  # the image was skipped: why
+    raw_maps: dict[str, np.ndarray] = field(default_factory=dict)  # unnormalised, network grid
+    evidence_class: str | None = None  # the class the evidence map explains
+
+
+@dataclass
+class NeighbourBank:
+    vectors: torch.Tensor  # (N, D) unit-norm train embeddings
+    labels: torch.Tensor  # (N,) -1 when unlabeled
+    paths: list[str]
+
+
+def _error_prediction(source: str, reason: str) -> Prediction:
+    return Prediction(source=source, image=None, topk=[], neighbours=[], maps={}, map_notes={}, error=reason)
+
+
+class Predictor:
+    """A run's encoder, classifier (or kNN fallback) and neighbour bank, ready to predict."""
+
+    def __init__(
+        self,
+        net: FineGrainedNet,
+        config: RunConfig,
+        device: torch.device,
+        class_names: list[str],
+        weight: torch.Tensor | None = None,
+        bias: torch.Tensor | None = None,
+        bank: NeighbourBank | None = None,
+        dataset_root: Path | None = None,
+        crop_bottom: int = 0,
+        run_dir: Path | None = None,
+    ) -> None:
+        self.net = net.eval()
+        self.config = config
+        self.device = device
+        self._class_names = list(class_names)
+        self.weight = weight.float().to(device) if weight is not None else None
+        self.bias = bias.float().to(device) if bias is not None else None
+        self.bank = bank
+        self.dataset_root = dataset_root
+        self.crop_bottom = crop_bottom
+        self.run_dir = run_dir
+        self.eval_size = config.data.eval_size
+        self._bank_device = bank.vectors.to(device) if bank is not None and len(bank.vectors) else None
+        self._prototypes = self._class_prototypes() if self.mode == "knn" else None
+        self._knn_bank = None
+        if self.mode == "knn" and bank is not None:
+            keep = bank.labels >= 0
+            self._knn_bank = (bank.vectors[keep].float(), bank.labels[keep])
+
+    # -- construction -------------------------------------------------------------
+    @classmethod
+    def load(cls, run_dir: str | os.PathLike[str], device: str = "auto", on_progress: ProgressFn | None = None) -> "Predictor":
+        """Load a run's best checkpoint, its classifier (fitted now when missing or stale and the
+        dataset is labelled) and the embeddings of its training images for neighbours."""
+        run_dir = Path(run_dir)
+        torch_device = select_device(device)
+        net, config, checkpoint_path = load_encoder(run_dir, "best", torch_device)
+        index: DatasetIndex | None
+        try:
+            index = open_dataset(run_dir, config)
+        except EvaluationError as exc:
+            log.warning("%s; predictions will have no neighbours", exc)
+            index = None
+        labelled = index is not None and index.labelled()
+
+        classifier, stale = _load_classifier(run_dir, checkpoint_path, net.embed_dim)
+        if classifier is not None and labelled and classifier[0] != list(index.classes):  # type: ignore[union-attr]
+            stale = True  # the dataset's classes changed since the classifier was fitted
+        if (classifier is None or stale) and labelled:
+            try:
+                fit_classifier(run_dir, on_progress=on_progress, device=device)
+                classifier, stale = _load_classifier(run_dir, checkpoint_path, net.embed_dim)
+            except (EvaluationError, ValueError, CheckpointError) as exc:
+                fallback = "the older classifier" if classifier is not None else "kNN over the training images"
+                log.warning("could not fit a classifier for %s (%s); using %s", run_dir, exc, fallback)
+        if classifier is not None and stale:
+            log.warning("the classifier of %s was fitted on an older checkpoint; refit it for current scores", run_dir)
+
+        bank = None
+        if index is not None:
+            samples = training_samples(index)
+
+            def compute():
+                return compute_embeddings(
+                    net, samples, config.data.eval_size, crop_bottom=index.crop_bottom, device=torch_device,
+                    num_workers=config.data.num_workers,
+                    on_progress=(lambda done, total: on_progress("embedding training images", done / max(1, total)))
+                    if on_progress else None,
+                )
+
+            embeddings = cached_embeddings(run_dir, checkpoint_path, "train", compute, samples)
+            bank = NeighbourBank(
+                vectors=F.normalize(embeddings.vectors.float(), dim=1),
+                labels=embeddings.labels.long(),
+                paths=[str(samples[int(i)].path) for i in embeddings.sample_indices],
+            )
+        if classifier is not None:
+            class_names, weight, bias = classifier
+        else:
+            class_names, weight, bias = (list(index.classes) if labelled and index is not None else []), None, None
+        if on_progress:
+            on_progress("ready", 1.0)
+        return cls(
+            net, config, torch_device, class_names, weight, bias, bank,
+            dataset_root=index.root if index is not None else None,
+            crop_bottom=index.crop_bottom if index is not None else 0,
+            run_dir=run_dir,
+        )
+
+    # -- properties -----------------------------------------------------------------
+    @property
+    def class_names(self) -> list[str]:
+        return list(self._class_names)
+
+    @property
+    def mode(self) -> str:
+        """'classifier', 'knn' (no classifier, labelled neighbours) or 'none' (no labels at all)."""
+        if self.weight is not None:
+            return "classifier"
+        if self.bank is not None and self._class_names and bool((self.bank.labels >= 0).any()):
+            return "knn"
+        return "none"
+
+    def _class_prototypes(self) -> torch.Tensor | None:
+        """Mean unit embedding per class, minus the mean over classes: the kNN mode's class vectors."""
+        if self.bank is None or self._bank_device is None:
+            return None
+        count = len(self._class_names)
+        labels = self.bank.labels.to(self.device)
+        keep = labels >= 0
+        sums = torch.zeros(count, self._bank_device.shape[1], device=self.device)
+        sums.index_add_(0, labels[keep], self._bank_device[keep])
+        counts = torch.bincount(labels[keep], minlength=count).clamp_min(1).unsqueeze(1)
+        prototypes = sums / counts
+        return prototypes - prototypes.mean(dim=0, keepdim=True)
+
+    # -- scoring ----------------------------------------------------------------------
+    def _probabilities(self, embedding: torch.Tensor, logits: torch.Tensor | None) -> torch.Tensor | None:
+        if logits is not None:
+            return logits.softmax(dim=1)
+        if self._knn_bank is None:
+            return None
+        vectors, labels = self._knn_bank
+        votes = knn_scores(vectors, labels, embedding.cpu(), len(self._class_names), KNN_K, KNN_TEMPERATURE)
+        return (votes / votes.sum(dim=1, keepdim=True).clamp_min(1e-12)).to(embedding.device)
+
+    def _choose_evidence(self, embedding: torch.Tensor, logits: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class vectors for the evidence map when there is no classifier."""
+        probabilities = self._probabilities(embedding, logits)
+        if probabilities is not None and self._prototypes is not None:
+            classes = probabilities.argmax(dim=1)
+            return self._prototypes[classes], classes
+        # No labels: show where the similarity to the nearest training image comes from.
+        if self._bank_device is not None:
+            nearest = (F.normalize(embedding, dim=1) @ self._bank_device.t()).argmax(dim=1)
+            return self._bank_device[nearest], torch.full_like(nearest, -1)
+        return torch.zeros_like(embedding), torch.full((len(embedding),), -1, dtype=torch.long, device=embedding.device)
+
+    def _neighbours(self, embedding: torch.Tensor, count: int = NUM_NEIGHBOURS) -> list[tuple[str, str, float]]:
+        if self._bank_device is None or self.bank is None:
+            return []
+        similarity = F.normalize(embedding, dim=1) @ self._bank_device.t()
+        values, indices = similarity[0].topk(min(count, similarity.shape[1]))
+        result = []
+        for value, index in zip(values.tolist(), indices.tolist()):
+            label = int(self.bank.labels[index])
+            name = self._class_names[label] if 0 <= label < len(self._class_names) else ""
+            result.append((self.bank.paths[index], name, float(value)))
+        return result
+
+    # -- decoding ---------------------------------------------------------------------
+    def _decode(self, source: ImageSource) -> tuple[str, Image.Image]:
+        """(source label, RGB image); raises ImageDecodeError."""
+        if isinstance(source, Image.Image):
+            label = str(getattr(source, "filename", "") or "<image>")
+            try:
+                return label, to_rgb(source)
+            except Exception as exc:
+                raise ImageDecodeError(label, f"cannot convert the image to RGB ({exc})") from exc
+        path = Path(source)
+        # Dataset images keep the dataset's own cleaning (FGVC-Aircraft's banner).
+        crop = self.crop_bottom if self.crop_bottom and self.dataset_root and _is_inside(path, self.dataset_root) else 0
+        return str(path), load_rgb(path, crop_bottom=crop)
+
+    # -- prediction -------------------------------------------------------------------
+    def predict(self, images: Sequence[ImageSource], topk: int = 5, normalize: str = "per_map") -> list[Prediction]:
+        """One Prediction per input, in order; unreadable inputs come back with `.error` set."""
+        if normalize not in NORMALIZE_MODES:
+            raise ValueError(f"normalize must be one of {', '.join(NORMALIZE_MODES)}, got {normalize!r}")
+        predictions = []
+        for source in images:
+            try:
+                label, image = self._decode(source)
+            except ImageDecodeError as exc:
+                predictions.append(_error_prediction(str(exc.path), exc.reason))
+                continue
+            try:
+                predictions.append(self._predict_one(label, image, topk, normalize))
+            except Exception as exc:  # one bad image must not lose the others' results
+                log.exception("prediction failed for %s", label)
+                predictions.append(_error_prediction(label, f"prediction failed ({type(exc).__name__}: {exc})"))
+        return predictions
+
+    @torch.no_grad()
+    def _predict_one(self, source: str, image: Image.Image, topk: int, normalize: str) -> Prediction:
+        batch = network_input(image, self.eval_size).unsqueeze(0).to(self.device)
+        choose = None if self.weight is not None else self._choose_evidence
+        result = forward_with_maps(self.net, batch, self.weight, self.bias, choose)
+        probabilities = self._probabilities(result.embedding, result.logits)
+        ranked: list[tuple[str, float]] = []
+        if probabilities is not None:
+            values, indices = probabilities[0].topk(min(topk, probabilities.shape[1]))
+            ranked = [(self._class_names[i], float(v)) for v, i in zip(values.tolist(), indices.tolist())]
+        evidence_class = None
+        if result.evidence_class is not None:
+            index = int(result.evidence_class[0])
+            evidence_class = self._class_names[index] if 0 <= index < len(self._class_names) else "nearest training image"
+        maps, notes, raw = self._maps(result, (image.height, image.width), normalize, evidence_class)
+        return Prediction(
+            source=source, image=image, topk=ranked, neighbours=self._neighbours(result.embedding),
+            maps=maps, map_notes=notes, raw_maps=raw, evidence_class=evidence_class,
+        )
+
+    def _maps(self, result, size: tuple[int, int], normalize: str, evidence_class: str | None) -> tuple[dict, dict, dict]:
+        """Normalised maps at the image's size, notes for empty ones, raw maps on the network grid."""
+        maps: dict[str, torch.Tensor] = {}
+        notes: dict[str, str] = {}
+        raw: dict[str, np.ndarray] = {}
+        constant: set[str] = set()
+        stage_keys = [f"stage{s}" for s in result.stages]
+        upsampled = [upsample(attention, size) for attention in result.attention]
+        fused = fuse_upsampled(upsampled, result.scale_weights)[0]  # before the stage maps are rescaled in place
+        for key, attention, large in zip(stage_keys, result.attention, upsampled):
+            raw[key] = attention[0].cpu().numpy().astype(np.float32)
+            if is_constant(attention[0]):
+                constant.add(key)
+                notes[key] = f"{CONSTANT_NOTE} (this stage attends uniformly)"
+            # Multiples of uniform attention, so shared normalisation compares scales fairly.
+            maps[key] = large[0].mul_(attention.shape[-1] * attention.shape[-2])
+        maps["fused"] = fused
+        fused_grid = fused_attention(result.attention, result.input_size, result.scale_weights)[0]
+        raw["fused"] = fused_grid.cpu().numpy().astype(np.float32)
+        if is_constant(fused_grid):
+            constant.add("fused")
+            notes["fused"] = CONSTANT_NOTE
+        if result.evidence is not None:
+            evidence_grid = fused_evidence(result.evidence, result.input_size)[0]
+            raw["evidence"] = evidence_grid.cpu().numpy().astype(np.float32)
+            if float(evidence_grid.max()) <= 0:
+                constant.add("evidence")
+                notes["evidence"] = f"{ZERO_NOTE} (no positive evidence for {evidence_class or 'the top class'})"
+            elif is_constant(evidence_grid):
+                constant.add("evidence")
+                notes["evidence"] = CONSTANT_NOTE
+            maps["evidence"] = fused_evidence(result.evidence, size)[0]
+        else:
+            notes["evidence"] = "no classifier and no labelled training images: no class to explain"
+            maps["evidence"] = torch.zeros(size)
+            constant.add("evidence")
+        return normalize_maps(maps, constant, stage_keys, normalize), notes, raw
+
+    # -- batch classification to CSV ------------------------------------------------------
+    def predict_to_csv(
+        self,
+        paths: Sequence[str | os.PathLike[str]],
+        csv_path: str | os.PathLike[str],
+        on_progress: Callable[[int, int], None] | None = None,
+        should_cancel: Callable[[], bool] | None = None,
+        topk: int = 5,
+        batch_size: int = CSV_BATCH,
+    ) -> int:
+        """Classify many files into a CSV (path, top1, prob, top5, error); returns rows written.
+
+        Rows keep the input order. Unreadable files get a row with the reason in `error`.
+        When `should_cancel()` turns true the file keeps the rows written so far.
+        Uses the same geometry and classifier as `predict`, without computing maps.
+        """
+        paths = [Path(p) for p in paths]
+        csv_path = Path(csv_path)
+        csv_path.parent.mkdir(parents=True, exist_ok=True)
+        if self.mode == "none":
+            log.warning("%s has no labelled classes; the CSV lists files without classes", self.run_dir)
+        written = 0
+        threads = max(1, min(4, os.cpu_count() or 1))
+        with open(csv_path, "w", newline="", encoding="utf-8") as handle, concurrent.futures.ThreadPoolExecutor(threads) as pool:
+            writer = csv.writer(handle)
+            writer.writerow(["path", "top1", "prob", f"top{topk}", "error"])
+            for start in range(0, len(paths), CSV_CHUNK):
+                if should_cancel and should_cancel():
+                    log.info("CSV prediction cancelled after %d of %d images", written, len(paths))
+                    break
+                chunk = paths[start:start + CSV_CHUNK]
+                rows = self._classify_chunk(chunk, pool, topk, batch_size)
+                writer.writerows(rows)
+                handle.flush()
+                written += len(rows)
+                if on_progress:
+                    on_progress(written, len(paths))
+        return written
+
+    def _load_for_csv(self, path: Path) -> torch.Tensor | str:
+        try:
+            _, image = self._decode(path)
+        except ImageDecodeError as exc:
+            return exc.reason
+        return network_input(image, self.eval_size)
+
+    @torch.no_grad()
+    def _classify_chunk(self, chunk: list[Path], pool: concurrent.futures.Executor, topk: int, batch_size: int) -> list[list[str]]:
+        loaded = list(pool.map(self._load_for_csv, chunk))
+        rows: list[list[str] | None] = [None] * len(chunk)
+        for position, item in enumerate(loaded):
+            if isinstance(item, str):
+                rows[position] = [str(chunk[position]), "", "", "", item]
+        tensors = [(position, item) for position, item in enumerate(loaded) if not isinstance(item, str)]
+        for batch in bucketed(tensors, key=lambda pair: tuple(pair[1].shape), batch_size=batch_size):
+            images = torch.stack([tensor for _, tensor in batch]).to(self.device)
+            embedding = self.net(images).embedding.float()
+            logits = embedding @ self.weight.t() + self.bias if self.weight is not None else None
+            probabilities = self._probabilities(embedding, logits)
+            for row, (position, _) in enumerate(batch):
+                if probabilities is None:
+                    rows[position] = [str(chunk[position]), "", "", "", ""]
+                    continue
+                values, indices = probabilities[row].topk(min(topk, probabilities.shape[1]))
+                ranked = [(self._class_names[i], float(v)) for v, i in zip(values.tolist(), indices.tolist())]
+                rows[position] = [
+                    str(chunk[position]), ranked[0][0], f"{ranked[0][1]:.4f}",
+                    ";".join(f"{name}:{prob:.4f}" for name, prob in ranked), "",
+                ]
+        return [row for row in rows if row is not None]
+
+
+def normalize_maps(maps: dict[str, torch.Tensor], constant: set[str], stage_keys: list[str], mode: str) -> dict[str, np.ndarray]:
+    """Scale maps into [0, 1] as float32 numpy arrays; constant maps become zeros.
+
+    per_map: every map is divided by its own peak. shared: the stage maps (in multiples
+    of uniform attention) share one peak, so a scale that focuses more looks brighter;
+    the fused and evidence maps are on scales of their own and stay per map.
+    """
+    shared_peak = None
+    if mode == "shared":
+        peaks = [float(maps[k].max()) for k in stage_keys if k in maps and k not in constant]
+        shared_peak = max(peaks) if peaks else None
+    result = {}
+    for key, heatmap in maps.items():
+        if key in constant:
+            result[key] = np.zeros(tuple(heatmap.shape), dtype=np.float32)
+            continue
+        peak = shared_peak if shared_peak is not None and key in stage_keys else float(heatmap.max())
+        scaled = heatmap.float() / peak if peak > 0 else torch.zeros_like(heatmap, dtype=torch.float32)
+        result[key] = scaled.clamp_(0.0, 1.0).cpu().numpy()
+    return result
+
+
+def _is_inside(path: Path, root: Path) -> bool:
+    try:
+        return path.resolve().is_relative_to(root.resolve())
+    except OSError:
+        return False
+
+
+Classifier = tuple[list[str], torch.Tensor, torch.Tensor]
+
+
+def _load_classifier(run_dir: Path, checkpoint_path: Path, embed_dim: int) -> tuple[Classifier | None, bool]:
+    """((class names, weight, bias) or None when missing or unusable, whether it is stale).
+
+    Stale: fitted on an earlier version of the checkpoint (training went on since).
+    """
+    path = run_dir / runs.CLASSIFIER_FILE
+    if not path.is_file():
+        return None, False
+    try:
+        document = load_checkpoint(path, kind=CLASSIFIER_KIND)
+    except CheckpointError as exc:
+        log.warning("ignoring %s: %s", path, exc)
+        return None, False
+    weight, bias = document.get("weight"), document.get("bias")
+    names = document.get("class_names")
+    if not isinstance(weight, torch.Tensor) or not isinstance(bias, torch.Tensor) or not isinstance(names, list):
+        log.warning("ignoring %s: it lacks weight, bias or class names", path)
+        return None, False
+    if weight.ndim != 2 or weight.shape[1] != embed_dim or weight.shape[0] != len(names) or bias.shape != (len(names),):
+        log.warning("ignoring %s: made for %s features, the encoder gives %d", path, tuple(weight.shape), embed_dim)
+        return None, False
+    fingerprint = document.get("source_fingerprint")
+    stale = fingerprint is not None and checkpoint_path.is_file() and fingerprint != checkpoint_fingerprint(checkpoint_path)
+    return ([str(n) for n in names], weight.float(), bias.float()), bool(stale)
+

@@ -1,0 +1,74 @@
+"""Heatmap geometry: the network sees the whole image at the eval transform's scale."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fgdesk.config import ModelConfig
+from fgdesk.data.augment import eval_transform
+from fgdesk.evaluate.heatmaps import (
+    box_scale,
+    bucketed,
+    forward_with_maps,
+    fuse_upsampled,
+    fused_evidence,
+    network_input,
+    network_size,
+    relative_attention,
+)
+from fgdesk.model.network import FineGrainedNet, fuse_maps
+from helpers_runs import one_thread
+
+_threads = pytest.fixture(autouse=True)(one_thread)
+
+
+def test_network_input_is_the_eval_transform_without_its_centre_crop():
+    rng = np.random.default_rng(0)
+    image = Image.fromarray(rng.integers(0, 255, (150, 200, 3), dtype=np.uint8))
+    full = network_input(image, 96)
+    crop = eval_transform(96)(image)
+    assert tuple(full.shape) == (3, 109, 145)  # short side int(96 * 1.14), aspect kept
+    top, left = round((109 - 96) / 2), round((145 - 96) / 2)
+    assert torch.allclose(full[:, top:top + 96, left:left + 96], crop, atol=1e-5)
+
+
+def test_boxes_map_into_the_network_frame_proportionally():
+    assert network_size(200, 150, 96) == (145, 109)
+    assert network_size(150, 200, 96) == (109, 145)
+    sx, sy = box_scale((200, 150), 96)
+    assert sx == pytest.approx(145 / 200) and sy == pytest.approx(109 / 150)
+
+
+def test_extreme_panoramas_are_capped_but_stay_whole():
+    width, height = network_size(4000, 100, 64)
+    assert width == 4 * 72 and height < 72
+
+
+def test_one_pass_gives_logits_attention_and_evidence_that_adds_up():
+    torch.manual_seed(0)
+    net = FineGrainedNet(ModelConfig(stages=[3, 4])).eval()
+    weight, bias = torch.randn(3, net.embed_dim), torch.zeros(3)
+    images = torch.randn(2, 3, 64, 80)
+    result = forward_with_maps(net, images, weight, bias)
+    assert result.logits.shape == (2, 3) and result.input_size == (64, 80)
+    assert torch.equal(result.evidence_class, result.logits.argmax(dim=1))
+    assert [tuple(m.shape) for m in result.attention] == [(2, 4, 5), (2, 2, 3)]
+    assert torch.allclose(relative_attention(result.attention[0]).mean(dim=(1, 2)), torch.ones(2))
+    fused = fused_evidence(result.evidence, (64, 80))
+    per_stage_total = sum(m.sum(dim=(1, 2)) for m in result.evidence)
+    assert torch.allclose(fused.sum(dim=(1, 2)), per_stage_total, rtol=2e-2)  # bilinear upsampling keeps sums up to edge effects
+
+
+def test_bucketed_groups_equal_keys_and_flushes_partial_buckets():
+    items = [(0, "a"), (1, "b"), (2, "a"), (3, "a"), (4, "b")]
+    batches = list(bucketed(items, key=lambda item: item[1], batch_size=2))
+    assert sorted(tuple(i for i, _ in batch) for batch in batches) == [(0, 2), (1, 4), (3,)]
+
+
+def test_fusing_upsampled_maps_equals_the_models_own_fusion():
+    maps = [torch.rand(2, 8, 8), torch.rand(2, 4, 4), torch.rand(2, 2, 2)]
+    weights = torch.tensor([0.2, 0.3, 0.5])
+    upsampled, expected = fuse_maps(maps, (40, 48), weights)
+    assert torch.allclose(fuse_upsampled(upsampled, weights), expected, atol=1e-6)

@@ -1,0 +1,168 @@
+"""Predictor on untrained runs: top-k, neighbours, maps at image resolution, bad files, CSV."""
+from __future__ import annotations
+
+import csv
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fgdesk.infer.predictor import CONSTANT_NOTE, Prediction, Predictor
+from fgdesk.train import runs
+from helpers_runs import NUM_CLASSES, make_demo_data, make_run, one_thread
+
+_threads = pytest.fixture(autouse=True)(one_thread)
+MAP_KEYS = {"stage2", "stage3", "stage4", "fused", "evidence"}
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    root = tmp_path_factory.mktemp("predict")
+    return root, make_demo_data(root / "data")
+
+
+@pytest.fixture(scope="module")
+def predictor(demo):
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root, data = demo
+    run_dir = make_run(root / "runs", data, lively_attention=True)
+    loaded = Predictor.load(run_dir, device="cpu")
+    torch.set_num_threads(previous)
+    return loaded
+
+
+@pytest.fixture
+def test_image(demo):
+    return sorted((demo[1] / "test").rglob("*.png"))[0]
+
+
+def test_loading_fits_the_missing_classifier_on_the_labelled_dataset(predictor):
+    assert predictor.mode == "classifier"
+    assert len(predictor.class_names) == NUM_CLASSES
+    assert (predictor.run_dir / runs.CLASSIFIER_FILE).is_file()
+
+
+def test_prediction_has_topk_neighbours_and_every_map_at_image_resolution(predictor, test_image):
+    (prediction,) = predictor.predict([test_image], topk=5)
+    assert isinstance(prediction, Prediction) and prediction.error is None
+    assert prediction.source == str(test_image) and prediction.image.mode == "RGB"
+    assert len(prediction.topk) == 5
+    probabilities = [p for _, p in prediction.topk]
+    assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 1.0 + 1e-6
+    assert all(name in predictor.class_names for name, _ in prediction.topk)
+    assert len(prediction.neighbours) == 5
+    path, name, similarity = prediction.neighbours[0]
+    assert "train" in path and name in predictor.class_names and -1.0 <= similarity <= 1.0 + 1e-6
+    assert set(prediction.maps) == MAP_KEYS
+    for heatmap in prediction.maps.values():
+        assert heatmap.shape == (prediction.image.height, prediction.image.width)
+        assert heatmap.dtype == np.float32 and heatmap.min() >= 0.0 and heatmap.max() <= 1.0
+    assert prediction.evidence_class == prediction.topk[0][0]
+    assert not prediction.map_notes  # lively attention: every map has something to show
+
+
+def test_maps_follow_a_non_square_image_and_pil_input(predictor, test_image):
+    wide = Image.open(test_image).convert("RGB").resize((120, 64))
+    (prediction,) = predictor.predict([wide])
+    assert prediction.error is None and prediction.source == "<image>"
+    assert all(m.shape == (64, 120) for m in prediction.maps.values())
+    assert prediction.raw_maps["stage4"].shape == (3, 5)  # the network grid of the 72 x 135 input
+
+
+def test_a_corrupt_file_is_skipped_with_its_reason(predictor, test_image, tmp_path):
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 this is not really a JPEG")
+    results = predictor.predict([broken, test_image])
+    assert results[0].error and results[0].image is None and results[0].topk == []
+    assert results[1].error is None
+
+
+def test_shared_normalisation_puts_all_scales_on_one_peak(predictor, test_image):
+    (shared,) = predictor.predict([test_image], normalize="shared")
+    peaks = [float(shared.maps[k].max()) for k in ("stage2", "stage3", "stage4")]
+    assert max(peaks) == pytest.approx(1.0) and min(peaks) < 1.0
+    assert shared.maps["fused"].max() == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        predictor.predict([test_image], normalize="sideways")
+
+
+def test_uniform_attention_is_reported_instead_of_drawn(demo, test_image):
+    root, data = demo
+    run_dir = make_run(root / "runs", data, attention="none")
+    (prediction,) = Predictor.load(run_dir, device="cpu").predict([test_image])
+    for key in ("stage2", "stage3", "stage4", "fused"):
+        assert prediction.map_notes[key].startswith(CONSTANT_NOTE)
+        assert not prediction.maps[key].any()
+    assert "evidence" not in prediction.map_notes and prediction.maps["evidence"].max() == pytest.approx(1.0)
+
+
+def test_csv_has_one_row_per_file_in_order_with_errors(predictor, demo, tmp_path):
+    images = sorted((demo[1] / "test").rglob("*.png"))[:5]
+    broken = tmp_path / "broken.png"
+    broken.write_text("not an image")
+    paths = [images[0], broken, *images[1:]]
+    progress = []
+    count = predictor.predict_to_csv(paths, tmp_path / "out.csv", on_progress=lambda done, total: progress.append((done, total)), batch_size=2)
+    with open(tmp_path / "out.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert count == len(rows) == 6 and [row["path"] for row in rows] == [str(p) for p in paths]
+    assert rows[1]["error"] and not rows[1]["top1"]
+    (single,) = predictor.predict([images[0]])
+    assert rows[0]["top1"] == single.topk[0][0]
+    assert float(rows[0]["prob"]) == pytest.approx(single.topk[0][1], abs=1e-4)
+    assert len(rows[0]["top5"].split(";")) == 5 and not rows[0]["error"]
+    assert progress[-1] == (6, 6)
+
+
+def test_csv_stops_when_cancelled(predictor, demo, tmp_path):
+    images = sorted((demo[1] / "test").rglob("*.png"))
+    count = predictor.predict_to_csv(images, tmp_path / "cancelled.csv", should_cancel=lambda: True)
+    assert count == 0
+    assert (tmp_path / "cancelled.csv").read_text().startswith("path,top1")
+
+
+def test_without_a_classifier_knn_votes_give_the_topk(demo, test_image, monkeypatch):
+    from fgdesk.evaluate.report import EvaluationError
+    from fgdesk.infer import predictor as predictor_module
+
+    def refuse(*args, **kwargs):
+        raise EvaluationError("no classifier today")
+
+    monkeypatch.setattr(predictor_module, "fit_classifier", refuse)
+    root, data = demo
+    knn = Predictor.load(make_run(root / "runs", data, lively_attention=True), device="cpu")
+    assert knn.mode == "knn" and len(knn.class_names) == NUM_CLASSES
+    (prediction,) = knn.predict([test_image], topk=5)
+    assert len(prediction.topk) == 5 and sum(p for _, p in prediction.topk) <= 1.0 + 1e-6
+    assert prediction.evidence_class == prediction.topk[0][0]
+    assert set(prediction.maps) == MAP_KEYS
+
+
+def test_an_unlabeled_run_still_finds_neighbours_and_maps(tmp_path, demo, test_image):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for index, image in enumerate(sorted((demo[1] / "train").rglob("*.png"))[:8]):
+        (photos / f"{index}.png").write_bytes(image.read_bytes())
+    unlabeled = Predictor.load(make_run(tmp_path / "runs", photos, lively_attention=True), device="cpu")
+    assert unlabeled.mode == "none" and unlabeled.class_names == []
+    (prediction,) = unlabeled.predict([test_image])
+    assert prediction.topk == [] and len(prediction.neighbours) == 5
+    assert all(name == "" for _, name, _ in prediction.neighbours)
+    assert set(prediction.maps) == MAP_KEYS  # evidence explains the similarity to the nearest image
+
+
+def test_a_classifier_fitted_on_an_older_checkpoint_is_refitted(demo):
+    from fgdesk.evaluate.report import checkpoint_fingerprint
+    from fgdesk.train.checkpoint import checkpoint_config, load_checkpoint, save_checkpoint
+
+    root, data = demo
+    run_dir = make_run(root / "runs", data)
+    Predictor.load(run_dir, device="cpu")
+    checkpoint = runs.last_checkpoint(run_dir)
+    document = load_checkpoint(checkpoint)
+    save_checkpoint(checkpoint, {"model": document["model"], "epoch": 1, "global_step": 10}, checkpoint_config(document))
+    Predictor.load(run_dir, device="cpu")  # training went on: the head must follow
+    classifier = load_checkpoint(run_dir / runs.CLASSIFIER_FILE, kind="classifier")
+    assert classifier["source_fingerprint"] == checkpoint_fingerprint(checkpoint)
