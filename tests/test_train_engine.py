@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import errno
+import math
 import threading
 import time
 
@@ -140,9 +141,32 @@ def test_nan_loss_stops_the_run_with_a_clear_message(tiny_data, tmp_path, monkey
     events: list = []
     result = Trainer(tiny_config(tiny_data), run_dir=tmp_path / "run", on_event=collect(events)).run()
     assert isinstance(result, FailedEvent)
-    assert "loss became nan" in result.reason and "optim.lr" in result.reason
+    assert "not finite for 5 steps in a row" in result.reason and "optim.lr" in result.reason
     assert runs.run_info(tmp_path / "run").status == "failed"
     assert any(isinstance(e, FailedEvent) for e in events)
+
+
+def test_a_single_non_finite_step_is_skipped_and_the_run_goes_on(tiny_data, tmp_path, monkeypatch):
+    original = MoCo.forward
+    calls = {"n": 0}
+
+    def one_bad_step(self, *args, **kwargs):
+        output = original(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            output.loss = output.loss * float("inf")
+        return output
+
+    monkeypatch.setattr(MoCo, "forward", one_bad_step)
+    events: list = []
+    result = Trainer(tiny_config(tiny_data), run_dir=tmp_path / "run", on_event=collect(events)).run()
+    assert isinstance(result, FinishedEvent) and result.status == "finished"
+    losses = [e.loss for e in events if isinstance(e, StepEvent)]
+    assert not math.isfinite(losses[1]) and all(math.isfinite(x) for x in losses[:1] + losses[2:])
+    weights = load_checkpoint(runs.last_checkpoint(tmp_path / "run"))["model"]
+    assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
+    records = [r for r in read_jsonl(tmp_path / "run" / runs.METRICS_FILE) if r["type"] == "step"]
+    assert records[1]["loss"] is None
 
 
 def test_out_of_memory_suggests_a_smaller_batch(tiny_data, tmp_path, monkeypatch):

@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 LONG_PAUSE_S = 30.0  # paused longer than this: the loader's worker processes are shut down
 MONITOR_BANK_LIMIT = 4000  # images embedded per kNN monitor pass, to bound its cost
 MAX_BAD_IMAGE_EVENTS = 200
+MAX_NONFINITE_STEPS = 5
 RESUMABLE_CHANGES = ("schedule.", "device", "precision", "data.num_workers")
 
 
@@ -332,6 +333,7 @@ class Trainer:
         out_of_budget = False
         stopped = False
         epoch_losses: list[float] = []
+        bad_steps = 0
         while state["epoch"] < cfg.schedule.epochs and not out_of_budget:
             epoch = state["epoch"]
             sampler.set_position(epoch, state["step_in_epoch"])
@@ -358,14 +360,28 @@ class Trainer:
                 with autocast(self.device, dtype):
                     output = query_for_step(views[:num_global], views[num_global:], ids)
                 loss = output.loss
-                if not torch.isfinite(loss):
-                    raise TrainingFailure(
-                        f"the loss became {loss.item()} at step {state['global_step']} (lr {lr:.4g}). "
-                        "Lower optim.lr, or set precision to fp32, then start again or resume from the last checkpoint."
-                    )
+                # NaN on any process makes the mean NaN, so every process skips together.
+                loss_value = distributed.all_reduce_mean(loss.item(), self.dist, self.device)
                 optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                healthy = math.isfinite(loss_value)
+                if healthy:
+                    loss.backward()
+                    healthy = math.isfinite(float(torch.nn.utils.clip_grad_norm_(trainable, float("inf"))))
+                if healthy:
+                    optimizer.step()
+                    bad_steps = 0
+                else:
+                    # A rare non-finite step (bf16 rounding, a degenerate crop) is skipped, as
+                    # AMP's gradient scaler does; only a run of them means the run has diverged.
+                    optimizer.zero_grad(set_to_none=True)
+                    bad_steps += 1
+                    log.warning("skipped step %d: non-finite loss or gradient (%d in a row)", state["global_step"], bad_steps)
+                    if bad_steps >= MAX_NONFINITE_STEPS:
+                        raise TrainingFailure(
+                            f"the loss or its gradient was not finite for {bad_steps} steps in a row, up to step "
+                            f"{state['global_step']} (lr {lr:.4g}). Lower optim.lr, or set precision to fp32, "
+                            "then start a new run or resume from the last checkpoint."
+                        )
                 model.momentum_update(cosine_momentum(cfg.contrastive.momentum, step_progress))
                 keys = distributed.all_gather_cat(output.keys.detach(), self.dist)
                 key_ids = distributed.all_gather_cat(output.ids, self.dist)
@@ -373,8 +389,8 @@ class Trainer:
 
                 state["step_in_epoch"] += 1
                 state["global_step"] += 1
-                loss_value = distributed.all_reduce_mean(loss.item(), self.dist, self.device)
-                epoch_losses.append(loss_value)
+                if healthy:
+                    epoch_losses.append(loss_value)
                 window_images += len(batch.indices) * self.dist.world_size
                 now = time.monotonic()
                 speed = window_images / max(1e-9, now - window_start)

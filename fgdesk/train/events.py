@@ -1,6 +1,7 @@
 """What the engine reports while it runs, and how other threads steer it."""
 from __future__ import annotations
 
+import math
 import threading
 from dataclasses import asdict, dataclass
 
@@ -60,7 +61,9 @@ Event = StepEvent | EpochEvent | CheckpointEvent | BadImageEvent | FinishedEvent
 
 
 def event_record(event: Event) -> dict:
-    return {"type": type(event).__name__.removesuffix("Event").lower(), **asdict(event)}
+    """A JSON-safe dict: non-finite numbers (a skipped step's loss) become null."""
+    fields = {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in asdict(event).items()}
+    return {"type": type(event).__name__.removesuffix("Event").lower(), **fields}
 
 
 class TrainingControl:
