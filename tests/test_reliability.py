@@ -1,0 +1,140 @@
+"""Messy inputs and long pauses: files are skipped and reported, resources are released."""
+from __future__ import annotations
+
+import multiprocessing
+import random
+import threading
+import time
+
+import pytest
+
+from fgdesk.config import RunConfig
+from fgdesk.data.synthetic import make_demo_dataset
+from fgdesk.train import engine as engine_module
+from fgdesk.train.engine import Trainer
+from fgdesk.train.events import BadImageEvent, FinishedEvent, StepEvent, TrainingControl
+
+
+def corrupt_corpus(folder, count: int = 12, seed: int = 0) -> list:
+    """Random bytes and mangled PNGs under image names, like a messy shared drive."""
+    rng = random.Random(seed)
+    good = sorted(folder.parent.rglob("*.png"))[0].read_bytes()
+    paths = []
+    for index in range(count):
+        kind = index % 4
+        if kind == 0:
+            data = bytes(rng.getrandbits(8) for _ in range(rng.randint(0, 300)))
+        elif kind == 1:
+            data = good[: rng.randint(8, len(good) - 1)]  # truncated
+        elif kind == 2:
+            data = bytearray(good)
+            for _ in range(6):
+                data[rng.randrange(8, 64)] = rng.getrandbits(8)  # corrupt header fields
+            data = bytes(data)
+        else:
+            data = b"not an image at all\n" * rng.randint(1, 5)
+        path = folder / f"broken {index} ünïcode.{['png', 'jpg', 'jpeg', 'webp'][index % 4]}"
+        path.write_bytes(data)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture()
+def messy_data(tmp_path):
+    root = make_demo_dataset(tmp_path / "messy data", num_classes=3, per_class=8, size=48, seed=3)
+    corrupt_corpus(root / "train" / "class_0_circle")
+    return root
+
+
+def small_config(data, **changes) -> RunConfig:
+    config = RunConfig()
+    config.data.path = str(data)
+    config.data.image_size = 32
+    config.data.eval_size = 32
+    config.data.local_crops = 0
+    config.data.num_workers = 0
+    config.model.stages = [4]
+    config.model.proj_hidden = 32
+    config.model.proj_dim = 16
+    config.contrastive.queue_size = 16
+    config.schedule.batch_size = 6
+    config.schedule.epochs = 1
+    config.precision = "fp32"
+    return config.with_overrides(changes) if changes else config
+
+
+def test_training_skips_and_reports_corrupt_files(messy_data, tmp_path):
+    events: list = []
+    result = Trainer(small_config(messy_data), run_dir=tmp_path / "run", on_event=events.append).run()
+    assert isinstance(result, FinishedEvent)
+    reported = {e.path for e in events if isinstance(e, BadImageEvent)}
+    broken = {str(p) for p in (messy_data / "train" / "class_0_circle").glob("broken*")}
+    assert broken <= reported
+
+
+def test_predictor_reports_each_bad_file_and_classifies_the_rest(messy_data, tmp_path):
+    from fgdesk.infer.predictor import Predictor
+
+    Trainer(small_config(messy_data), run_dir=tmp_path / "run").run()
+    predictor = Predictor.load(tmp_path / "run", device="cpu")
+    broken = sorted((messy_data / "train" / "class_0_circle").glob("broken*"))
+    good = sorted((messy_data / "test").rglob("*.png"))[:2]
+    predictions = predictor.predict([*broken, *good, tmp_path / "missing.png"])
+    assert all(p.error for p in predictions[: len(broken)])
+    assert all(p.error is None and p.topk for p in predictions[len(broken): -1])
+    assert predictions[-1].error
+
+
+def test_long_pause_shuts_down_loader_workers_and_resume_restarts_them(messy_data, tmp_path, monkeypatch):
+    monkeypatch.setattr(engine_module, "LONG_PAUSE_S", 0.3)
+    control = TrainingControl()
+    seen: dict[str, int] = {}
+
+    def pause_once(event):
+        if isinstance(event, StepEvent) and event.global_step == 1:
+            seen["workers_running"] = len(multiprocessing.active_children())
+            control.pause()
+
+            def check_and_resume():
+                time.sleep(1.5)  # well past the long-pause limit
+                seen["workers_paused"] = len(multiprocessing.active_children())
+                control.resume()
+
+            threading.Thread(target=check_and_resume, daemon=True).start()
+
+    config = small_config(messy_data, **{"data.num_workers": 1, "schedule.epochs": 2})
+    result = Trainer(config, run_dir=tmp_path / "run", on_event=pause_once, control=control).run()
+    assert result.status == "finished"
+    assert seen["workers_running"] >= 1
+    assert seen["workers_paused"] == 0
+
+
+def test_stopping_releases_loader_workers(messy_data, tmp_path):
+    control = TrainingControl()
+
+    def stop_at_first_step(event):
+        if isinstance(event, StepEvent):
+            control.stop()
+
+    config = small_config(messy_data, **{"data.num_workers": 1})
+    result = Trainer(config, run_dir=tmp_path / "run", on_event=stop_at_first_step, control=control).run()
+    assert result.status == "stopped"
+    deadline = time.monotonic() + 5
+    while multiprocessing.active_children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not multiprocessing.active_children()
+
+
+def test_empty_dataset_and_single_image_class(tmp_path):
+    empty = tmp_path / "empty"
+    (empty / "a").mkdir(parents=True)
+    (empty / "b").mkdir()
+    result = Trainer(small_config(empty), run_dir=tmp_path / "r1").run()
+    assert result.__class__.__name__ == "FailedEvent" and str(empty) in result.reason
+
+    root = make_demo_dataset(tmp_path / "tiny", num_classes=2, per_class=6, size=48, seed=4)
+    lonely = root / "train" / "lonely class"
+    lonely.mkdir()
+    next((root / "train" / "class_0_circle").glob("*.png")).rename(lonely / "only.png")
+    result = Trainer(small_config(root, **{"schedule.batch_size": 4}), run_dir=tmp_path / "r2").run()
+    assert result.status == "finished"
