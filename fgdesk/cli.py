@@ -207,6 +207,22 @@ class _Progress:
             self.bar = None
 
 
+def _stop_gracefully_on_signals(control) -> None:
+    """First Ctrl+C (or a scheduler's SIGTERM) stops after the current step with a checkpoint;
+    a second Ctrl+C aborts at once (the run then shows as interrupted and still resumes)."""
+    import signal
+
+    def request_stop(signum, frame):
+        if control.stopped and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        print("\nstopping after this step and saving a checkpoint (Ctrl+C again to abort)", file=sys.stderr, flush=True)
+        control.stop()
+
+    signal.signal(signal.SIGINT, request_stop)
+    if hasattr(signal, "SIGTERM"):
+        signal.signal(signal.SIGTERM, request_stop)
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from fgdesk.config import ConfigError
     from fgdesk.train.checkpoint import CheckpointError
@@ -230,6 +246,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from exc
     if trainer.dist.is_main:
         print(f"run folder: {trainer.run_dir}", flush=True)
+    _stop_gracefully_on_signals(trainer.control)
     result = trainer.run()
     if isinstance(result, FailedEvent):
         print(f"training failed: {result.reason}\nlog: {result.log_path}", file=sys.stderr)

@@ -107,3 +107,18 @@ def test_sigkill_at_random_moments_then_resume_every_time(tmp_path):
     steps = [r for r in read_jsonl(run / runs.METRICS_FILE) if r["type"] == "step"]
     assert final["global_step"] == steps[-1]["total_steps"]
     assert not list((run / runs.CHECKPOINT_DIR).glob(".*.tmp"))  # stale temp files are swept on resume
+
+
+def test_sigterm_stops_with_a_checkpoint_and_the_run_resumes(tmp_path):
+    data = make_demo_dataset(tmp_path / "demo", num_classes=4, per_class=10, size=48, seed=2)
+    run = tmp_path / "run"
+    process = start("--data", data, "--out", run, *TRAIN_FLAGS)
+    wait_for_steps(run, 2, process)
+    process.send_signal(signal.SIGTERM)  # what a cluster scheduler sends before killing
+    assert process.wait(timeout=60) == 0
+    assert runs.run_info(run).status == "stopped"
+    stopped_at = load_checkpoint(runs.last_checkpoint(run))["global_step"]
+    assert stopped_at >= 2
+    resumed = start("--resume", run)
+    assert resumed.wait(timeout=300) == 0
+    assert runs.run_info(run).status == "finished"
