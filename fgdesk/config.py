@@ -43,6 +43,7 @@ class ModelConfig:
     weights: str = "random"  # random | imagenet | path to a .pt/.pth state dict
     attention: str = "multiscale"
     stages: list[int] = field(default_factory=lambda: [2, 3, 4])
+    pool_power: float = 1.0  # generalised-mean power of attention pooling (1: weighted average)
     embed_dim: int = 256  # fused embedding size (what kNN and the linear head see)
     proj_dim: int = 128  # contrastive projection output
     proj_hidden: int = 512
@@ -117,6 +118,7 @@ class RunConfig:
             )
         if not m.stages or sorted(set(m.stages)) != sorted(m.stages) or not all(1 <= x <= 4 for x in m.stages):
             raise ConfigError(f"model.stages: {m.stages!r} must be distinct ResNet stages between 1 and 4, e.g. [2, 3, 4].")
+        check.range("model.pool_power", m.pool_power, 1.0, 64.0)
         check.range("model.embed_dim", m.embed_dim, 16, 4096)
         check.range("model.proj_dim", m.proj_dim, 8, 4096)
         check.range("model.proj_hidden", m.proj_hidden, 16, 8192)

@@ -8,14 +8,26 @@ from torch import nn
 
 class SpatialAttentionPool(nn.Module):
     """A 1x1-conv gate scores every location; a softmax over space turns the scores
-    into a map that sums to 1, and the map pools the stage's features.
+    into weights that sum to 1, and the weights pool the stage's features with a
+    generalised mean of power p (GeM): descriptor_c = (sum_i a_i f_ic^p)^(1/p).
 
-    The last conv starts at zero, so a fresh module pools exactly like global average
-    pooling; attention has to earn any departure from that.
+    p = 1 is the attention-weighted average; a larger p lets each channel's strongest
+    responses dominate, which keeps a small part (a wing marking, a few pixels of a
+    large image) from being averaged away by the background around it.
+
+    The map returned is where the descriptor actually comes from: the share
+    a_i f_ic^p / sum_j a_j f_jc^p of every location, averaged over channels. It sums
+    to 1 like the gate's softmax, and equals it when the features are spatially flat.
+
+    The gate's last conv starts at zero, so the learned part starts uniform and
+    has to earn any departure from that.
     """
 
-    def __init__(self, channels: int, hidden: int | None = None) -> None:
+    def __init__(self, channels: int, hidden: int | None = None, power: float = 1.0) -> None:
         super().__init__()
+        if power < 1.0:
+            raise ValueError(f"pooling power must be at least 1, got {power}")
+        self.power = float(power)
         hidden = hidden or max(32, channels // 4)
         self.gate = nn.Sequential(
             nn.Conv2d(channels, hidden, 1, bias=False),
@@ -30,8 +42,23 @@ class SpatialAttentionPool(nn.Module):
         batch, _, height, width = features.shape
         scores = self.gate(features).float().flatten(1)  # softmax in fp32 for stability
         attention = scores.softmax(dim=1)
-        descriptor = torch.einsum("bcn,bn->bc", features.float().flatten(2), attention)
-        return descriptor, attention.view(batch, height, width)
+        self.last_gate = attention.detach().view(batch, height, width)  # for evidence maps
+        flat = features.float().flatten(2)
+        if self.power == 1.0:
+            descriptor = torch.einsum("bcn,bn->bc", flat, attention)
+            share = flat * attention.unsqueeze(1) / descriptor.unsqueeze(2).clamp_min(1e-12)
+        else:
+            # Scaled by each channel's maximum first so that x^p stays finite at any p.
+            peak = flat.amax(dim=2, keepdim=True).clamp_min(1e-6)
+            powered = (flat.clamp_min(0) / peak).pow(self.power) * attention.unsqueeze(1)
+            mass = powered.sum(dim=2)
+            descriptor = mass.clamp_min(1e-30).pow(1.0 / self.power) * peak.squeeze(2)
+            share = powered / mass.unsqueeze(2).clamp_min(1e-30)
+        # Channels that are zero everywhere give no evidence of place: weigh the others.
+        alive = (flat.amax(dim=2) > 0).float()
+        where = (share * alive.unsqueeze(2)).sum(dim=1) / alive.sum(dim=1, keepdim=True).clamp_min(1.0)
+        where = torch.where(alive.sum(dim=1, keepdim=True) > 0, where, attention)
+        return descriptor, where.view(batch, height, width)
 
 
 class GlobalAveragePool(nn.Module):
@@ -55,13 +82,19 @@ class MultiScaleAttention(nn.Module):
     similarity between embeddings is a weighted mean of per-scale similarities.
     """
 
-    def __init__(self, channels: dict[int, int], stages: list[int], kind: str = "multiscale") -> None:
+    def __init__(self, channels: dict[int, int], stages: list[int], kind: str = "multiscale", power: float = 1.0) -> None:
         super().__init__()
         self.stages = list(stages)
-        pool = SpatialAttentionPool if kind == "multiscale" else GlobalAveragePool
-        self.pools = nn.ModuleList([pool(channels[s]) for s in self.stages])
+        if kind == "multiscale":
+            self.pools = nn.ModuleList([SpatialAttentionPool(channels[s], power=power) for s in self.stages])
+        else:
+            self.pools = nn.ModuleList([GlobalAveragePool(channels[s]) for s in self.stages])
         self.scale_logits = nn.Parameter(torch.zeros(len(self.stages)))
         self.out_dim = sum(channels[s] for s in self.stages)
+        self.last_gates: list[torch.Tensor] | None = None  # the gates' softmax maps of the last forward
+
+    def powers(self) -> list[float]:
+        return [float(getattr(pool, "power", 1.0)) for pool in self.pools]
 
     def scale_weights(self) -> torch.Tensor:
         return self.scale_logits.float().softmax(dim=0)
@@ -69,10 +102,12 @@ class MultiScaleAttention(nn.Module):
     def forward(self, stage_features: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
         """Return (embedding, descriptors, attention maps) for features of stages 1..N."""
         weights = self.scale_weights().sqrt()
-        descriptors, maps, parts = [], [], []
+        descriptors, maps, parts, gates = [], [], [], []
         for index, (stage, pool) in enumerate(zip(self.stages, self.pools)):
             descriptor, attention = pool(stage_features[stage - 1])
+            gates.append(getattr(pool, "last_gate", None))
             descriptors.append(descriptor)
             maps.append(attention)
             parts.append(F.normalize(descriptor, dim=1) * weights[index])
+        self.last_gates = gates if all(g is not None for g in gates) else None
         return torch.cat(parts, dim=1), descriptors, maps

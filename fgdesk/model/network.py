@@ -18,6 +18,8 @@ class NetOutput:
     attention_maps: list[torch.Tensor]  # per chosen stage, (B, h_s, w_s), each sums to 1
     descriptors: list[torch.Tensor]  # per chosen stage, (B, C_s), before normalisation
     stage_features: list[torch.Tensor]  # per chosen stage, (B, C_s, h_s, w_s)
+    gate_maps: list[torch.Tensor] | None = None  # per chosen stage, the gate's softmax (B, h_s, w_s)
+    pool_powers: list[float] | None = None  # per chosen stage, the GeM power of its pooling
 
 
 class FineGrainedNet(nn.Module):
@@ -25,14 +27,17 @@ class FineGrainedNet(nn.Module):
         super().__init__()
         self.stages = sorted(cfg.stages)
         self.backbone = ResNetStages(cfg.backbone, cfg.weights, last_stage=max(self.stages))
-        self.attention = MultiScaleAttention(self.backbone.channels, self.stages, cfg.attention)
+        self.attention = MultiScaleAttention(self.backbone.channels, self.stages, cfg.attention, cfg.pool_power)
         self.embed_dim = self.attention.out_dim
         self.stage_dims = [self.backbone.channels[s] for s in self.stages]
 
     def forward(self, images: torch.Tensor) -> NetOutput:
         features = self.backbone(images)
         embedding, descriptors, maps = self.attention(features)
-        return NetOutput(embedding, maps, descriptors, [features[s - 1] for s in self.stages])
+        return NetOutput(
+            embedding, maps, descriptors, [features[s - 1] for s in self.stages],
+            gate_maps=self.attention.last_gates, pool_powers=self.attention.powers(),
+        )
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         return self.forward(images).embedding
@@ -61,23 +66,41 @@ def class_evidence_maps(
 ) -> list[torch.Tensor]:
     """Where the evidence for each image's class comes from, per stage, from the forward pass alone.
 
-    The embedding is linear in the per-location features once the attention map
-    and the descriptor norm are fixed, so a linear score w·embedding splits exactly
-    into per-location terms: attention * (w_s · feature) * sqrt(weight_s) / |descriptor_s|.
+    With the gate's softmax a and the descriptor d fixed, every descriptor entry is
+    d_c = sum_i share_ic * d_c, where share_ic = a_i f_ic^p / sum_j a_j f_jc^p (p: the
+    pooling power; p = 1 gives a_i f_ic / d_c). So a linear score w·embedding splits
+    exactly into per-location terms: sum_c w_c * share_ic * d_c * sqrt(weight_s) / |d_s|.
     `class_vectors` is (B, D): one weight vector (a classifier row or a class
     prototype) per image. Negative evidence is clipped to zero unless asked not to.
     """
     maps = []
     offset = 0
     root_weights = scale_weights.float().sqrt()
+    gates = output.gate_maps
+    powers = output.pool_powers or [1.0] * len(output.descriptors)
     for index, (attention, descriptor, features) in enumerate(
         zip(output.attention_maps, output.descriptors, output.stage_features)
     ):
         channels = features.shape[1]
         vector = class_vectors[:, offset:offset + channels].float()
         offset += channels
-        local_scores = torch.einsum("bchw,bc->bhw", features.float(), vector)
-        scale = root_weights[index] / descriptor.norm(dim=1).clamp_min(1e-12)
-        evidence = attention * local_scores * scale.view(-1, 1, 1)
+        shares = location_shares(features, gates[index] if gates else None, powers[index])
+        local_scores = torch.einsum("bchw,bc->bhw", shares, vector * descriptor.float())
+        scale = root_weights[index] / descriptor.float().norm(dim=1).clamp_min(1e-12)
+        evidence = local_scores * scale.view(-1, 1, 1)
         maps.append(evidence.clamp_min(0) if clip_negative else evidence)
     return maps
+
+
+def location_shares(features: torch.Tensor, gate: torch.Tensor | None, power: float) -> torch.Tensor:
+    """(B, C, h, w): the share of each location in each channel of a GeM-pooled descriptor.
+
+    `gate` is the softmax the pooling weighted locations with (uniform when None).
+    Every channel's shares sum to 1 (a channel that is zero everywhere gets none).
+    """
+    batch, channels, height, width = features.shape
+    flat = features.float().flatten(2).clamp_min(0)
+    weights = gate.float().flatten(1) if gate is not None else flat.new_full((batch, height * width), 1.0 / (height * width))
+    peak = flat.amax(dim=2, keepdim=True).clamp_min(1e-6)
+    powered = (flat / peak).pow(power) * weights.unsqueeze(1)
+    return (powered / powered.sum(dim=2, keepdim=True).clamp_min(1e-30)).view(batch, channels, height, width)

@@ -1,0 +1,531 @@
+"""Dataset browser: open a folder, see its classes and splits, scroll its thumbnails, check problems."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from PySide6.QtCore import QRect, QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QImage, QImageIOHandler, QImageReader, QPixmap
+from PySide6.QtWidgets import (
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QListWidget,
+    QListWidgetItem,
+    QPlainTextEdit,
+    QProgressBar,
+    QPushButton,
+    QSplitter,
+    QStackedWidget,
+    QTabWidget,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from fgdesk import paths
+from fgdesk.gui import workers
+from fgdesk.gui.qtutil import show_error
+from fgdesk.gui.thumbnails import ThumbnailModel, ThumbnailView
+from fgdesk.gui.widgets import Card, EmptyState, ImageCanvas, chip, muted_label
+
+log = logging.getLogger(__name__)
+
+PREVIEW_SIZE = 1024  # longest side the preview decodes to (never the full file on the GUI thread)
+SMALL_IMAGE_SIDE = 32  # images smaller than this on either side are listed as problems
+SPLIT_ORDER = ("train", "val", "test", "unlabeled")
+LAYOUT_NAMES = {
+    "cub": "CUB-200-2011",
+    "aircraft": "FGVC-Aircraft",
+    "folders": "Class folders",
+    "unlabeled": "Unlabeled images",
+}
+
+
+def decode_preview(path: str, crop_bottom: int, size: int = PREVIEW_SIZE) -> tuple[QImage, tuple[int, int], float]:
+    """(image at most `size` px, full displayed (w, h) after the crop, display scale); worker thread."""
+    reader = QImageReader(path)
+    reader.setAutoTransform(True)
+    full = reader.size()  # before EXIF orientation
+    if reader.canRead() and full.isValid():
+        height = full.height() - crop_bottom if 0 < crop_bottom < full.height() else full.height()
+        if height != full.height():
+            reader.setClipRect(QRect(0, 0, full.width(), height))
+        if full.width() > size or height > size:
+            reader.setScaledSize(QSize(full.width(), height).scaled(size, size, Qt.AspectRatioMode.KeepAspectRatio))
+        rotated = bool(reader.transformation() & QImageIOHandler.Transformation.TransformationRotate90)
+        image = reader.read()
+        if not image.isNull():
+            shown = (height, full.width()) if rotated else (full.width(), height)
+            scale = image.width() / max(1, shown[0])
+            return image.convertToFormat(QImage.Format.Format_RGB32), shown, scale
+    from fgdesk.gui.qtutil import pil_to_qimage
+
+    rgb = workers.core("fgdesk.data").load_rgb(path, crop_bottom=crop_bottom)
+    width, height = rgb.size
+    rgb.thumbnail((size, size))
+    return pil_to_qimage(rgb), (width, height), rgb.width / max(1, width)
+
+
+class DatasetView(QWidget):
+    """The Dataset page. Emits `dataset_loaded(index)` once a folder has been indexed."""
+
+    dataset_loaded = Signal(object)  # fgdesk.data.DatasetIndex
+    status_message = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("Page")
+        self.index = None
+        self.summary = None
+        self._runner = workers.TaskRunner(parent=self)
+        self._loading_path: str | None = None
+        self._preview_generation = 0
+        self._recent: list[str] = []
+
+        self.pages = QStackedWidget()
+        self.welcome = self._build_welcome()
+        self.loading = self._build_loading()
+        self.browser = self._build_browser()
+        self.pages.addWidget(self.welcome)
+        self.pages.addWidget(self.loading)
+        self.pages.addWidget(self.browser)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.pages)
+
+        self._filter_timer = QTimer(self)
+        self._filter_timer.setSingleShot(True)
+        self._filter_timer.setInterval(150)
+        self._filter_timer.timeout.connect(self._apply_filter)
+
+    # ------------------------------------------------------------------ pages
+    def _build_welcome(self) -> QWidget:
+        page = EmptyState(
+            "folder",
+            "Open a dataset",
+            "Choose a folder of images: CUB-200-2011, FGVC-Aircraft, one sub-folder per class "
+            "(optionally under train/ and test/), or a plain folder of unlabeled images. "
+            "You can also drop a folder anywhere on this window.",
+        )
+        self.open_button = page.add_button("Open folder…", primary=True)
+        self.open_button.clicked.connect(self.choose_folder)
+        self.demo_button = page.add_button("Create the demo dataset")
+        self.demo_button.setToolTip(
+            "A small synthetic fine-grained set (8 classes) with known discriminative regions, made in seconds."
+        )
+        self.demo_button.clicked.connect(self.open_demo)
+        self.welcome_error = QLabel()
+        self.welcome_error.setObjectName("Error")
+        self.welcome_error.setWordWrap(True)
+        self.welcome_error.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.welcome_error.setMaximumWidth(560)
+        self.welcome_error.hide()
+        page.extra.addWidget(self.welcome_error, 0, Qt.AlignmentFlag.AlignHCenter)
+        self.recent_title = QLabel("Recent datasets")
+        self.recent_title.setObjectName("Subtitle")
+        self.recent_list = QListWidget()
+        self.recent_list.setMaximumWidth(560)
+        self.recent_list.setMaximumHeight(150)
+        self.recent_list.itemActivated.connect(lambda item: self.load_dataset(item.data(Qt.ItemDataRole.UserRole)))
+        self.recent_list.itemClicked.connect(lambda item: self.load_dataset(item.data(Qt.ItemDataRole.UserRole)))
+        page.extra.addSpacing(18)
+        page.extra.addWidget(self.recent_title, 0, Qt.AlignmentFlag.AlignHCenter)
+        page.extra.addWidget(self.recent_list, 0, Qt.AlignmentFlag.AlignHCenter)
+        self.recent_title.hide()
+        self.recent_list.hide()
+        self.refresh_demo_button()
+        return page
+
+    def _build_loading(self) -> QWidget:
+        page = EmptyState("dataset", "Reading the dataset…", "")
+        bar = QProgressBar()
+        bar.setRange(0, 0)
+        bar.setMaximumWidth(320)
+        bar.setTextVisible(False)
+        page.extra.addWidget(bar, 0, Qt.AlignmentFlag.AlignHCenter)
+        self.loading_label = page.text_label
+        return page
+
+    def _build_browser(self) -> QWidget:
+        page = QWidget()
+        outer = QVBoxLayout(page)
+        outer.setContentsMargins(16, 14, 16, 12)
+        outer.setSpacing(10)
+
+        # Header: name, layout, counts, path.
+        header = QHBoxLayout()
+        header.setSpacing(10)
+        titles = QVBoxLayout()
+        titles.setSpacing(2)
+        name_row = QHBoxLayout()
+        name_row.setSpacing(8)
+        self.name_label = QLabel()
+        self.name_label.setObjectName("Title")
+        self.layout_chip = chip("")
+        name_row.addWidget(self.name_label)
+        name_row.addWidget(self.layout_chip)
+        name_row.addStretch(1)
+        titles.addLayout(name_row)
+        self.path_label = muted_label(wrap=False)
+        self.path_label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        titles.addWidget(self.path_label)
+        header.addLayout(titles, 1)
+        self.counts_label = QLabel()
+        self.counts_label.setObjectName("Subtitle")
+        header.addWidget(self.counts_label)
+        header.addSpacing(12)
+        reopen = QPushButton("Open another…")
+        reopen.clicked.connect(self.choose_folder)
+        header.addWidget(reopen)
+        outer.addLayout(header)
+
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.setChildrenCollapsible(False)
+        splitter.setHandleWidth(10)
+
+        # Left: filters and the class table.
+        left = Card(margins=10)
+        self.search_edit = QLineEdit()
+        self.search_edit.setPlaceholderText("Filter by file name…")
+        self.search_edit.setClearButtonEnabled(True)
+        self.search_edit.textChanged.connect(lambda _: self._filter_timer.start())
+        self.split_combo = QComboBox()
+        self.split_combo.currentIndexChanged.connect(lambda _: self._apply_filter())
+        filters = QFormLayout()
+        filters.setContentsMargins(0, 0, 0, 0)
+        filters.setHorizontalSpacing(8)
+        filters.addRow("Split", self.split_combo)
+        left.body.addWidget(self.search_edit)
+        left.body.addLayout(filters)
+        self.class_tree = QTreeWidget()
+        self.class_tree.setRootIsDecorated(False)
+        self.class_tree.setAlternatingRowColors(True)
+        self.class_tree.setUniformRowHeights(True)
+        self.class_tree.itemSelectionChanged.connect(self._apply_filter)
+        left.body.addWidget(self.class_tree, 1)
+        left.setMinimumWidth(250)
+        splitter.addWidget(left)
+
+        # Centre: the thumbnail grid.
+        centre = Card(margins=8)
+        self.thumbnail_model = ThumbnailModel(parent=self)
+        self.thumbnail_view = ThumbnailView()
+        self.thumbnail_view.setModel(self.thumbnail_model)
+        self.thumbnail_view.selectionModel().currentChanged.connect(self._show_preview)
+        self.thumbnail_view.setStyleSheet("QListView { border: none; }")
+        centre.body.addWidget(self.thumbnail_view, 1)
+        self.showing_label = muted_label(wrap=False)
+        centre.body.addWidget(self.showing_label)
+        splitter.addWidget(centre)
+
+        # Right: preview, summary, problems.
+        self.side_tabs = QTabWidget()
+        self.side_tabs.setMinimumWidth(250)
+        preview = QWidget()
+        preview_layout = QVBoxLayout(preview)
+        preview_layout.setContentsMargins(10, 10, 10, 10)
+        self.preview_canvas = ImageCanvas("Select a thumbnail to preview it.")
+        self.preview_canvas.setMinimumHeight(200)
+        preview_layout.addWidget(self.preview_canvas, 1)
+        self.preview_form = QFormLayout()
+        self.preview_form.setHorizontalSpacing(10)
+        self.preview_form.setVerticalSpacing(4)
+        self.preview_fields: dict[str, QLabel] = {}
+        for key in ("File", "Class", "Split", "Size", "Box", "Folder"):
+            value = QLabel("—")
+            value.setWordWrap(True)
+            value.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            caption = muted_label(key, wrap=False)
+            self.preview_form.addRow(caption, value)
+            self.preview_fields[key] = value
+        preview_layout.addLayout(self.preview_form)
+        self.side_tabs.addTab(preview, "Preview")
+        self.summary_text = QPlainTextEdit()
+        self.summary_text.setReadOnly(True)
+        self.summary_text.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
+        self.summary_text.setStyleSheet("QPlainTextEdit { border: none; font-family: monospace; }")
+        self.side_tabs.addTab(self.summary_text, "Summary")
+        self.problem_tree = QTreeWidget()
+        self.problem_tree.setHeaderLabels(["File", "Problem"])
+        self.problem_tree.setRootIsDecorated(False)
+        self.problem_tree.setAlternatingRowColors(True)
+        self.problem_tree.setStyleSheet("QTreeWidget { border: none; }")
+        self.problem_tree.header().setSectionResizeMode(0, QHeaderView.ResizeMode.Interactive)
+        self.problem_tree.header().resizeSection(0, 160)
+        self.problem_tree.itemActivated.connect(self._reveal_problem)
+        self.side_tabs.addTab(self.problem_tree, "Problems")
+        splitter.addWidget(self.side_tabs)
+
+        splitter.setStretchFactor(0, 0)
+        splitter.setStretchFactor(1, 1)
+        splitter.setStretchFactor(2, 0)
+        splitter.setSizes([270, 640, 290])
+        self.splitter = splitter
+        outer.addWidget(splitter, 1)
+        return page
+
+    # ------------------------------------------------------------------ opening
+    def set_recent(self, recent: list[str]) -> None:
+        self._recent = list(recent)
+        self.recent_list.clear()
+        for path in recent:
+            item = QListWidgetItem(f"{Path(path).name}    {path}")
+            item.setData(Qt.ItemDataRole.UserRole, path)
+            item.setToolTip(path)
+            self.recent_list.addItem(item)
+        visible = bool(recent)
+        self.recent_title.setVisible(visible)
+        self.recent_list.setVisible(visible)
+
+    def refresh_demo_button(self) -> None:
+        exists = workers.demo_dataset_exists()
+        self.demo_button.setText("Open the demo dataset" if exists else "Create the demo dataset")
+
+    def choose_folder(self) -> None:
+        start = str(Path(self._recent[0]).parent) if self._recent else str(Path.home())
+        folder = QFileDialog.getExistingDirectory(self, "Open a dataset folder", start)
+        if folder:
+            self.load_dataset(folder)
+
+    def open_demo(self) -> None:
+        """Open the demo set, creating it first when needed (one click on first run)."""
+        if workers.demo_dataset_exists() and (paths.demo_data_dir() / "boxes.csv").exists():
+            self.load_dataset(str(paths.demo_data_dir()))
+            return
+        self._show_loading(str(paths.demo_data_dir()), "Drawing the demo dataset (a few seconds)…")
+        self._runner.start(
+            lambda ctx: workers.make_demo_dataset(),
+            on_done=lambda root: self.load_dataset(str(root)),
+            on_failed=self._on_load_failed,
+            name="make demo dataset",
+        )
+
+    def load_dataset(self, path: str | Path, layout: str = "auto") -> None:
+        """Index `path` on a worker thread; the browser shows it when done."""
+        path = str(path)
+        self._show_loading(path, f"Reading {path}")
+        self.status_message.emit(f"Reading {path}…")
+        self._runner.start(
+            lambda ctx: workers.index_dataset(path, layout=layout),
+            on_done=self._on_loaded,
+            on_failed=self._on_load_failed,
+            name="index dataset",
+        )
+
+    def is_loading(self) -> bool:
+        return self._runner.busy()
+
+    def _show_loading(self, path: str, text: str) -> None:
+        self._loading_path = path
+        self.loading_label.setText(text)
+        self.welcome_error.hide()
+        self.pages.setCurrentWidget(self.loading)
+
+    def _on_load_failed(self, message: str, details: str) -> None:
+        self.pages.setCurrentWidget(self.browser if self.index is not None else self.welcome)
+        self.welcome_error.setText(message)
+        self.welcome_error.setVisible(self.index is None)
+        self.status_message.emit("Could not open the dataset")
+        self.refresh_demo_button()
+        show_error(self, "Cannot open this dataset", message, details if "Traceback" in details else "")
+
+    def _on_loaded(self, loaded: workers.LoadedDataset) -> None:
+        self.index = loaded.index
+        self.summary = loaded.summary
+        index, summary = loaded.index, loaded.summary
+        root = Path(index.root)
+        self.name_label.setText(root.name or str(root))
+        self.layout_chip.setText(LAYOUT_NAMES.get(index.layout, index.layout))
+        self.path_label.setText(str(root))
+        self.path_label.setToolTip(str(root))
+        classes = f"{summary.num_classes} classes · " if summary.num_classes else ""
+        self.counts_label.setText(f"{classes}{summary.num_images:,} images")
+        self.summary_text.setPlainText(summary.as_text())
+        self._fill_splits(summary)
+        self._fill_classes(summary)
+        self._fill_problems(index, summary)
+        self.thumbnail_model.set_samples(index.samples, index.classes, index.crop_bottom)
+        self._update_showing()
+        self._clear_preview()
+        self.pages.setCurrentWidget(self.browser)
+        self.refresh_demo_button()
+        self.status_message.emit(f"Opened {root.name}: {summary.num_images:,} images, {len(index.problems)} problem(s)")
+        self.dataset_loaded.emit(index)
+        if self.thumbnail_model.rowCount():
+            self.thumbnail_view.setCurrentIndex(self.thumbnail_model.index(0, 0))
+
+    # ------------------------------------------------------------------ filters
+    def _present_splits(self, summary) -> list[str]:
+        present = {split for per_split in summary.counts.values() for split, n in per_split.items() if n}
+        return [split for split in SPLIT_ORDER if split in present]
+
+    def _fill_splits(self, summary) -> None:
+        self.split_combo.blockSignals(True)
+        self.split_combo.clear()
+        self.split_combo.addItem("All splits", None)
+        for split in self._present_splits(summary):
+            total = sum(per_split.get(split, 0) for per_split in summary.counts.values())
+            self.split_combo.addItem(f"{split} ({total:,})", split)
+        self.split_combo.blockSignals(False)
+
+    def _fill_classes(self, summary) -> None:
+        splits = self._present_splits(summary)
+        self.class_tree.blockSignals(True)
+        self.class_tree.clear()
+        self.class_tree.setHeaderLabels(["Class", *[s.capitalize() for s in splits], "Total"])
+        totals = {split: 0 for split in splits}
+        items = []
+        labelled = bool(self.index.classes)
+        for label, (name, per_split) in enumerate(summary.counts.items()):
+            counts = [per_split.get(split, 0) for split in splits]
+            for split, n in zip(splits, counts):
+                totals[split] += n
+            item = QTreeWidgetItem([name, *[f"{n:,}" for n in counts], f"{sum(counts):,}"])
+            item.setData(0, Qt.ItemDataRole.UserRole, label if labelled else None)
+            item.setToolTip(0, name)
+            for column in range(1, len(splits) + 2):
+                item.setTextAlignment(column, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            items.append(item)
+        everything = QTreeWidgetItem(
+            ["All classes", *[f"{totals[s]:,}" for s in splits], f"{sum(totals.values()):,}"]
+        )
+        everything.setData(0, Qt.ItemDataRole.UserRole, None)
+        font = everything.font(0)
+        font.setBold(True)
+        for column in range(len(splits) + 2):
+            everything.setFont(column, font)
+            if column:
+                everything.setTextAlignment(column, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        self.class_tree.addTopLevelItem(everything)
+        self.class_tree.addTopLevelItems(items)
+        header = self.class_tree.header()
+        header.setStretchLastSection(False)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        for column in range(1, len(splits) + 2):
+            header.setSectionResizeMode(column, QHeaderView.ResizeMode.ResizeToContents)
+        self.class_tree.setCurrentItem(everything)
+        self.class_tree.blockSignals(False)
+
+    def _fill_problems(self, index, summary) -> None:
+        self.problem_tree.clear()
+        rows = [(Path(problem.path), problem.reason) for problem in index.problems]
+        reported = {path for path, _ in rows}
+        sizes = getattr(index, "image_sizes", {}) or {}
+        for sample in index.samples:
+            size = sizes.get(sample.path)
+            if size and min(size[0], size[1] - index.crop_bottom) < SMALL_IMAGE_SIDE and sample.path not in reported:
+                rows.append((Path(sample.path), f"very small image ({size[0]}×{size[1] - index.crop_bottom} px)"))
+        for path, reason in rows:
+            item = QTreeWidgetItem([path.name, reason])
+            item.setToolTip(0, str(path))
+            item.setToolTip(1, reason)
+            item.setData(0, Qt.ItemDataRole.UserRole, str(path))
+            self.problem_tree.addTopLevelItem(item)
+        self.side_tabs.setTabText(2, f"Problems ({len(rows)})" if rows else "Problems")
+        if not rows:
+            empty = QTreeWidgetItem(["No problems found", ""])
+            empty.setFlags(Qt.ItemFlag.NoItemFlags)
+            self.problem_tree.addTopLevelItem(empty)
+        self.problem_count = len(rows)
+
+    def selected_label(self) -> int | None:
+        item = self.class_tree.currentItem()
+        return None if item is None else item.data(0, Qt.ItemDataRole.UserRole)
+
+    def select_class(self, label: int | None) -> None:
+        for row in range(self.class_tree.topLevelItemCount()):
+            item = self.class_tree.topLevelItem(row)
+            if item.data(0, Qt.ItemDataRole.UserRole) == label:
+                self.class_tree.setCurrentItem(item)
+                return
+
+    def set_split_filter(self, split: str | None) -> None:
+        position = self.split_combo.findData(split)
+        if position >= 0:
+            self.split_combo.setCurrentIndex(position)
+
+    def _apply_filter(self) -> None:
+        if self.index is None:
+            return
+        self.thumbnail_model.set_filter(
+            label=self.selected_label(), split=self.split_combo.currentData(), text=self.search_edit.text()
+        )
+        self._update_showing()
+        if self.thumbnail_model.rowCount():
+            self.thumbnail_view.setCurrentIndex(self.thumbnail_model.index(0, 0))
+        else:
+            self._clear_preview()
+        self.thumbnail_view.scrollToTop()
+
+    def _update_showing(self) -> None:
+        shown, total = self.thumbnail_model.rowCount(), self.thumbnail_model.total_count()
+        self.showing_label.setText(
+            f"Showing all {total:,} images" if shown == total else f"Showing {shown:,} of {total:,} images"
+        )
+
+    # ------------------------------------------------------------------ preview
+    def _clear_preview(self) -> None:
+        self.preview_canvas.set_pixmap(None)
+        for value in self.preview_fields.values():
+            value.setText("—")
+
+    def _show_preview(self, current, _previous=None) -> None:
+        if not current.isValid() or self.index is None:
+            return
+        sample = self.thumbnail_model.sample_at(current.row())
+        path = Path(sample.path)
+        self.preview_fields["File"].setText(path.name)
+        self.preview_fields["Class"].setText(self.thumbnail_model.class_name(sample.label))
+        self.preview_fields["Split"].setText(sample.split)
+        self.preview_fields["Folder"].setText(str(path.parent))
+        self.preview_fields["Box"].setText(
+            "—" if sample.box is None else "({:.0f}, {:.0f}) – ({:.0f}, {:.0f})".format(*sample.box)
+        )
+        size = (getattr(self.index, "image_sizes", {}) or {}).get(sample.path)
+        self.preview_fields["Size"].setText(
+            f"{size[0]} × {size[1] - self.index.crop_bottom} px" if size else "…"
+        )
+        self._preview_generation += 1
+        generation = self._preview_generation
+        crop = self.index.crop_bottom
+        self._runner.start(
+            lambda ctx: decode_preview(str(path), crop),
+            on_done=lambda result: self._on_preview(generation, sample, result),
+            on_failed=lambda message, _tb: self._on_preview_failed(generation, message),
+            name="preview",
+        )
+
+    def _on_preview(self, generation: int, sample, result) -> None:
+        if generation != self._preview_generation:
+            return  # the user moved on
+        image, (width, height), scale = result
+        box = None
+        if sample.box is not None:
+            box = tuple(value * scale for value in sample.box)
+        self.preview_canvas.set_pixmap(QPixmap.fromImage(image), box)
+        self.preview_canvas.setToolTip(str(sample.path))
+        self.preview_fields["Size"].setText(f"{width} × {height} px")
+
+    def _on_preview_failed(self, generation: int, message: str) -> None:
+        if generation == self._preview_generation:
+            self.preview_canvas.set_pixmap(None)
+            self.preview_canvas.set_placeholder(f"Cannot show this image:\n{message}")
+
+    def _reveal_problem(self, item: QTreeWidgetItem) -> None:
+        path = item.data(0, Qt.ItemDataRole.UserRole)
+        row = self.thumbnail_model.row_of(path) if path else -1
+        if row >= 0:
+            index = self.thumbnail_model.index(row, 0)
+            self.thumbnail_view.setCurrentIndex(index)
+            self.thumbnail_view.scrollTo(index)
+            self.side_tabs.setCurrentIndex(0)
+
+    def shutdown(self) -> None:
+        self.thumbnail_model.loader.shutdown()
+        self._runner.cancel_all()

@@ -1,0 +1,1041 @@
+"""Inspection: drop images, see the top-5 classes, nearest labelled images and attention heatmaps.
+
+All prediction runs on a one-thread pool (the predictor is used from one thread only);
+the worker also prepares display-sized copies of the image and its maps, so the GUI
+thread only blends small overlays when the opacity or colormap changes.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PySide6.QtCore import QSize, Qt, QThreadPool, QTimer, Signal
+from PySide6.QtGui import QImage, QKeySequence, QPixmap, QShortcut
+from PySide6.QtWidgets import (
+    QApplication,
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QGridLayout,
+    QHBoxLayout,
+    QLabel,
+    QListView,
+    QListWidget,
+    QListWidgetItem,
+    QProgressBar,
+    QPushButton,
+    QSlider,
+    QSplitter,
+    QStackedWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from fgdesk.gui import workers
+from fgdesk.gui.qtutil import (
+    IMAGE_SUFFIXES,
+    format_percent,
+    image_files_under,
+    is_image_file,
+    pil_to_qimage,
+    qimage_to_pil,
+    show_error,
+)
+from fgdesk.gui.widgets import Card, EmptyState, ImageCanvas, muted_label
+
+log = logging.getLogger(__name__)
+
+DISPLAY_SIZE = 448  # longest side of the images the heatmap panels blend
+ITEM_THUMB = 64
+NEIGHBOUR_THUMB = 96
+BATCH = 8  # images per prediction task
+MAX_DROPPED_IMAGES = 500  # more than this: classify the folder to CSV instead
+DEFAULT_COLORMAPS = ("inferno", "viridis", "magma", "jet")
+IMAGE_LAYER = "image"
+
+
+NORMALIZE_MODES = {"per_map": "Each map to its own peak", "shared": "Scales share one peak"}
+
+
+def layer_title(key: str) -> str:
+    if key == IMAGE_LAYER:
+        return "Image"
+    if key == "fused":
+        return "Fused"
+    if key == "evidence":
+        return "Class evidence"
+    if key.startswith("stage") and key[5:].isdigit():
+        return f"Stage {key[5:]}"
+    return key.replace("_", " ").capitalize()
+
+
+def layer_order(keys) -> list[str]:
+    """Image first, then per-scale maps in stage order, the fused map, then anything else."""
+    keys = list(keys)
+    stages = sorted((k for k in keys if k.startswith("stage") and k[5:].isdigit()), key=lambda k: int(k[5:]))
+    rest = sorted(k for k in keys if k not in stages and k not in ("fused", "evidence", IMAGE_LAYER))
+    tail = [k for k in ("fused", "evidence") if k in keys]
+    return [IMAGE_LAYER, *stages, *tail[:1], *rest, *tail[1:]]
+
+
+# --------------------------------------------------------------------------- worker side
+@dataclass
+class InspectResult:
+    """One prediction plus what the view needs to draw it, prepared on the worker."""
+
+    source: str
+    prediction: Any  # fgdesk.infer.predictor.Prediction
+    display_image: Any = None  # PIL RGB, at most DISPLAY_SIZE
+    display_maps: dict[str, np.ndarray] = field(default_factory=dict)
+    thumb: QImage | None = None
+    neighbour_thumbs: list[QImage | None] = field(default_factory=list)
+    error: str | None = None
+
+
+class PredictorCache:
+    """Holds the loaded predictor of one run; used from the inference thread only."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._run: str | None = None
+        self._predictor = None
+        self.colormaps: tuple[str, ...] = DEFAULT_COLORMAPS
+
+    def get(self, run_dir: str, on_progress=None):
+        with self._lock:
+            if self._run != run_dir or self._predictor is None:
+                COLORMAPS = workers.core("fgdesk.infer.overlay").COLORMAPS
+                Predictor = workers.core("fgdesk.infer.predictor").Predictor
+                self._predictor = None  # free the previous model first
+                # Loading may first fit the run's classifier (reported through on_progress).
+                self._predictor = Predictor.load(Path(run_dir), device="auto", on_progress=on_progress)
+                self._run = run_dir
+                self.colormaps = tuple(COLORMAPS)
+            return self._predictor
+
+    def forget(self) -> None:
+        with self._lock:
+            self._predictor = None
+            self._run = None
+
+
+def _resize_map(heatmap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    from PIL import Image
+
+    array = np.asarray(heatmap, dtype=np.float32)
+    if array.shape[::-1] == size:
+        return array
+    return np.asarray(Image.fromarray(array).resize(size, Image.Resampling.BILINEAR), dtype=np.float32)
+
+
+def _thumbnail(image, size: int) -> QImage:
+    small = image.copy()
+    small.thumbnail((size, size))
+    return pil_to_qimage(small)
+
+
+def _neighbour_thumbnail(path: str) -> QImage | None:
+    from fgdesk.gui.thumbnails import decode_thumbnail
+
+    try:
+        return decode_thumbnail(path, NEIGHBOUR_THUMB)
+    except Exception:
+        return None
+
+
+def prepare_result(source: str, prediction) -> InspectResult:
+    """Display copies of one prediction (worker thread)."""
+    result = InspectResult(source=source, prediction=prediction, error=getattr(prediction, "error", None))
+    image = getattr(prediction, "image", None)
+    if image is not None:
+        display = image.convert("RGB")
+        display.thumbnail((DISPLAY_SIZE, DISPLAY_SIZE))
+        result.display_image = display
+        result.thumb = _thumbnail(display, ITEM_THUMB)
+        for key, heatmap in (getattr(prediction, "maps", None) or {}).items():
+            result.display_maps[key] = _resize_map(heatmap, display.size)
+    result.neighbour_thumbs = [_neighbour_thumbnail(path) for path, *_ in (getattr(prediction, "neighbours", None) or [])]
+    return result
+
+
+def predict_sources(cache: PredictorCache, run_dir: str, sources: list, names: list[str], normalize: str,
+                    context) -> list[InspectResult]:
+    context.progress(("loading", run_dir))
+    predictor = cache.get(run_dir, on_progress=lambda stage, fraction: context.progress(("preparing", (stage, fraction))))
+    context.progress(("predicting", len(sources)))
+    predictions = predictor.predict(sources, topk=5, normalize=normalize)
+    return [prepare_result(name, prediction) for name, prediction in zip(names, predictions)]
+
+
+def render_full_overlay(image, heatmap, colormap: str, alpha: float):
+    render_overlay = workers.core("fgdesk.infer.overlay").render_overlay
+    return render_overlay(image, heatmap, colormap=colormap, alpha=alpha)
+
+
+# --------------------------------------------------------------------------- GUI side
+@dataclass
+class _Entry:
+    key: int
+    name: str
+    source: Any  # path string or PIL image
+    result: InspectResult | None = None
+    state: str = "queued"  # queued | running | done | failed
+
+
+class _LayerPanel(QWidget):
+    """One heatmap layer: title with a toggle, and the blended image."""
+
+    def __init__(self, key: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.key = key
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(3)
+        self.title = QLabel(layer_title(key))
+        self.title.setObjectName("Subtitle")
+        self.title.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.canvas = ImageCanvas()
+        self.canvas.setMinimumSize(140, 140)
+        layout.addWidget(self.canvas, 1)
+        layout.addWidget(self.title)
+
+
+class InspectView(QWidget):
+    """The Inspect page."""
+
+    status_message = Signal(str)
+    run_chosen = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("Page")
+        self.setAcceptDrops(True)
+        self._pool = QThreadPool(self)
+        self._pool.setMaxThreadCount(1)  # one predictor, one thread
+        self._runner = workers.TaskRunner(self._pool, parent=self)
+        self._general = workers.TaskRunner(parent=self)
+        self._cache = PredictorCache()
+        self._entries: list[_Entry] = []
+        self._next_key = 0
+        self._pasted = 0
+        self._run_generation = 0
+        self._current: _Entry | None = None
+        self._selected_layer = "fused"
+        self._hidden_layers: set[str] = set()
+        self._panels: dict[str, _LayerPanel] = {}
+        self._layer_boxes: dict[str, QCheckBox] = {}
+        self._csv_task = None
+        self._pending_run: str | None = None
+        self._colormaps: tuple[str, ...] = DEFAULT_COLORMAPS
+        self.last_error_box = None
+        self.last_csv_result: tuple[str, int] | None = None
+        self.last_saved_overlay: str | None = None
+
+        self._render_timer = QTimer(self)
+        self._render_timer.setSingleShot(True)
+        self._render_timer.setInterval(30)
+        self._render_timer.timeout.connect(self._render_layers)
+
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(16, 14, 16, 12)
+        outer.setSpacing(10)
+        outer.addWidget(self._build_toolbar())
+        self.body = QStackedWidget()
+        empty = EmptyState(
+            "inspect",
+            "Drop images here",
+            "Drop image files or a folder on this page, paste an image (Ctrl+V), or use Open images. "
+            "Each image gets its top-5 classes, its nearest labelled training images and the "
+            "attention heatmaps of the chosen run.",
+        )
+        open_button = empty.add_button("Open images…", primary=True)
+        open_button.clicked.connect(self.choose_files)
+        paste_button = empty.add_button("Paste")
+        paste_button.clicked.connect(self.paste_from_clipboard)
+        self.empty_hint = muted_label("")
+        self.empty_hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        empty.extra.addWidget(self.empty_hint)
+        self.body.addWidget(empty)
+        self.body.addWidget(self._build_results())
+        outer.addWidget(self.body, 1)
+        outer.addWidget(self._build_csv_strip())
+
+        paste = QShortcut(QKeySequence(QKeySequence.StandardKey.Paste), self)
+        paste.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        paste.activated.connect(self.paste_from_clipboard)
+        self._update_hint()
+
+    # ================================================================== building
+    def _build_toolbar(self) -> QWidget:
+        card = Card(margins=10)
+        row = QHBoxLayout()
+        row.setSpacing(8)
+        label = QLabel("Run")
+        label.setObjectName("Subtitle")
+        row.addWidget(label)
+        self.run_combo = QComboBox()
+        self.run_combo.setMinimumWidth(340)
+        self.run_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self.run_combo.currentIndexChanged.connect(self._on_run_changed)
+        row.addWidget(self.run_combo)
+        refresh = QPushButton("Refresh")
+        refresh.clicked.connect(self.refresh_runs)
+        row.addWidget(refresh)
+        self.model_state = muted_label("", wrap=False)
+        row.addWidget(self.model_state)
+        row.addStretch(1)
+        self.open_button = QPushButton("Open images…")
+        self.open_button.clicked.connect(self.choose_files)
+        self.paste_button = QPushButton("Paste")
+        self.paste_button.setToolTip("Classify the image on the clipboard (Ctrl+V)")
+        self.paste_button.clicked.connect(self.paste_from_clipboard)
+        self.csv_button = QPushButton("Classify folder to CSV…")
+        self.csv_button.clicked.connect(self.choose_csv_folder)
+        for button in (self.open_button, self.paste_button, self.csv_button):
+            row.addWidget(button)
+        card.body.addLayout(row)
+        return card
+
+    def _build_results(self) -> QWidget:
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.setChildrenCollapsible(False)
+        splitter.setHandleWidth(10)
+
+        images = Card("Images")
+        clear = QPushButton("Clear")
+        clear.clicked.connect(self.clear_images)
+        images.header.addWidget(clear)
+        self.image_list = QListWidget()
+        self.image_list.setIconSize(QSize(ITEM_THUMB, ITEM_THUMB))
+        self.image_list.setViewMode(QListView.ViewMode.ListMode)
+        self.image_list.setUniformItemSizes(True)
+        self.image_list.setSpacing(2)
+        self.image_list.setStyleSheet("QListWidget { border: none; }")
+        self.image_list.currentItemChanged.connect(self._on_item_changed)
+        images.body.addWidget(self.image_list, 1)
+        images.setMinimumWidth(220)
+        splitter.addWidget(images)
+
+        centre = Card(margins=12)
+        head = QHBoxLayout()
+        self.image_title = QLabel()
+        self.image_title.setObjectName("Title")
+        self.image_subtitle = muted_label(wrap=False)
+        titles = QVBoxLayout()
+        titles.setSpacing(0)
+        titles.addWidget(self.image_title)
+        titles.addWidget(self.image_subtitle)
+        head.addLayout(titles, 1)
+        centre.body.addLayout(head)
+        self.layer_grid_widget = QWidget()
+        self.layer_grid = QGridLayout(self.layer_grid_widget)
+        self.layer_grid.setContentsMargins(0, 0, 0, 0)
+        self.layer_grid.setSpacing(10)
+        self.layer_message = muted_label("")
+        self.layer_message.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        centre.body.addWidget(self.layer_grid_widget, 1)
+        centre.body.addWidget(self.layer_message)
+
+        controls = QHBoxLayout()
+        controls.setSpacing(8)
+        self.layers_row = QHBoxLayout()
+        self.layers_row.setSpacing(6)
+        show = muted_label("Show", wrap=False)
+        controls.addWidget(show)
+        controls.addLayout(self.layers_row)
+        controls.addStretch(1)
+        controls.addWidget(muted_label("Opacity", wrap=False))
+        self.opacity_slider = QSlider(Qt.Orientation.Horizontal)
+        self.opacity_slider.setRange(0, 100)
+        self.opacity_slider.setValue(50)
+        self.opacity_slider.setFixedWidth(120)
+        self.opacity_slider.valueChanged.connect(lambda _: self._render_timer.start())
+        controls.addWidget(self.opacity_slider)
+        controls.addWidget(muted_label("Colormap", wrap=False))
+        self.colormap_combo = QComboBox()
+        self.colormap_combo.addItems(list(DEFAULT_COLORMAPS))
+        self.colormap_combo.currentIndexChanged.connect(lambda _: self._render_timer.start())
+        controls.addWidget(self.colormap_combo)
+        self.normalize_combo = QComboBox()
+        for mode, text in NORMALIZE_MODES.items():
+            self.normalize_combo.addItem(text, mode)
+        self.normalize_combo.setToolTip(
+            "How the per-scale maps are scaled to [0, 1]: each to its own peak, or all scales to one shared "
+            "peak so that a scale that focuses more looks brighter"
+        )
+        self.normalize_combo.currentIndexChanged.connect(lambda _: self.repredict())
+        controls.addWidget(self.normalize_combo)
+        self.save_button = QPushButton("Save overlay…")
+        self.save_button.setToolTip("Save the selected layer (click a panel to select it) as a PNG at full resolution")
+        self.save_button.clicked.connect(lambda: self.save_overlay())
+        controls.addWidget(self.save_button)
+        centre.body.addLayout(controls)
+        splitter.addWidget(centre)
+
+        right = Card("Prediction")
+        right.setMinimumWidth(260)
+        right.setMaximumWidth(380)
+        self.prediction_message = muted_label("")
+        right.body.addWidget(self.prediction_message)
+        self.topk_rows: list[tuple[QLabel, QProgressBar, QLabel]] = []
+        topk = QGridLayout()
+        topk.setHorizontalSpacing(8)
+        topk.setVerticalSpacing(6)
+        for i in range(5):
+            name = QLabel("")
+            name.setMinimumWidth(90)
+            bar = QProgressBar()
+            bar.setObjectName("ScoreBar")
+            bar.setRange(0, 1000)
+            bar.setTextVisible(False)
+            bar.setFixedHeight(10)
+            value = QLabel("")
+            value.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            value.setMinimumWidth(46)
+            if i == 0:
+                font = name.font()
+                font.setBold(True)
+                name.setFont(font)
+                value.setFont(font)
+            topk.addWidget(name, i, 0)
+            topk.addWidget(bar, i, 1)
+            topk.addWidget(value, i, 2)
+            self.topk_rows.append((name, bar, value))
+        topk.setColumnStretch(1, 1)
+        right.body.addLayout(topk)
+        right.body.addSpacing(10)
+        neighbours_title = QLabel("Nearest labelled images")
+        neighbours_title.setObjectName("Subtitle")
+        right.body.addWidget(neighbours_title)
+        self.neighbour_grid = QGridLayout()
+        self.neighbour_grid.setSpacing(6)
+        self.neighbour_tiles: list[tuple[ImageCanvas, QLabel]] = []
+        for i in range(5):
+            tile = QWidget()
+            tile_layout = QVBoxLayout(tile)
+            tile_layout.setContentsMargins(0, 0, 0, 0)
+            tile_layout.setSpacing(1)
+            canvas = ImageCanvas()
+            canvas.setFixedSize(NEIGHBOUR_THUMB, NEIGHBOUR_THUMB)
+            caption = QLabel("")
+            caption.setObjectName("Muted")
+            caption.setAlignment(Qt.AlignmentFlag.AlignCenter)
+            caption.setFixedWidth(NEIGHBOUR_THUMB + 10)
+            tile_layout.addWidget(canvas, 0, Qt.AlignmentFlag.AlignHCenter)
+            tile_layout.addWidget(caption)
+            self.neighbour_grid.addWidget(tile, i // 2, i % 2)
+            self.neighbour_tiles.append((canvas, caption))
+        right.body.addLayout(self.neighbour_grid)
+        right.body.addStretch(1)
+        splitter.addWidget(right)
+        splitter.setStretchFactor(0, 0)
+        splitter.setStretchFactor(1, 1)
+        splitter.setStretchFactor(2, 0)
+        splitter.setSizes([230, 640, 300])
+        self.splitter = splitter
+        return splitter
+
+    def _build_csv_strip(self) -> QWidget:
+        self.csv_strip = Card(margins=8)
+        row = QHBoxLayout()
+        self.csv_label = QLabel("")
+        self.csv_progress = QProgressBar()
+        self.csv_progress.setFormat("%v / %m images")
+        self.csv_cancel = QPushButton("Cancel")
+        self.csv_cancel.clicked.connect(self.cancel_csv)
+        row.addWidget(self.csv_label)
+        row.addWidget(self.csv_progress, 1)
+        row.addWidget(self.csv_cancel)
+        self.csv_strip.body.addLayout(row)
+        self.csv_strip.hide()
+        return self.csv_strip
+
+    # ================================================================== runs
+    def refresh_runs(self, select: str | None = None) -> None:
+        self._general.start(lambda ctx: workers.list_runs(), on_done=lambda runs: self._fill_runs(runs, select),
+                            on_failed=lambda msg, tb: log.warning("cannot list runs: %s", msg), name="list runs")
+
+    def _fill_runs(self, runs: list, select: str | None = None) -> None:
+        wanted = select or self._pending_run or self.current_run()
+        self.run_combo.blockSignals(True)
+        self.run_combo.clear()
+        for info in runs:
+            checkpoints = Path(info.path) / "checkpoints"
+            if not ((checkpoints / "last.pt").is_file() or (checkpoints / "best.pt").is_file()):
+                continue
+            knn = f" · kNN {format_percent(info.best_knn_top1)}" if info.best_knn_top1 is not None else ""
+            clf = " · classifier" if info.has_classifier else ""
+            self.run_combo.addItem(f"{info.name}  ({info.status}{knn}{clf})", str(info.path))
+        if wanted and self.run_combo.findData(wanted) < 0 and Path(wanted).is_dir():
+            self.run_combo.addItem(Path(wanted).name, wanted)
+        position = self.run_combo.findData(wanted) if wanted else 0
+        self.run_combo.setCurrentIndex(max(0, position))
+        self.run_combo.blockSignals(False)
+        self._pending_run = None
+        self._on_run_changed()
+
+    def set_run(self, run_dir: str | Path) -> None:
+        """Use this run (e.g. from the Train page's "Open in Inspect")."""
+        run_dir = str(run_dir)
+        position = self.run_combo.findData(run_dir)
+        if position >= 0:
+            self.run_combo.setCurrentIndex(position)
+            if self.current_run() == run_dir:
+                return
+        self._pending_run = run_dir
+        self.refresh_runs(select=run_dir)
+
+    def current_run(self) -> str | None:
+        data = self.run_combo.currentData()
+        return str(data) if data else None
+
+    def _on_run_changed(self, _index: int = -1) -> None:
+        run = self.current_run()
+        if run == getattr(self, "_active_run", None):
+            self._update_hint()
+            return
+        self._active_run = run
+        self._run_generation += 1
+        self._runner.cancel_all()
+        if run:
+            self.model_state.setText("")
+            self.run_chosen.emit(run)
+        for entry in self._entries:
+            entry.result = None
+            entry.state = "queued"
+        self._update_hint()
+        self._schedule_predictions()
+        if self._current is not None:
+            self._show_entry(self._current)
+
+    def repredict(self) -> None:
+        """Predict every image again (after a change that needs new maps)."""
+        self._run_generation += 1
+        self._runner.cancel_all()
+        for entry in self._entries:
+            entry.result = None
+            entry.state = "queued"
+        self._schedule_predictions()
+        if self._current is not None:
+            self._show_entry(self._current)
+
+    def _update_hint(self) -> None:
+        if self.run_combo.count() == 0:
+            self.empty_hint.setText("No trained run yet: start one on the Train page, then come back here.")
+        else:
+            self.empty_hint.setText(f"Using run {Path(self.current_run() or '').name}.")
+        has_run = self.current_run() is not None
+        self.csv_button.setEnabled(has_run and self._csv_task is None)
+
+    # ================================================================== adding images
+    def choose_files(self) -> None:
+        patterns = " ".join(f"*{suffix}" for suffix in IMAGE_SUFFIXES)
+        files, _ = QFileDialog.getOpenFileNames(self, "Open images", str(Path.home()), f"Images ({patterns})")
+        if files:
+            self.add_paths(files)
+
+    def paste_from_clipboard(self) -> bool:
+        mime = QApplication.clipboard().mimeData()
+        if mime is None:
+            return False
+        if mime.hasUrls():
+            local = [url.toLocalFile() for url in mime.urls() if url.isLocalFile()]
+            if local:
+                self.add_paths(local)
+                return True
+        if mime.hasImage():
+            image = QApplication.clipboard().image()
+            if not image.isNull():
+                self._pasted += 1
+                self.add_images([(f"pasted image {self._pasted}", qimage_to_pil(image))])
+                return True
+        self.status_message.emit("The clipboard holds no image")
+        return False
+
+    def add_paths(self, paths: list[str | Path]) -> None:
+        """Add image files and folders (expanded on a worker thread)."""
+        paths = [Path(p) for p in paths]
+        files = [str(p) for p in paths if p.is_file() and is_image_file(p)]
+        folders = [p for p in paths if p.is_dir()]
+        if files:
+            self.add_images([(path, path) for path in files])
+        if folders:
+            self._general.start(lambda ctx: self._expand_folders(folders), on_done=self._on_folders_expanded,
+                                on_failed=lambda msg, tb: show_error(self, "Cannot read the folder", msg),
+                                name="expand folders")
+        skipped = [p for p in paths if p.is_file() and not is_image_file(p)]
+        if skipped and not files and not folders:
+            self.status_message.emit(f"{skipped[0].name} is not an image file")
+
+    @staticmethod
+    def _expand_folders(folders: list[Path]) -> tuple[list[str], bool]:
+        found: list[str] = []
+        for folder in folders:
+            found.extend(str(p) for p in image_files_under(folder, limit=MAX_DROPPED_IMAGES + 1 - len(found)))
+            if len(found) > MAX_DROPPED_IMAGES:
+                return found[:MAX_DROPPED_IMAGES], True
+        return found, False
+
+    def _on_folders_expanded(self, result: tuple[list[str], bool]) -> None:
+        files, truncated = result
+        if not files:
+            self.status_message.emit("No images found in the dropped folder")
+            return
+        self.add_images([(path, path) for path in files])
+        if truncated:
+            self.status_message.emit(
+                f"Showing the first {MAX_DROPPED_IMAGES} images; use Classify folder to CSV for whole folders"
+            )
+
+    def add_images(self, items: list[tuple[str, Any]]) -> None:
+        """Queue (name, path-or-PIL image) pairs for prediction."""
+        first_new = None
+        for name, source in items:
+            entry = _Entry(key=self._next_key, name=str(name), source=source)
+            self._next_key += 1
+            self._entries.append(entry)
+            item = QListWidgetItem(self._item_text(entry))
+            item.setData(Qt.ItemDataRole.UserRole, entry.key)
+            item.setToolTip(str(name))
+            item.setSizeHint(QSize(200, ITEM_THUMB + 8))
+            self.image_list.addItem(item)
+            if first_new is None:
+                first_new = item
+        self.body.setCurrentIndex(1)
+        if first_new is not None:
+            self.image_list.setCurrentItem(first_new)
+        self._schedule_predictions()
+
+    def clear_images(self) -> None:
+        self._runner.cancel_all()
+        self._run_generation += 1
+        self._entries.clear()
+        self.image_list.clear()
+        self._current = None
+        self.body.setCurrentIndex(0)
+
+    # ================================================================== predicting
+    def _schedule_predictions(self) -> None:
+        run = self.current_run()
+        if run is None:
+            for entry in self._entries:
+                if entry.state == "queued":
+                    self._set_item_text(entry)
+            return
+        queued = [entry for entry in self._entries if entry.state == "queued"]
+        generation = self._run_generation
+        for start in range(0, len(queued), BATCH):
+            chunk = queued[start:start + BATCH]
+            for entry in chunk:
+                entry.state = "running"
+                self._set_item_text(entry)
+            sources = [entry.source for entry in chunk]
+            names = [entry.name for entry in chunk]
+            keys = [entry.key for entry in chunk]
+            normalize = self.normalize_combo.currentData() or "per_map"
+            self._runner.start(
+                lambda ctx, s=sources, n=names, m=normalize: predict_sources(self._cache, run, s, n, m, ctx),
+                on_done=lambda results, k=keys, g=generation: self._on_results(g, k, results),
+                on_failed=lambda msg, tb, k=keys, g=generation: self._on_predict_failed(g, k, msg, tb),
+                on_progress=self._on_predict_progress,
+                name="predict",
+            )
+
+    def _on_predict_progress(self, value) -> None:
+        stage, detail = value
+        if stage == "loading":
+            self.model_state.setText("Loading the model…")
+        elif stage == "preparing":
+            step, fraction = detail
+            self.model_state.setText(f"Preparing the run: {step} ({100 * fraction:.0f}%)…")
+        else:
+            self.model_state.setText(f"Classifying {detail} image(s)…")
+
+    def _entry(self, key: int) -> _Entry | None:
+        return next((entry for entry in self._entries if entry.key == key), None)
+
+    def _on_results(self, generation: int, keys: list[int], results: list[InspectResult]) -> None:
+        self._colormaps = self._cache.colormaps
+        self._sync_colormaps()
+        if generation != self._run_generation:
+            return
+        self.model_state.setText("")
+        for key, result in zip(keys, results):
+            entry = self._entry(key)
+            if entry is None:
+                continue
+            entry.result = result
+            entry.state = "failed" if result.error else "done"
+            self._set_item_text(entry)
+            if self._current is entry:
+                self._show_entry(entry)
+        done = sum(1 for entry in self._entries if entry.state in ("done", "failed"))
+        self.status_message.emit(f"Classified {done} of {len(self._entries)} image(s)")
+
+    def _on_predict_failed(self, generation: int, keys: list[int], message: str, details: str) -> None:
+        if generation != self._run_generation:
+            return
+        self.model_state.setText("")
+        for key in keys:
+            entry = self._entry(key)
+            if entry is not None:
+                entry.state = "failed"
+                entry.result = InspectResult(source=entry.name, prediction=None, error=message)
+                self._set_item_text(entry)
+                if self._current is entry:
+                    self._show_entry(entry)
+        if self.last_error_box is None or not self.last_error_box.isVisible():
+            self.last_error_box = show_error(self, "Prediction failed", message, details)
+
+    def _sync_colormaps(self) -> None:
+        names = list(self._colormaps)
+        current = [self.colormap_combo.itemText(i) for i in range(self.colormap_combo.count())]
+        if names and names != current:
+            chosen = self.colormap_combo.currentText()
+            self.colormap_combo.blockSignals(True)
+            self.colormap_combo.clear()
+            self.colormap_combo.addItems(names)
+            self.colormap_combo.setCurrentText(chosen if chosen in names else ("inferno" if "inferno" in names else names[0]))
+            self.colormap_combo.blockSignals(False)
+
+    def _item_text(self, entry: _Entry) -> str:
+        name = Path(entry.name).name
+        if entry.state == "done" and entry.result and entry.result.prediction is not None:
+            topk = getattr(entry.result.prediction, "topk", None) or []
+            if topk:
+                label, probability = topk[0]
+                return f"{name}\n{label} · {format_percent(probability)}"
+            return f"{name}\nno classes"
+        if entry.state == "failed":
+            return f"{name}\ncannot classify"
+        if self.current_run() is None:
+            return f"{name}\nwaiting for a trained run"
+        return f"{name}\nclassifying…"
+
+    def _set_item_text(self, entry: _Entry) -> None:
+        for row in range(self.image_list.count()):
+            item = self.image_list.item(row)
+            if item.data(Qt.ItemDataRole.UserRole) == entry.key:
+                item.setText(self._item_text(entry))
+                if entry.result is not None and entry.result.thumb is not None:
+                    item.setIcon(QPixmap.fromImage(entry.result.thumb))
+                return
+
+    # ================================================================== showing
+    @property
+    def current_result(self) -> InspectResult | None:
+        return None if self._current is None else self._current.result
+
+    def results(self) -> list[InspectResult]:
+        return [entry.result for entry in self._entries if entry.result is not None]
+
+    def _on_item_changed(self, current: QListWidgetItem | None, _previous=None) -> None:
+        if current is None:
+            return
+        entry = self._entry(current.data(Qt.ItemDataRole.UserRole))
+        if entry is not None:
+            self._current = entry
+            self._show_entry(entry)
+
+    def _show_entry(self, entry: _Entry) -> None:
+        name = Path(entry.name).name
+        self.image_title.setText(name)
+        self.image_subtitle.setText(entry.name if name != entry.name else "")
+        result = entry.result
+        prediction = result.prediction if result is not None else None
+        if result is None:
+            self.prediction_message.setText("Classifying…" if self.current_run() else "Choose a trained run above.")
+            self._fill_topk([])
+            self._fill_neighbours(None)
+            self._build_layers([])
+            self.layer_message.setText("")
+            return
+        if result.error:
+            self.prediction_message.setText(f"Cannot classify this image: {result.error}")
+        else:
+            self.prediction_message.setText("")
+        topk = list(getattr(prediction, "topk", None) or [])
+        self._fill_topk(topk)
+        if topk and not result.error:
+            self.image_subtitle.setText(f"Predicted {topk[0][0]} ({format_percent(topk[0][1])})")
+        self._fill_neighbours(result)
+        keys = layer_order(result.display_maps.keys()) if result.display_image is not None else []
+        self._build_layers(keys)
+        self._render_layers()
+
+    def _fill_topk(self, topk: list) -> None:
+        for i, (name_label, bar, value_label) in enumerate(self.topk_rows):
+            if i < len(topk):
+                label, probability = topk[i]
+                name_label.setText(str(label))
+                name_label.setToolTip(str(label))
+                bar.setValue(int(round(1000 * max(0.0, min(1.0, float(probability))))))
+                value_label.setText(format_percent(float(probability)))
+                bar.show()
+            else:
+                name_label.setText("")
+                value_label.setText("")
+                bar.setValue(0)
+                bar.setVisible(False)
+
+    def _fill_neighbours(self, result: InspectResult | None) -> None:
+        neighbours = list(getattr(result.prediction, "neighbours", None) or []) if result and result.prediction else []
+        for i, (canvas, caption) in enumerate(self.neighbour_tiles):
+            if i < len(neighbours):
+                path, label, similarity = neighbours[i]
+                thumb = result.neighbour_thumbs[i] if i < len(result.neighbour_thumbs) else None
+                canvas.set_pixmap(QPixmap.fromImage(thumb) if thumb is not None else None)
+                canvas.set_placeholder("" if thumb is not None else "missing")
+                caption.setText(f"{label}\n{similarity:.2f}")
+                canvas.setToolTip(f"{path}\nclass {label}, cosine similarity {similarity:.3f}")
+                canvas.parentWidget().show()
+            else:
+                canvas.set_pixmap(None)
+                caption.setText("")
+                canvas.parentWidget().setVisible(False)
+
+    def _build_layers(self, keys: list[str]) -> None:
+        if list(self._panels) != keys:
+            for panel in self._panels.values():
+                panel.setParent(None)
+                panel.deleteLater()
+            self._panels = {}
+            for box in self._layer_boxes.values():
+                box.setParent(None)
+                box.deleteLater()
+            self._layer_boxes = {}
+            for key in keys:
+                panel = _LayerPanel(key)
+                panel.canvas.clicked.connect(lambda k=key: self.select_layer(k))
+                self._panels[key] = panel
+                box = QCheckBox(layer_title(key))
+                box.setChecked(key not in self._hidden_layers)
+                box.toggled.connect(lambda checked, k=key: self.set_layer_visible(k, checked))
+                self.layers_row.addWidget(box)
+                self._layer_boxes[key] = box
+        if self._selected_layer not in keys and keys:
+            self._selected_layer = "fused" if "fused" in keys else keys[-1]
+        self._arrange_layers()
+
+    def _arrange_layers(self) -> None:
+        while self.layer_grid.count():
+            self.layer_grid.takeAt(0)
+        shown = [key for key in self._panels if key not in self._hidden_layers]
+        columns = 3 if len(shown) > 4 else 2 if len(shown) > 1 else 1
+        for position, key in enumerate(shown):
+            self.layer_grid.addWidget(self._panels[key], position // columns, position % columns)
+        for key, panel in self._panels.items():
+            panel.setVisible(key in shown)
+            panel.canvas.set_selected(key == self._selected_layer and len(shown) > 1)
+        if not self._panels:
+            self.layer_message.setText("")
+        elif not shown:
+            self.layer_message.setText("All layers are hidden; tick one under Show.")
+        else:
+            self.layer_message.setText("")
+
+    def layer_keys(self) -> list[str]:
+        return list(self._panels)
+
+    def set_layer_visible(self, key: str, visible: bool) -> None:
+        if visible:
+            self._hidden_layers.discard(key)
+        else:
+            self._hidden_layers.add(key)
+        box = self._layer_boxes.get(key)
+        if box is not None and box.isChecked() != visible:
+            box.blockSignals(True)
+            box.setChecked(visible)
+            box.blockSignals(False)
+        self._arrange_layers()
+
+    def select_layer(self, key: str) -> None:
+        self._selected_layer = key
+        self._arrange_layers()
+
+    def selected_layer(self) -> str:
+        return self._selected_layer
+
+    def _alpha(self) -> float:
+        return self.opacity_slider.value() / 100.0
+
+    def _render_layers(self) -> None:
+        result = self.current_result
+        if result is None or result.display_image is None:
+            return
+        notes = dict(getattr(result.prediction, "map_notes", None) or {})
+        base = QPixmap.fromImage(pil_to_qimage(result.display_image))
+        colormap = self.colormap_combo.currentText() or "inferno"
+        for key, panel in self._panels.items():
+            if key == IMAGE_LAYER:
+                panel.canvas.set_pixmap(base)
+                panel.canvas.set_note("")
+                continue
+            note = notes.get(key)
+            if note:  # a constant or empty map: say so instead of drawing noise
+                panel.canvas.set_pixmap(base)
+                panel.canvas.set_note(note)
+                panel.setToolTip(note)
+                continue
+            try:
+                overlay = render_full_overlay(result.display_image, result.display_maps[key], colormap, self._alpha())
+            except Exception as exc:
+                log.exception("overlay failed")
+                panel.canvas.set_pixmap(base)
+                panel.canvas.set_note(f"cannot draw this map: {exc}")
+                continue
+            panel.canvas.set_pixmap(QPixmap.fromImage(pil_to_qimage(overlay)))
+            panel.canvas.set_note("", dim=False)
+            evidence_class = getattr(result.prediction, "evidence_class", None)
+            if key == "evidence" and evidence_class:
+                panel.title.setText(f"Evidence for {evidence_class}")
+            panel.setToolTip("")
+
+    # ================================================================== saving
+    def save_overlay(self, path: str | Path | None = None) -> bool:
+        """Save the selected layer at full resolution as PNG (asks for a file name when none given)."""
+        result = self.current_result
+        if result is None or result.prediction is None or getattr(result.prediction, "image", None) is None:
+            self.status_message.emit("Nothing to save yet")
+            return False
+        key = self._selected_layer
+        stem = Path(result.source).stem.replace(" ", "_")
+        if path is None:
+            suggestion = str(Path.home() / f"{stem}_{key}_overlay.png")
+            path, _ = QFileDialog.getSaveFileName(self, "Save overlay", suggestion, "PNG image (*.png)")
+            if not path:
+                return False
+        path = str(path)
+        if not path.lower().endswith(".png"):
+            path += ".png"
+        image = result.prediction.image
+        heatmap = (result.prediction.maps or {}).get(key)
+        colormap, alpha = self.colormap_combo.currentText() or "inferno", self._alpha()
+
+        def write(ctx) -> str:
+            picture = image if key == IMAGE_LAYER or heatmap is None else render_full_overlay(image, heatmap, colormap, alpha)
+            picture.save(path, format="PNG")
+            return path
+
+        self._general.start(write, on_done=self._on_saved,
+                            on_failed=lambda msg, tb: show_error(self, "Cannot save the overlay", msg), name="save overlay")
+        return True
+
+    def _on_saved(self, path: str) -> None:
+        self.last_saved_overlay = path
+        self.status_message.emit(f"Saved {path}")
+
+    # ================================================================== folder to CSV
+    def choose_csv_folder(self) -> None:
+        if self.current_run() is None:
+            return
+        folder = QFileDialog.getExistingDirectory(self, "Classify every image in a folder", str(Path.home()))
+        if not folder:
+            return
+        suggestion = str(Path(folder) / f"{Path(folder).name}-predictions.csv")
+        csv_path, _ = QFileDialog.getSaveFileName(self, "Write predictions to", suggestion, "CSV file (*.csv)")
+        if csv_path:
+            self.classify_folder_to_csv(folder, csv_path)
+
+    def classify_folder_to_csv(self, folder: str | Path, csv_path: str | Path) -> bool:
+        run = self.current_run()
+        if run is None or self._csv_task is not None:
+            return False
+        folder, csv_path = Path(folder), Path(csv_path)
+        self.csv_label.setText(f"Classifying {folder.name} →  {csv_path.name}")
+        self.csv_progress.setRange(0, 0)
+        self.csv_progress.setValue(0)
+        self.csv_cancel.setEnabled(True)
+        self.csv_strip.show()
+        started = time.monotonic()
+
+        def job(ctx) -> int:
+            paths = image_files_under(folder)
+            if not paths:
+                raise ValueError(f"no image files found in {folder}")
+            ctx.progress((0, len(paths)))
+            predictor = self._cache.get(run)
+            return predictor.predict_to_csv(
+                paths, csv_path,
+                on_progress=lambda done, total: ctx.progress((done, total)),
+                should_cancel=ctx.cancelled,
+            )
+
+        self._csv_task = self._runner.start(
+            job,
+            on_done=lambda count: self._on_csv_done(str(csv_path), count, started),
+            on_failed=self._on_csv_failed,
+            on_progress=self._on_csv_progress,
+            name="classify folder",
+        )
+        self._update_hint()
+        return True
+
+    def csv_running(self) -> bool:
+        return self._csv_task is not None
+
+    def cancel_csv(self) -> None:
+        if self._csv_task is not None:
+            self._csv_task.cancel()
+            self.csv_cancel.setEnabled(False)
+            self.csv_label.setText("Cancelling…")
+
+    def _on_csv_progress(self, value) -> None:
+        done, total = value
+        self.csv_progress.setRange(0, max(1, total))
+        self.csv_progress.setValue(done)
+
+    def _on_csv_done(self, csv_path: str, count: int, started: float) -> None:
+        cancelled = self._csv_task is not None and self._csv_task._cancel_event.is_set()
+        self._csv_task = None
+        self.csv_strip.hide()
+        self.last_csv_result = (csv_path, int(count))
+        verb = "Cancelled after writing" if cancelled else "Wrote"
+        self.status_message.emit(f"{verb} {count} prediction(s) to {csv_path} in {time.monotonic() - started:.0f} s")
+        self._update_hint()
+
+    def _on_csv_failed(self, message: str, details: str) -> None:
+        self._csv_task = None
+        self.csv_strip.hide()
+        self._update_hint()
+        self.last_error_box = show_error(self, "Classifying the folder failed", message, details)
+
+    # ================================================================== drag and drop
+    def dragEnterEvent(self, event) -> None:
+        mime = event.mimeData()
+        if mime.hasUrls() and any(url.isLocalFile() for url in mime.urls()) or mime.hasImage():
+            event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def dragMoveEvent(self, event) -> None:
+        self.dragEnterEvent(event)
+
+    def dropEvent(self, event) -> None:
+        mime = event.mimeData()
+        local = [url.toLocalFile() for url in mime.urls() if url.isLocalFile()] if mime.hasUrls() else []
+        if local:
+            self.add_paths(local)
+            event.acceptProposedAction()
+        elif mime.hasImage():
+            image = QImage(mime.imageData())
+            if not image.isNull():
+                self._pasted += 1
+                self.add_images([(f"dropped image {self._pasted}", qimage_to_pil(image))])
+                event.acceptProposedAction()
+        else:
+            event.ignore()
+
+    def busy(self) -> bool:
+        return self._runner.busy() or self._general.busy()
+
+    def shutdown(self) -> None:
+        self._runner.cancel_all()
+        self._general.cancel_all()
+        self._pool.waitForDone(10_000)
+        self._cache.forget()

@@ -1,0 +1,1014 @@
+"""Training panel: one-click runs, live curves, pause/stop, past runs and the linear classifier."""
+from __future__ import annotations
+
+import logging
+import time
+from array import array
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QComboBox,
+    QDoubleSpinBox,
+    QFormLayout,
+    QGridLayout,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QLineEdit,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QScrollArea,
+    QSpinBox,
+    QSplitter,
+    QStackedWidget,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from fgdesk.config import ATTENTION_KINDS, BACKBONES, DEVICES, ConfigError, RunConfig
+from fgdesk.gui import workers
+from fgdesk.gui.qtutil import format_duration, format_percent, open_in_file_manager, show_error
+from fgdesk.gui.style import PLOT_COLOURS, STATUS_COLOURS, configure_plots
+from fgdesk.gui.widgets import Card, CollapsibleSection, EmptyState, metric_block, muted_label
+
+log = logging.getLogger(__name__)
+
+REDRAW_INTERVAL_MS = 200  # ~5 Hz: a fast run cannot flood the GUI
+EMA_BETA = 0.9
+
+
+class CurveSeries:
+    """Growing x/y arrays for one plotted curve (append is O(1); numpy views for plotting)."""
+
+    def __init__(self) -> None:
+        self.x = array("d")
+        self.y = array("d")
+
+    def append(self, x: float, y: float) -> None:
+        self.x.append(x)
+        self.y.append(y)
+
+    def clear(self) -> None:
+        self.x = array("d")
+        self.y = array("d")
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.frombuffer(self.x, dtype=np.float64).copy(), np.frombuffer(self.y, dtype=np.float64).copy()
+
+
+class TrainingCurves:
+    """Plot data for a run: raw and smoothed loss, lr, speed per step; kNN top-1 per epoch."""
+
+    def __init__(self) -> None:
+        self.loss = CurveSeries()
+        self.loss_ema = CurveSeries()
+        self.lr = CurveSeries()
+        self.speed = CurveSeries()
+        self.knn = CurveSeries()
+        self.steps: list[tuple[float, float, float, float]] = []  # raw (step, loss, lr, images/s)
+        self.epochs: list[tuple[int, float | None]] = []  # raw (epoch number, kNN top-1 in [0, 1])
+        self._ema_raw = 0.0
+        self._ema_count = 0
+
+    def add_step(self, step: float, loss: float, lr: float, speed: float) -> None:
+        self.steps.append((step, loss, lr, speed))
+        self.loss.append(step, loss)
+        self._ema_count += 1
+        self._ema_raw = EMA_BETA * self._ema_raw + (1.0 - EMA_BETA) * loss
+        self.loss_ema.append(step, self._ema_raw / (1.0 - EMA_BETA**self._ema_count))  # bias-corrected
+        self.lr.append(step, lr)
+        if speed > 0:
+            self.speed.append(step, speed)
+
+    def add_epoch(self, epoch_number: int, knn_top1: float | None) -> None:
+        self.epochs.append((epoch_number, knn_top1))
+        if knn_top1 is not None:
+            self.knn.append(epoch_number, 100.0 * knn_top1 if knn_top1 <= 1.0 else knn_top1)
+
+    def best_knn(self) -> float | None:
+        scores = [knn for _, knn in self.epochs if knn is not None]
+        return max(scores) if scores else None
+
+    @classmethod
+    def from_records(cls, records: list[dict]) -> "TrainingCurves":
+        """Curves from metrics.jsonl records (as written by the engine)."""
+        curves = cls()
+        for record in records:
+            if record.get("type") == "step":
+                curves.add_step(record.get("global_step", 0), record.get("loss", float("nan")),
+                                record.get("lr", 0.0), record.get("images_per_s", 0.0))
+            elif record.get("type") == "epoch":
+                curves.add_epoch(int(record.get("epoch", 0)) + 1, record.get("knn_top1"))
+        return curves
+
+    def after(self, history: "TrainingCurves") -> "TrainingCurves":
+        """`history` followed by these points (for a resumed run); history past our first step is dropped."""
+        first_step = self.steps[0][0] if self.steps else float("inf")
+        first_epoch = self.epochs[0][0] if self.epochs else 10**9
+        merged = TrainingCurves()
+        for point in [p for p in history.steps if p[0] < first_step] + self.steps:
+            merged.add_step(*point)
+        for point in [p for p in history.epochs if p[0] < first_epoch] + self.epochs:
+            merged.add_epoch(*point)
+        return merged
+
+
+def read_run_history(run_dir: str) -> list[dict]:
+    """The step and epoch records of a run's metrics.jsonl (worker thread)."""
+    read_jsonl = workers.core("fgdesk.fileio").read_jsonl
+    metrics_file = workers.core("fgdesk.train.runs").METRICS_FILE
+    return [r for r in read_jsonl(Path(run_dir) / metrics_file) if r.get("type") in ("step", "epoch")]
+
+
+def nice_limit(value: float) -> float:
+    """The axis end for `value`: the next of 10, 20, 50, 100, 200, ... at or above it."""
+    limit = 10.0
+    while limit < value:
+        for factor in (2.0, 2.5, 2.0):
+            limit *= factor
+            if limit >= value:
+                break
+    return limit
+
+
+class _Field:
+    """A form widget bound to a dotted config key."""
+
+    def __init__(self, key: str, widget: QWidget, read: Callable[[], object], write: Callable[[object], None]):
+        self.key, self.widget, self.read, self.write = key, widget, read, write
+
+
+class TrainingView(QWidget):
+    """The Train page."""
+
+    open_in_inspect = Signal(str)  # run folder
+    run_started = Signal(str)
+    run_ended = Signal(object)  # FinishedEvent, FailedEvent or WorkerFailure
+    status_message = Signal(str)
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("Page")
+        configure_plots()
+        self.config_hook: Callable[[RunConfig], RunConfig] | None = None  # tests shrink runs here
+        self.worker: workers.TrainingWorker | None = None
+        self.last_result = None
+        self.last_error_box: QMessageBox | None = None
+        self.curves = TrainingCurves()
+        self._best_knn: float | None = None
+        self.bad_images: list[tuple[str, str]] = []
+        self._runner = workers.TaskRunner(parent=self)
+        self._dataset_path: str | None = None
+        self._dataset_images = 0
+        self._dataset_labelled = False
+        self._base_config: RunConfig | None = None
+        self._defaults_generation = 0
+        self._pending_steps: list = []
+        self._pending_epochs: list = []
+        self._latest_step = None
+        self._runs: list = []
+        self._history_generation = 0
+        self._shown_run: str | None = None
+        self._classifier_task = None
+        self._paused = False
+        self.redraw_count = 0
+        self._x_limit = 0.0
+        self._epoch_limit = 0.0
+
+        self._redraw_timer = QTimer(self)
+        self._redraw_timer.setInterval(REDRAW_INTERVAL_MS)
+        self._redraw_timer.timeout.connect(self.redraw)
+
+        splitter = QSplitter(Qt.Orientation.Vertical)
+        splitter.setChildrenCollapsible(False)
+        splitter.setHandleWidth(10)
+        top = QWidget()
+        top_layout = QHBoxLayout(top)
+        top_layout.setContentsMargins(0, 0, 0, 0)
+        top_layout.setSpacing(12)
+        top_layout.addWidget(self._build_controls())
+        top_layout.addWidget(self._build_monitor(), 1)
+        splitter.addWidget(top)
+        splitter.addWidget(self._build_history())
+        splitter.setStretchFactor(0, 3)
+        splitter.setStretchFactor(1, 2)
+        splitter.setSizes([480, 260])
+        self.splitter = splitter
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(16, 14, 16, 12)
+        layout.addWidget(splitter)
+        self._update_buttons()
+
+    # ================================================================== building
+    def _build_controls(self) -> QWidget:
+        card = Card("New run")
+        card.setFixedWidth(330)
+        self.dataset_label = QLabel("No dataset open")
+        self.dataset_label.setWordWrap(True)
+        self.dataset_label.setObjectName("Subtitle")
+        self.dataset_hint = muted_label("Open a dataset on the Dataset page first.")
+        card.body.addWidget(self.dataset_label)
+        card.body.addWidget(self.dataset_hint)
+
+        self.train_button = QPushButton("Train")
+        self.train_button.setObjectName("Primary")
+        self.train_button.setMinimumHeight(36)
+        self.train_button.setToolTip("Start a run with the settings below (sensible defaults for this dataset and device)")
+        self.train_button.clicked.connect(self.start_training)
+        card.body.addWidget(self.train_button)
+        row = QHBoxLayout()
+        self.pause_button = QPushButton("Pause")
+        self.pause_button.clicked.connect(self.toggle_pause)
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setObjectName("Danger")
+        self.stop_button.setToolTip("Stop after the current step; a checkpoint is saved so the run can be resumed")
+        self.stop_button.clicked.connect(self.stop_training)
+        row.addWidget(self.pause_button)
+        row.addWidget(self.stop_button)
+        card.body.addLayout(row)
+        self.state_label = muted_label("")
+        card.body.addWidget(self.state_label)
+
+        form_widget = QWidget()
+        self.form = QFormLayout(form_widget)
+        self.form.setContentsMargins(0, 0, 6, 0)
+        self.form.setHorizontalSpacing(10)
+        self.form.setVerticalSpacing(6)
+        self.form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        self.fields: dict[str, _Field] = {}
+        self._add_combo("model.backbone", "Backbone", BACKBONES)
+        self._add_combo("model.weights", "Initial weights", ("random", "imagenet"),
+                        "ImageNet weights need a download (or a cached copy) once")
+        self._add_spin("data.image_size", "Image size (px)", 1, 4096, 16)
+        self._add_spin("schedule.epochs", "Epochs", 0, 1_000_000)
+        self._add_double("schedule.time_budget_min", "Time budget (min)", 0, 1e6, 1, 5,
+                         "Stop after this many minutes; 0 means no limit. The schedule adapts to the budget.")
+        self._add_spin("schedule.batch_size", "Batch size", 1, 65_536, 8)
+        self._add_double("optim.lr", "Learning rate", 0, 100, 4, 0.01, "For a batch of 256; scaled with the batch")
+        self._add_double("contrastive.temperature", "Temperature", 0, 10, 3, 0.01)
+        self._add_spin("contrastive.queue_size", "Queue size", 0, 10_000_000, 256)
+        self._add_double("contrastive.momentum", "Key momentum", 0, 1, 4, 0.001)
+        self._add_combo("model.attention", "Attention", ATTENTION_KINDS)
+        self._add_stages("model.stages", "Attention scales")
+        self._add_spin("data.local_crops", "Local crops", 0, 64)
+        self._add_spin("data.local_size", "Local crop size (px)", 1, 4096, 8)
+        self._add_combo("device", "Device", DEVICES)
+        name = QLineEdit()
+        name.setPlaceholderText("optional")
+        self._register("name", "Run name", name, lambda: name.text().strip(), lambda v: name.setText(str(v)))
+        self.advanced = CollapsibleSection("Advanced options", form_widget, expanded=False)
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        scroll.setStyleSheet("QScrollArea, QScrollArea > QWidget > QWidget { background: transparent; }")
+        holder = QWidget()
+        holder_layout = QVBoxLayout(holder)
+        holder_layout.setContentsMargins(0, 0, 0, 0)
+        holder_layout.addWidget(self.advanced)
+        self.form_error = QLabel()
+        self.form_error.setObjectName("Error")
+        self.form_error.setWordWrap(True)
+        self.form_error.hide()
+        holder_layout.addWidget(self.form_error)
+        holder_layout.addStretch(1)
+        scroll.setWidget(holder)
+        card.body.addWidget(scroll, 1)
+        self._write_form(RunConfig())
+        return card
+
+    def _register(self, key: str, label: str, widget: QWidget, read, write, tip: str = "") -> None:
+        if tip:
+            widget.setToolTip(tip)
+        self.fields[key] = _Field(key, widget, read, write)
+        self.form.addRow(label, widget)
+
+    def _add_combo(self, key: str, label: str, choices, tip: str = "") -> None:
+        combo = QComboBox()
+        combo.addItems(list(choices))
+
+        def write(value):
+            if combo.findText(str(value)) < 0:
+                combo.addItem(str(value))
+            combo.setCurrentText(str(value))
+
+        self._register(key, label, combo, combo.currentText, write, tip)
+
+    def _add_spin(self, key: str, label: str, low: int, high: int, step: int = 1, tip: str = "") -> None:
+        spin = QSpinBox()
+        spin.setRange(low, high)
+        spin.setSingleStep(step)
+        spin.setGroupSeparatorShown(True)
+        self._register(key, label, spin, spin.value, lambda v: spin.setValue(int(v)), tip)
+
+    def _add_double(self, key, label, low, high, decimals, step, tip: str = "") -> None:
+        spin = QDoubleSpinBox()
+        spin.setRange(low, high)
+        spin.setDecimals(decimals)
+        spin.setSingleStep(step)
+        self._register(key, label, spin, spin.value, lambda v: spin.setValue(float(v)), tip)
+
+    def _add_stages(self, key: str, label: str) -> None:
+        edit = QLineEdit()
+        edit.setPlaceholderText("e.g. 2, 3, 4")
+
+        def read():
+            parts = [p for p in edit.text().replace(",", " ").split() if p]
+            try:
+                return [int(p) for p in parts]
+            except ValueError:
+                raise ConfigError(f"model.stages: {edit.text()!r} must list ResNet stages 1 to 4, e.g. 2, 3, 4.") from None
+
+        self._register(key, label, edit, read, lambda v: edit.setText(", ".join(str(s) for s in v)),
+                       "ResNet stages whose attention maps are pooled and fused (1 = finest, 4 = coarsest)")
+
+    def _build_monitor(self) -> QWidget:
+        card = Card(margins=14)
+        top = QHBoxLayout()
+        top.setSpacing(26)
+        self.metrics: dict[str, QLabel] = {}
+        for key, caption in (("epoch", "Epoch"), ("loss", "Loss"), ("knn", "Best kNN top-1"),
+                             ("speed", "Images / s"), ("eta", "Time left")):
+            widget, value = metric_block(caption)
+            self.metrics[key] = value
+            top.addWidget(widget)
+        top.addStretch(1)
+        self.run_name_label = muted_label(wrap=False)
+        top.addWidget(self.run_name_label, 0, Qt.AlignmentFlag.AlignTop)
+        card.body.addLayout(top)
+        bars = QGridLayout()
+        bars.setHorizontalSpacing(10)
+        bars.setVerticalSpacing(4)
+        self.epoch_progress = QProgressBar()
+        self.epoch_progress.setFormat("%v / %m steps")
+        self.total_progress = QProgressBar()
+        self.total_progress.setFormat("%p%")
+        for bar in (self.epoch_progress, self.total_progress):
+            bar.setRange(0, 1)
+            bar.setValue(0)
+        bars.addWidget(muted_label("This epoch", wrap=False), 0, 0)
+        bars.addWidget(self.epoch_progress, 0, 1)
+        bars.addWidget(muted_label("Whole run", wrap=False), 1, 0)
+        bars.addWidget(self.total_progress, 1, 1)
+        card.body.addLayout(bars)
+
+        self.plot_stack = QStackedWidget()
+        empty = EmptyState("train", "No run yet",
+                           "Press Train to start a run. Its loss, learning rate, speed and kNN accuracy are "
+                           "plotted here as it goes; pick a past run below to see its curves.", text_width=420)
+        self.plot_stack.addWidget(empty)
+        grid_widget = QWidget()
+        grid = QGridLayout(grid_widget)
+        grid.setContentsMargins(0, 4, 0, 0)
+        grid.setSpacing(8)
+        self.loss_plot = self._make_plot("Contrastive loss", "step")
+        self.loss_plot.addLegend(offset=(-8, 8), labelTextSize="8pt")
+        self.loss_curve = self.loss_plot.plot(name="per step", pen=pg.mkPen(PLOT_COLOURS["loss_raw"], width=1))
+        self.loss_ema_curve = self.loss_plot.plot(name="smoothed", pen=pg.mkPen(PLOT_COLOURS["loss_ema"], width=2))
+        self.lr_plot = self._make_plot("Learning rate", "step")
+        self.lr_curve = self.lr_plot.plot(pen=pg.mkPen(PLOT_COLOURS["lr"], width=2))
+        self.knn_plot = self._make_plot("kNN top-1 (%) on held-out training images", "epoch")
+        self.knn_curve = self.knn_plot.plot(
+            pen=pg.mkPen(PLOT_COLOURS["knn"], width=2), symbol="o", symbolSize=6,
+            symbolBrush=pg.mkBrush(PLOT_COLOURS["knn"]), symbolPen=None,
+        )
+        self.speed_plot = self._make_plot("Throughput (images / s)", "step")
+        self.speed_curve = self.speed_plot.plot(pen=pg.mkPen(PLOT_COLOURS["speed"], width=2))
+        grid.addWidget(self.loss_plot, 0, 0)
+        grid.addWidget(self.knn_plot, 0, 1)
+        grid.addWidget(self.lr_plot, 1, 0)
+        grid.addWidget(self.speed_plot, 1, 1)
+        self.plot_stack.addWidget(grid_widget)
+        card.body.addWidget(self.plot_stack, 1)
+        return card
+
+    def _make_plot(self, title: str, x_label: str) -> pg.PlotWidget:
+        plot = pg.PlotWidget()
+        plot.setMinimumHeight(120)
+        plot.setMenuEnabled(False)
+        plot.setTitle(title, size="9pt", color="#1d2330")
+        plot.showGrid(x=True, y=True, alpha=0.15)
+        plot.setLabel("bottom", x_label)
+        plot.setClipToView(True)
+        plot.setDownsampling(auto=True, mode="peak")
+        plot.getPlotItem().hideButtons()
+        plot.getViewBox().setMouseEnabled(x=True, y=False)
+        return plot
+
+    def _build_history(self) -> QWidget:
+        splitter = QSplitter(Qt.Orientation.Horizontal)
+        splitter.setChildrenCollapsible(False)
+        splitter.setHandleWidth(10)
+        runs_card = Card("Past runs")
+        refresh = QPushButton("Refresh")
+        refresh.clicked.connect(self.refresh_runs)
+        runs_card.header.addWidget(refresh)
+        self.runs_table = QTableWidget(0, 7)
+        self.runs_table.setHorizontalHeaderLabels(
+            ["Run", "Status", "Epochs", "Best kNN top-1", "Classifier", "Dataset", "Updated"]
+        )
+        self.runs_table.verticalHeader().hide()
+        self.runs_table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.runs_table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.runs_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.runs_table.setAlternatingRowColors(True)
+        self.runs_table.setShowGrid(False)
+        self.runs_table.setWordWrap(False)
+        self.runs_table.verticalHeader().setDefaultSectionSize(26)
+        header = self.runs_table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(5, QHeaderView.ResizeMode.Interactive)
+        self.runs_table.itemSelectionChanged.connect(self._on_run_selected)
+        self.runs_table.itemDoubleClicked.connect(lambda _item: self._open_selected_in_inspect())
+        self.runs_empty = muted_label("No runs yet. Runs are kept in your fgdesk data folder.")
+        runs_card.body.addWidget(self.runs_table, 1)
+        runs_card.body.addWidget(self.runs_empty)
+        buttons = QHBoxLayout()
+        self.resume_button = QPushButton("Resume")
+        self.resume_button.setToolTip("Continue this run from its last checkpoint")
+        self.resume_button.clicked.connect(self.resume_selected)
+        self.inspect_button = QPushButton("Open in Inspect")
+        self.inspect_button.clicked.connect(self._open_selected_in_inspect)
+        self.folder_button = QPushButton("Show folder")
+        self.folder_button.clicked.connect(lambda: self.selected_run() and open_in_file_manager(self.selected_run().path))
+        buttons.addWidget(self.resume_button)
+        buttons.addWidget(self.inspect_button)
+        buttons.addStretch(1)
+        buttons.addWidget(self.folder_button)
+        runs_card.body.addLayout(buttons)
+        splitter.addWidget(runs_card)
+
+        clf = Card("Linear classifier")
+        clf.setMinimumWidth(300)
+        self.classifier_button = QPushButton("Train classifier")
+        self.classifier_button.setToolTip("Fit a linear head on the frozen features of the labelled training split")
+        self.classifier_button.clicked.connect(self.train_classifier)
+        clf.header.addWidget(self.classifier_button)
+        self.classifier_run_label = muted_label("Select a run to fit a linear classifier on its features.")
+        clf.body.addWidget(self.classifier_run_label)
+        self.classifier_progress = QProgressBar()
+        self.classifier_progress.setRange(0, 100)
+        self.classifier_progress.hide()
+        clf.body.addWidget(self.classifier_progress)
+        scores = QHBoxLayout()
+        scores.setSpacing(26)
+        top1, self.top1_label = metric_block("Top-1 (test)")
+        top5, self.top5_label = metric_block("Top-5 (test)")
+        scores.addWidget(top1)
+        scores.addWidget(top5)
+        scores.addStretch(1)
+        clf.body.addLayout(scores)
+        self.confusion_plot = pg.PlotWidget()
+        self.confusion_plot.setMenuEnabled(False)
+        self.confusion_plot.getPlotItem().hideButtons()
+        self.confusion_plot.setTitle("Confusion matrix (rows: true class, columns: predicted)", size="8pt", color="#1d2330")
+        self.confusion_plot.getViewBox().invertY(True)
+        self.confusion_plot.getViewBox().setAspectLocked(True)
+        self.confusion_plot.getViewBox().setMouseEnabled(x=False, y=False)
+        self.confusion_image = pg.ImageItem(axisOrder="row-major")
+        self.confusion_image.setColorMap(pg.colormap.get("viridis"))
+        self.confusion_plot.addItem(self.confusion_image)
+        self.confusion_plot.setMinimumHeight(140)
+        self.confusion_plot.hide()
+        clf.body.addWidget(self.confusion_plot, 1)
+        clf.body.addStretch(0)
+        self.classifier_card = clf
+        splitter.addWidget(clf)
+        splitter.setStretchFactor(0, 3)
+        splitter.setStretchFactor(1, 2)
+        return splitter
+
+    # ================================================================== dataset and config
+    def set_dataset(self, index) -> None:
+        """Called when the Dataset page opened a folder; prepares default settings off-thread."""
+        self._dataset_path = str(index.root)
+        self._dataset_images = len(index.train_samples()) if hasattr(index, "train_samples") else len(index.samples)
+        self._dataset_labelled = bool(getattr(index, "classes", None))
+        name = Path(self._dataset_path).name
+        self.dataset_label.setText(name)
+        self.dataset_label.setToolTip(self._dataset_path)
+        self.dataset_hint.setText(f"{self._dataset_images:,} training images · choosing defaults for this device…")
+        self._base_config = None
+        self._defaults_generation += 1
+        generation = self._defaults_generation
+        path, count = self._dataset_path, self._dataset_images
+        device = self.fields["device"].read() if self.fields["device"].read() in DEVICES else "auto"
+        self._runner.start(
+            lambda ctx: workers.default_run_config(path, count, device),
+            on_done=lambda cfg: self._on_defaults(generation, cfg),
+            on_failed=lambda msg, tb: self._on_defaults_failed(generation, msg, tb),
+            name="default config",
+        )
+        self._update_buttons()
+
+    def _on_defaults(self, generation: int, config: RunConfig) -> None:
+        if generation != self._defaults_generation:
+            return
+        self._base_config = config
+        self._write_form(config)
+        budget = config.schedule.time_budget_min
+        limit = f"up to {budget:g} min" if budget else f"{config.schedule.epochs} epochs"
+        self.dataset_hint.setText(
+            f"{self._dataset_images:,} training images · {config.model.backbone}, {config.data.image_size} px, {limit}"
+        )
+        self._update_buttons()
+
+    def _on_defaults_failed(self, generation: int, message: str, details: str) -> None:
+        if generation != self._defaults_generation:
+            return
+        log.error("default config failed: %s", message)
+        fallback = RunConfig()
+        fallback.data.path = self._dataset_path or ""
+        self._base_config = fallback
+        self._write_form(fallback)
+        self.dataset_hint.setText(f"Could not choose defaults ({message}); using generic settings.")
+        self._update_buttons()
+
+    def _write_form(self, config: RunConfig) -> None:
+        raw = config.to_dict()
+        for key, field in self.fields.items():
+            node = raw
+            for part in key.split("."):
+                node = node[part]
+            field.write(node)
+        self._mark_invalid(None)
+
+    def config_from_form(self) -> RunConfig:
+        """The run's config: defaults for the dataset with the form's values; raises ConfigError."""
+        base = self._base_config or RunConfig()
+        overrides = {key: field.read() for key, field in self.fields.items()}
+        config = base.with_overrides(overrides)
+        config.data.path = self._dataset_path or base.data.path
+        if self.config_hook is not None:
+            config = self.config_hook(config)
+        return config.validate()
+
+    def _mark_invalid(self, key: str | None) -> None:
+        for field_key, field in self.fields.items():
+            field.widget.setProperty("invalid", field_key == key)
+            field.widget.style().unpolish(field.widget)
+            field.widget.style().polish(field.widget)
+        if key is None:
+            self.form_error.hide()
+
+    # ================================================================== running
+    def is_training(self) -> bool:
+        return self.worker is not None and self.worker.isRunning()
+
+    def can_start(self) -> bool:
+        return self._dataset_path is not None and self._base_config is not None and not self.is_training()
+
+    def start_training(self) -> bool:
+        """Validate the form and start a run; returns False (and says why) when it cannot."""
+        if not self.can_start():
+            return False
+        try:
+            config = self.config_from_form()
+        except ConfigError as exc:
+            message = str(exc)
+            key = message.split(":", 1)[0].strip()
+            self._mark_invalid(key if key in self.fields else None)
+            self.form_error.setText(message)
+            self.form_error.show()
+            self.advanced.set_expanded(True)
+            self.status_message.emit("Fix the highlighted setting to start")
+            return False
+        self._mark_invalid(None)
+        self._start_worker(workers.TrainingWorker(config=config, parent=self), f"Starting a run on {Path(config.data.path).name}")
+        return True
+
+    def resume_run(self, run_dir: str | Path) -> bool:
+        if self.is_training():
+            return False
+        self._start_worker(workers.TrainingWorker(resume_dir=run_dir, parent=self), f"Resuming {Path(run_dir).name}")
+        self._load_history(str(run_dir), keep_running=True)
+        return True
+
+    def resume_selected(self) -> None:
+        info = self.selected_run()
+        if info is not None:
+            self.resume_run(info.path)
+
+    def _start_worker(self, worker: workers.TrainingWorker, message: str) -> None:
+        self.worker = worker
+        self.last_result = None
+        self.bad_images = []
+        self._paused = False
+        self._pending_steps.clear()
+        self._pending_epochs.clear()
+        self._latest_step = None
+        self._best_knn = None
+        self.curves = TrainingCurves()
+        self._history_generation += 1  # a history load in flight must not overwrite live curves
+        self.redraw(force=True)
+        for label in self.metrics.values():
+            label.setText("—")
+        self.epoch_progress.setRange(0, 1)
+        self.epoch_progress.setValue(0)
+        self.total_progress.setRange(0, 1)
+        self.total_progress.setValue(0)
+        self.plot_stack.setCurrentIndex(1)
+        worker.run_started.connect(self._on_run_started)
+        worker.step.connect(self._on_step)
+        worker.epoch.connect(self._on_epoch)
+        worker.checkpoint.connect(self._on_checkpoint)
+        worker.bad_image.connect(self._on_bad_image)
+        worker.run_finished.connect(self._on_finished)
+        worker.run_failed.connect(self._on_failed)
+        worker.finished.connect(self._on_thread_finished)
+        self.state_label.setText("Preparing the data and the model…")
+        self.status_message.emit(message)
+        self._redraw_timer.start()
+        worker.start()
+        self._update_buttons()
+
+    def toggle_pause(self) -> None:
+        if not self.is_training():
+            return
+        if self._paused:
+            self.worker.resume()
+            self._paused = False
+            self.state_label.setText("Training…")
+            self.status_message.emit("Training resumed")
+        else:
+            self.worker.pause()
+            self._paused = True
+            self.state_label.setText("Paused after the current step. Resume continues where it left off.")
+            self.status_message.emit("Training paused")
+        self._update_buttons()
+
+    def pause_training(self) -> None:
+        if self.is_training() and not self._paused:
+            self.toggle_pause()
+
+    def resume_training(self) -> None:
+        if self.is_training() and self._paused:
+            self.toggle_pause()
+
+    def is_paused(self) -> bool:
+        return self._paused
+
+    def stop_training(self) -> None:
+        """Ask the engine to stop; it saves a checkpoint and reports 'stopped'."""
+        if not self.is_training():
+            return
+        self.worker.stop()
+        self._paused = False
+        self.state_label.setText("Stopping: saving a checkpoint…")
+        self.status_message.emit("Stopping the run (saving a checkpoint)…")
+        self._update_buttons()
+
+    def wait_for_worker(self, msecs: int = 60_000) -> bool:
+        """Block until the worker thread ended (used on exit, after stop_training)."""
+        if self.worker is None:
+            return True
+        return self.worker.wait(msecs)
+
+    # ---------------------------------------------------------------- worker signals
+    def _on_run_started(self, run_dir: str) -> None:
+        self.run_name_label.setText(Path(run_dir).name)
+        self.run_name_label.setToolTip(run_dir)
+        self._shown_run = run_dir
+        if not self._paused and not (self.worker and self.worker.stop_requested):
+            self.state_label.setText("Training…")
+        self.run_started.emit(run_dir)
+        self.refresh_runs()
+
+    def _on_step(self, event) -> None:
+        self._pending_steps.append(event)
+        self._latest_step = event
+
+    def _on_epoch(self, event) -> None:
+        self._pending_epochs.append(event)
+
+    def _on_checkpoint(self, event) -> None:
+        self.status_message.emit(f"Checkpoint saved at step {event.global_step:,}")
+
+    def _on_bad_image(self, event) -> None:
+        self.bad_images.append((event.path, event.reason))
+        self.status_message.emit(f"Skipped {len(self.bad_images)} unreadable image(s); see the run's log")
+
+    def _on_finished(self, event) -> None:
+        self.last_result = event
+        self.redraw(force=True)
+        best = format_percent(event.best_knn_top1)
+        if event.status == "stopped":
+            text = f"Stopped after {event.epochs_done} epoch(s). The checkpoint is saved; Resume continues the run."
+        else:
+            text = f"Finished: {event.epochs_done} epoch(s), best kNN top-1 {best}."
+        self.state_label.setText(text)
+        self.metrics["eta"].setText("—")
+        self.status_message.emit(text)
+        self.run_ended.emit(event)
+
+    def _on_failed(self, event) -> None:
+        self.last_result = event
+        self.redraw(force=True)
+        self.state_label.setText("The run failed. See the message for the log file.")
+        log_path = getattr(event, "log_path", "") or str(workers.gui_log_path())
+        self.last_error_box = show_error(
+            self,
+            "Training failed",
+            f"{event.reason}\n\nThe full log is in:\n{log_path}",
+            getattr(event, "traceback", ""),
+        )
+        self.status_message.emit("Training failed")
+        self.run_ended.emit(event)
+
+    def _on_thread_finished(self) -> None:
+        self._redraw_timer.stop()
+        self.redraw(force=True)
+        self._paused = False
+        if self.last_result is None:  # the thread ended without a final event: never silently
+            self._on_failed(workers.WorkerFailure(
+                run_dir=self.worker.run_dir if self.worker else "", reason="the training thread ended unexpectedly",
+                traceback="", log_path=str(workers.gui_log_path()),
+            ))
+        self._update_buttons()
+        self.refresh_runs()
+
+    # ---------------------------------------------------------------- drawing
+    def redraw(self, force: bool = False) -> None:
+        """Drain buffered events into the curves and redraw; the timer calls this at ~5 Hz."""
+        steps, epochs = self._pending_steps, self._pending_epochs
+        if not steps and not epochs and not force:
+            return
+        self._pending_steps, self._pending_epochs = [], []
+        for event in steps:
+            self.curves.add_step(event.global_step, event.loss, event.lr, event.images_per_s)
+        for event in epochs:
+            self.curves.add_epoch(event.epoch + 1, event.knn_top1)
+            if event.knn_top1 is not None and (self._best_knn is None or event.knn_top1 > self._best_knn):
+                self._best_knn = event.knn_top1
+        self._set_curves()
+        latest = self._latest_step
+        if latest is not None:
+            self.metrics["epoch"].setText(f"{latest.epoch + 1} / {latest.epochs}")
+            self.metrics["loss"].setText(f"{latest.loss:.3f}")
+            self.metrics["speed"].setText(f"{latest.images_per_s:,.0f}")
+            if self.is_training():
+                self.metrics["eta"].setText(format_duration(latest.eta_s))
+            self.epoch_progress.setRange(0, max(1, latest.steps_per_epoch))
+            self.epoch_progress.setValue(min(latest.step_in_epoch, latest.steps_per_epoch))
+            self.total_progress.setRange(0, max(1, latest.total_steps))
+            self.total_progress.setValue(min(latest.global_step, latest.total_steps))
+        if epochs:
+            self.metrics["knn"].setText(format_percent(self._best_knn))
+        if self.last_result is not None and getattr(self.last_result, "status", "") == "finished":
+            self.total_progress.setValue(self.total_progress.maximum())
+        self.redraw_count += 1
+
+    def _set_curves(self) -> None:
+        # Widen the x axes in steps rather than on every point: an axis that keeps its range
+        # keeps its cached tick labels, which makes each repaint cheaper.
+        last_step = self.curves.steps[-1][0] if self.curves.steps else 0
+        limit = nice_limit(last_step)
+        if limit != self._x_limit:
+            self._x_limit = limit
+            for plot in (self.loss_plot, self.lr_plot, self.speed_plot):
+                plot.setXRange(0, limit, padding=0.01)
+        epochs = self.curves.epochs[-1][0] if self.curves.epochs else 0
+        epoch_limit = max(2, nice_limit(epochs))
+        if epoch_limit != self._epoch_limit:
+            self._epoch_limit = epoch_limit
+            self.knn_plot.setXRange(0, epoch_limit, padding=0.02)
+        self.loss_curve.setData(*self.curves.loss.arrays())
+        self.loss_ema_curve.setData(*self.curves.loss_ema.arrays())
+        self.lr_curve.setData(*self.curves.lr.arrays())
+        self.speed_curve.setData(*self.curves.speed.arrays())
+        self.knn_curve.setData(*self.curves.knn.arrays())
+
+    # ================================================================== past runs
+    def refresh_runs(self) -> None:
+        self._runner.start(lambda ctx: workers.list_runs(), on_done=self._fill_runs,
+                           on_failed=lambda msg, tb: log.warning("cannot list runs: %s", msg), name="list runs")
+
+    def runs(self) -> list:
+        return list(self._runs)
+
+    def _fill_runs(self, runs: list) -> None:
+        selected = self.selected_run()
+        selected_path = str(selected.path) if selected else self._shown_run
+        self._runs = list(runs)
+        self.runs_table.blockSignals(True)
+        self.runs_table.setRowCount(len(runs))
+        select_row = -1
+        for row, info in enumerate(runs):
+            status = info.status
+            if self.is_training() and self.worker.run_dir == str(info.path):
+                status = "running"
+            cells = [
+                info.name,
+                status,
+                f"{info.epochs_done} / {info.epochs}" if info.epochs else str(info.epochs_done),
+                format_percent(info.best_knn_top1),
+                "yes" if info.has_classifier else "—",
+                Path(info.dataset).name if info.dataset else "—",
+                time.strftime("%Y-%m-%d %H:%M", time.localtime(info.updated)),
+            ]
+            for column, text in enumerate(cells):
+                item = QTableWidgetItem(text)
+                if column == 1:
+                    from PySide6.QtGui import QColor
+
+                    item.setForeground(QColor(STATUS_COLOURS.get(status, "#667085")))
+                if column == 5:
+                    item.setToolTip(info.dataset)
+                if column == 0:
+                    item.setToolTip(str(info.path))
+                if column in (2, 3):
+                    item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+                self.runs_table.setItem(row, column, item)
+            if selected_path and str(info.path) == selected_path:
+                select_row = row
+        self.runs_table.blockSignals(False)
+        self.runs_table.setVisible(bool(runs))
+        self.runs_empty.setVisible(not runs)
+        if select_row >= 0:
+            self.runs_table.selectRow(select_row)
+        self._update_buttons()
+
+    def selected_run(self):
+        rows = self.runs_table.selectionModel().selectedRows() if self.runs_table.selectionModel() else []
+        if not rows or rows[0].row() >= len(self._runs):
+            return None
+        return self._runs[rows[0].row()]
+
+    def select_run(self, run_dir: str | Path) -> bool:
+        for row, info in enumerate(self._runs):
+            if str(info.path) == str(run_dir):
+                self.runs_table.selectRow(row)
+                return True
+        return False
+
+    def _on_run_selected(self) -> None:
+        info = self.selected_run()
+        self._update_buttons()
+        if info is None:
+            return
+        self.classifier_run_label.setText(f"Run: {info.name}")
+        if not self.is_training():
+            self._load_history(str(info.path))
+
+    def _load_history(self, run_dir: str, keep_running: bool = False) -> None:
+        """Show a past run's curves from its metrics.jsonl."""
+        self._history_generation += 1
+        generation = self._history_generation
+        self._runner.start(
+            lambda ctx: read_run_history(run_dir),
+            on_done=lambda records: self._on_history(generation, run_dir, records, keep_running),
+            on_failed=lambda msg, tb: log.warning("cannot read metrics of %s: %s", run_dir, msg),
+            name="run history",
+        )
+
+    def _on_history(self, generation: int, run_dir: str, records: list[dict], keep_running: bool) -> None:
+        if keep_running:  # a resumed run: its past continues into the live curves
+            if not self.is_training() or (self.worker and self.worker.resume_dir is None):
+                return
+            self.curves = self.curves.after(TrainingCurves.from_records(records))
+            self._best_knn = self.curves.best_knn()
+            self.metrics["knn"].setText(format_percent(self._best_knn))
+            self._set_curves()
+            return
+        if generation != self._history_generation or self.is_training():
+            return
+        self.curves = TrainingCurves.from_records(records)
+        self._shown_run = run_dir
+        self.run_name_label.setText(Path(run_dir).name)
+        self.run_name_label.setToolTip(run_dir)
+        for label in self.metrics.values():
+            label.setText("—")
+        last_step = next((r for r in reversed(records) if r.get("type") == "step"), None)
+        if last_step:
+            self.metrics["epoch"].setText(f"{last_step.get('epoch', 0) + 1} / {last_step.get('epochs', 0)}")
+            self.metrics["loss"].setText(f"{last_step.get('loss', 0):.3f}")
+            self.metrics["speed"].setText(f"{last_step.get('images_per_s', 0):,.0f}")
+            self.epoch_progress.setRange(0, max(1, last_step.get("steps_per_epoch", 1)))
+            self.epoch_progress.setValue(last_step.get("step_in_epoch", 0))
+            self.total_progress.setRange(0, max(1, last_step.get("total_steps", 1)))
+            self.total_progress.setValue(last_step.get("global_step", 0))
+        self.metrics["knn"].setText(format_percent(self.curves.best_knn()))
+        self._set_curves()
+        if records:
+            self.plot_stack.setCurrentIndex(1)
+
+    def _open_selected_in_inspect(self) -> None:
+        info = self.selected_run()
+        if info is not None and self._has_checkpoint(info):
+            self.open_in_inspect.emit(str(info.path))
+
+    @staticmethod
+    def _has_checkpoint(info) -> bool:
+        folder = Path(info.path) / "checkpoints"
+        return (folder / "last.pt").is_file() or (folder / "best.pt").is_file()
+
+    # ================================================================== classifier
+    def train_classifier(self, run_dir: str | Path | None = None) -> bool:
+        if run_dir is None or isinstance(run_dir, bool):
+            info = self.selected_run()
+            if info is None:
+                return False
+            run_dir = info.path
+        run_dir = str(run_dir)
+        self.classifier_button.setEnabled(False)
+        self.classifier_progress.setValue(0)
+        self.classifier_progress.setFormat("Embedding images… %p%")
+        self.classifier_progress.show()
+        self.classifier_run_label.setText(f"Run: {Path(run_dir).name}")
+        self.top1_label.setText("—")
+        self.top5_label.setText("—")
+        self.status_message.emit(f"Fitting a linear classifier on {Path(run_dir).name}…")
+        self._classifier_task = self._runner.start(
+            lambda ctx: workers.fit_classifier(run_dir, ctx),
+            on_done=self._on_classifier_done,
+            on_failed=self._on_classifier_failed,
+            on_progress=self._on_classifier_progress,
+            name="fit classifier",
+        )
+        return True
+
+    def classifier_running(self) -> bool:
+        return self._classifier_task is not None
+
+    def _on_classifier_progress(self, value) -> None:
+        stage, fraction = value
+        self.classifier_progress.setFormat(f"{str(stage).capitalize()}… %p%")
+        self.classifier_progress.setValue(int(round(100 * max(0.0, min(1.0, fraction)))))
+
+    def _on_classifier_done(self, report) -> None:
+        self._classifier_task = None
+        self.classifier_report = report
+        self.classifier_progress.hide()
+        self.top1_label.setText(format_percent(report.top1))
+        self.top5_label.setText(format_percent(report.top5))
+        self._show_confusion(np.asarray(report.confusion), list(report.class_names))
+        self.status_message.emit(f"Classifier trained: top-1 {format_percent(report.top1)}, top-5 {format_percent(report.top5)}")
+        self._update_buttons()
+        self.refresh_runs()
+
+    def _on_classifier_failed(self, message: str, details: str) -> None:
+        self._classifier_task = None
+        self.classifier_progress.hide()
+        self._update_buttons()
+        self.last_error_box = show_error(self, "Classifier training failed", message, details)
+
+    def _show_confusion(self, confusion: np.ndarray, class_names: list[str]) -> None:
+        """Row-normalised counts as an image (each row shows where one class's images went)."""
+        counts = confusion.astype(np.float64)
+        totals = counts.sum(axis=1, keepdims=True)
+        shares = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+        self.confusion_image.setImage(shares, levels=(0.0, 1.0))
+        size = len(shares)
+        self.confusion_image.setRect(0, 0, size, size)
+        ticks = [(i + 0.5, name if len(name) <= 14 else name[:13] + "…") for i, name in enumerate(class_names)]
+        show_names = size <= 12
+        for axis_name in ("left", "bottom"):
+            axis = self.confusion_plot.getAxis(axis_name)
+            axis.setTicks([ticks] if show_names else None)
+            axis.setStyle(tickFont=None)
+        self.confusion_plot.getViewBox().setRange(xRange=(0, size), yRange=(0, size), padding=0.02)
+        self.confusion_plot.show()
+
+    # ================================================================== state
+    def _update_buttons(self) -> None:
+        training = self.is_training()
+        stopping = training and self.worker.stop_requested
+        self.train_button.setEnabled(self.can_start())
+        if self._dataset_path is not None and self._base_config is None and not training:
+            self.train_button.setText("Preparing…")
+        else:
+            self.train_button.setText("Train")
+        self.pause_button.setEnabled(training and not stopping)
+        self.pause_button.setText("Resume" if self._paused else "Pause")
+        self.stop_button.setEnabled(training and not stopping)
+        info = self.selected_run()
+        resumable = info is not None and (
+            info.resumable if hasattr(info, "resumable") else info.status in ("interrupted", "stopped")
+        )
+        self.resume_button.setEnabled(bool(resumable) and not training)
+        has_checkpoint = info is not None and self._has_checkpoint(info)
+        self.inspect_button.setEnabled(has_checkpoint)
+        self.folder_button.setEnabled(info is not None)
+        self.classifier_button.setEnabled(has_checkpoint and self._classifier_task is None
+                                          and not (training and self.worker.run_dir == str(info.path)))
+        for field in self.fields.values():
+            field.widget.setEnabled(not training)
+
+    def shutdown(self) -> None:
+        """Stop everything this view started; waits for the training thread."""
+        self._redraw_timer.stop()
+        if self.is_training():
+            self.worker.stop()
+            self.worker.wait(120_000)
+        self._runner.cancel_all()

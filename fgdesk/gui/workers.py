@@ -1,0 +1,335 @@
+"""Workers that call the core off the GUI thread and report back through Qt signals.
+
+Everything that may import torch (training, prediction, device detection) runs here,
+inside worker threads, so the window opens without loading it. Results travel as
+plain Python objects through queued signals; the views never touch the core's threads.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QObject, QRunnable, QThread, QThreadPool, Signal, Slot
+
+from fgdesk import paths
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- generic tasks
+class TaskSignals(QObject):
+    progress = Signal(object)
+    done = Signal(object)
+    failed = Signal(str, str)  # message, traceback
+
+
+class TaskContext:
+    """What a task function sees: a progress reporter and a cancel flag."""
+
+    def __init__(self, signals: TaskSignals, cancel_event: threading.Event) -> None:
+        self._signals = signals
+        self._cancel_event = cancel_event
+
+    def progress(self, value: Any) -> None:
+        self._signals.progress.emit(value)
+
+    def cancelled(self) -> bool:
+        return self._cancel_event.is_set()
+
+
+class Task(QRunnable):
+    """Runs `fn(context)` on a thread pool; emits done(result) or failed(message, traceback)."""
+
+    def __init__(self, fn: Callable[[TaskContext], Any], name: str = "task") -> None:
+        super().__init__()
+        self.setAutoDelete(False)  # the TaskRunner owns it until its result is delivered
+        self.name = name
+        self.signals = TaskSignals()
+        self._cancel_event = threading.Event()
+        self._fn = fn
+
+    def cancel(self) -> None:
+        self._cancel_event.set()
+
+    def run(self) -> None:  # runs on a pool thread
+        context = TaskContext(self.signals, self._cancel_event)
+        try:
+            result = self._fn(context)
+        except BaseException as exc:  # reported, never swallowed
+            log.exception("%s failed", self.name)
+            self.signals.failed.emit(describe_exception(exc), traceback.format_exc())
+        else:
+            self.signals.done.emit(result)
+
+
+def describe_exception(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text if text else type(exc).__name__
+
+
+_ALIVE: set[Task] = set()  # tasks kept alive until their result reached the GUI thread
+
+
+def _release(task: Task) -> None:
+    _ALIVE.discard(task)
+
+
+class TaskRunner(QObject):
+    """Starts tasks on a pool and routes each result to the callbacks given for it.
+
+    Results come back through slots of this object, so when the owning view is destroyed
+    its pending callbacks are dropped instead of reaching deleted widgets.
+    """
+
+    def __init__(self, pool: QThreadPool | None = None, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._pool = pool if pool is not None else QThreadPool.globalInstance()
+        self._tasks: dict[TaskSignals, tuple[Task, Callable | None, Callable | None, Callable | None]] = {}
+
+    @property
+    def pool(self) -> QThreadPool:
+        return self._pool
+
+    def busy(self) -> bool:
+        return bool(self._tasks)
+
+    def start(
+        self,
+        fn: Callable[[TaskContext], Any],
+        on_done: Callable[[Any], None] | None = None,
+        on_failed: Callable[[str, str], None] | None = None,
+        on_progress: Callable[[Any], None] | None = None,
+        name: str = "task",
+    ) -> Task:
+        task = Task(fn, name)
+        _ALIVE.add(task)
+        self._tasks[task.signals] = (task, on_done, on_failed, on_progress)
+        task.signals.done.connect(lambda _result, t=task: _release(t))
+        task.signals.failed.connect(lambda _msg, _tb, t=task: _release(t))
+        task.signals.done.connect(self._on_done)
+        task.signals.failed.connect(self._on_failed)
+        task.signals.progress.connect(self._on_progress)
+        self._pool.start(task)
+        return task
+
+    @Slot(object)
+    def _on_done(self, result: Any) -> None:
+        entry = self._tasks.pop(self.sender(), None)
+        if entry is not None and entry[1] is not None:
+            entry[1](result)
+
+    @Slot(str, str)
+    def _on_failed(self, message: str, details: str) -> None:
+        entry = self._tasks.pop(self.sender(), None)
+        if entry is not None and entry[2] is not None:
+            entry[2](message, details)
+
+    @Slot(object)
+    def _on_progress(self, value: Any) -> None:
+        entry = self._tasks.get(self.sender())
+        if entry is not None and entry[3] is not None:
+            entry[3](value)
+
+    def cancel_all(self) -> None:
+        for task, *_ in list(self._tasks.values()):
+            task.cancel()
+
+    def wait(self, msecs: int = 5000) -> bool:
+        return self._pool.waitForDone(msecs)
+
+
+# --------------------------------------------------------------------------- core calls
+_IMPORT_LOCK = threading.RLock()
+
+
+def core(module: str):
+    """Import a core module from a worker thread.
+
+    Imports are serialised: two threads importing torchvision at the same moment can
+    see each other's half-initialised modules and fail.
+    """
+    with _IMPORT_LOCK:
+        return importlib.import_module(module)
+
+
+@dataclass
+class LoadedDataset:
+    index: Any  # fgdesk.data.DatasetIndex
+    summary: Any  # fgdesk.data.DatasetSummary
+
+
+def index_dataset(path: str, layout: str = "auto", level: str = "variant") -> LoadedDataset:
+    detect = core("fgdesk.data").detect
+    index = detect(path, layout=layout, level=level, check_images=True)
+    return LoadedDataset(index=index, summary=index.summary())
+
+
+def make_demo_dataset() -> Path:
+    make = core("fgdesk.data").make_demo_dataset
+    root = paths.demo_data_dir()
+    return Path(make(root))
+
+
+def demo_dataset_exists() -> bool:
+    root = paths.demo_data_dir()
+    return root.is_dir() and any(root.iterdir())
+
+
+def probe_environment() -> dict[str, str]:
+    """Versions and the compute device; imports torch, so call it on a worker thread."""
+    info: dict[str, str] = {}
+    try:
+        info["torch"] = core("torch").__version__
+    except Exception as exc:  # torch missing or broken: say so in the About box
+        info["torch"] = f"unavailable ({describe_exception(exc)})"
+    try:
+        info["torchvision"] = core("torchvision").__version__
+    except Exception:
+        info["torchvision"] = "unavailable"
+    try:
+        info["device"] = core("fgdesk.train.device").describe_device()
+    except Exception as exc:
+        info["device"] = f"unknown ({describe_exception(exc)})"
+    return info
+
+
+def default_run_config(data_path: str, num_images: int, device: str = "auto"):
+    default_config = core("fgdesk.train.defaults").default_config
+    return default_config(data_path, num_images, device=device)
+
+
+def list_runs() -> list:
+    return list(core("fgdesk.train.runs").list_runs())
+
+
+def fit_classifier(run_dir: str, context: TaskContext):
+    core_fit = core("fgdesk.evaluate.report").fit_classifier
+    return core_fit(Path(run_dir), on_progress=lambda stage, fraction: context.progress((stage, fraction)))
+
+
+# --------------------------------------------------------------------------- training
+@dataclass
+class WorkerFailure:
+    """Same fields as the engine's FailedEvent, for errors raised around the engine."""
+
+    run_dir: str
+    reason: str
+    traceback: str
+    log_path: str
+
+
+class TrainingWorker(QThread):
+    """Drives one `Trainer.run()` on its own thread and re-emits the engine's events as signals.
+
+    Control (pause/resume/stop) goes through the engine's thread-safe TrainingControl;
+    requests made before the engine started are remembered and applied on start.
+    """
+
+    run_started = Signal(str)  # run folder
+    step = Signal(object)  # StepEvent
+    epoch = Signal(object)  # EpochEvent
+    checkpoint = Signal(object)  # CheckpointEvent
+    bad_image = Signal(object)  # BadImageEvent
+    run_finished = Signal(object)  # FinishedEvent
+    run_failed = Signal(object)  # FailedEvent or WorkerFailure
+
+    def __init__(self, config=None, resume_dir: str | Path | None = None, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        if (config is None) == (resume_dir is None):
+            raise ValueError("give either a config or a run folder to resume")
+        self.config = config
+        self.resume_dir = Path(resume_dir) if resume_dir is not None else None
+        self.run_dir: str = str(self.resume_dir or "")
+        self._lock = threading.Lock()
+        self._control = None
+        self._want_pause = False
+        self._want_stop = False
+        self._final_sent = False
+
+    # -- control, callable from the GUI thread ---------------------------------------
+    def pause(self) -> None:
+        with self._lock:
+            self._want_pause = True
+            if self._control is not None:
+                self._control.pause()
+
+    def resume(self) -> None:
+        with self._lock:
+            self._want_pause = False
+            if self._control is not None:
+                self._control.resume()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._want_stop = True
+            if self._control is not None:
+                self._control.stop()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._want_stop
+
+    # -- worker thread ---------------------------------------------------------------
+    def run(self) -> None:
+        try:
+            Trainer = core("fgdesk.train.engine").Trainer
+            TrainingControl = core("fgdesk.train.events").TrainingControl
+            control = TrainingControl()
+            with self._lock:
+                self._control = control
+                if self._want_pause:
+                    control.pause()
+                if self._want_stop:
+                    control.stop()
+            if self.resume_dir is not None:
+                trainer = Trainer.resume(self.resume_dir, on_event=self._dispatch, control=control)
+            else:
+                trainer = Trainer(self.config, run_dir=None, on_event=self._dispatch, control=control)
+            self.run_dir = str(trainer.run_dir)
+            self.run_started.emit(self.run_dir)
+            result = trainer.run()
+            if not self._final_sent and result is not None:
+                self._dispatch(result)
+        except BaseException as exc:
+            log.exception("training worker failed")
+            if not self._final_sent:
+                self._final_sent = True
+                self.run_failed.emit(
+                    WorkerFailure(
+                        run_dir=self.run_dir,
+                        reason=describe_exception(exc),
+                        traceback=traceback.format_exc(),
+                        log_path=str(gui_log_path()),
+                    )
+                )
+
+    def _dispatch(self, event: object) -> None:
+        kind = type(event).__name__
+        if kind == "StepEvent":
+            self.step.emit(event)
+        elif kind == "EpochEvent":
+            self.epoch.emit(event)
+        elif kind == "CheckpointEvent":
+            self.checkpoint.emit(event)
+        elif kind == "BadImageEvent":
+            self.bad_image.emit(event)
+        elif kind == "FinishedEvent":
+            if not self._final_sent:
+                self._final_sent = True
+                self.run_finished.emit(event)
+        elif kind == "FailedEvent":
+            if not self._final_sent:
+                self._final_sent = True
+                self.run_failed.emit(event)
+        else:
+            log.debug("ignoring engine event %s", kind)
+
+
+def gui_log_path() -> Path:
+    return paths.log_dir() / "fgdesk-gui.log"

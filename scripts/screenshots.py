@@ -1,0 +1,187 @@
+#!/usr/bin/env python3
+"""Screenshots of each view for the README, from a real (short) training run on the demo set.
+
+    python scripts/screenshots.py [--out docs/screenshots] [--epochs 6]
+
+Writes browser.png, training_running.png, training_done.png and inspect.png. With no
+DISPLAY it starts Xvfb when it is installed (the Qt xcb plug-in needs a few Debian
+packages; the script says which are missing), and falls back to Qt's offscreen platform
+otherwise. Everything it creates (demo set, run, thumbnails) lives in a temporary
+FGDESK_HOME unless --home is given, so your own runs are not touched.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# Debian packages that Qt's xcb platform plug-in needs beyond what the wheels carry,
+# with a shared library from each to look for.
+XCB_PACKAGES = {
+    "libxcb-cursor0": "libxcb-cursor.so.0",
+    "libxcb-icccm4": "libxcb-icccm.so.4",
+    "libxcb-keysyms1": "libxcb-keysyms.so.1",
+    "libxcb-image0": "libxcb-image.so.0",
+    "libxcb-render-util0": "libxcb-render-util.so.0",
+    "libxcb-xkb1": "libxcb-xkb.so.1",
+    "libxkbcommon-x11-0": "libxkbcommon-x11.so.0",
+    "libxcb-shape0": "libxcb-shape.so.0",
+}
+WINDOW_SIZE = (1280, 800)
+
+
+def missing_xcb_packages() -> list[str]:
+    try:
+        listing = subprocess.run(["ldconfig", "-p"], capture_output=True, text=True, check=False).stdout
+    except OSError:
+        return []  # cannot tell; let Qt try
+    return [package for package, library in XCB_PACKAGES.items() if library not in listing]
+
+
+def start_display() -> subprocess.Popen | None:
+    """Use the current display, else start Xvfb, else fall back to offscreen rendering."""
+    if os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or os.environ.get("QT_QPA_PLATFORM"):
+        return None
+    xvfb = shutil.which("Xvfb")
+    missing = missing_xcb_packages() if sys.platform.startswith("linux") else []
+    if xvfb is None or missing:
+        needed = (["xvfb"] if xvfb is None else []) + missing
+        print("No display: rendering offscreen. For a real X window on a virtual screen install:\n"
+              f"    sudo apt-get install {' '.join(needed)}", file=sys.stderr)
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"
+        return None
+    number = next(n for n in range(99, 200) if not Path(f"/tmp/.X{n}-lock").exists())
+    width, height = WINDOW_SIZE
+    server = subprocess.Popen(
+        [xvfb, f":{number}", "-screen", "0", f"{width + 160}x{height + 160}x24", "-nolisten", "tcp"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    socket = Path(f"/tmp/.X11-unix/X{number}")
+    deadline = time.monotonic() + 15
+    while not socket.exists():
+        if server.poll() is not None or time.monotonic() > deadline:
+            print("Xvfb did not start; rendering offscreen instead.", file=sys.stderr)
+            os.environ["QT_QPA_PLATFORM"] = "offscreen"
+            return None
+        time.sleep(0.05)
+    os.environ["DISPLAY"] = f":{number}"
+    os.environ["QT_QPA_PLATFORM"] = "xcb"
+    return server
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "screenshots")
+    parser.add_argument("--epochs", type=int, default=6, help="epochs of the real demo run (default 6)")
+    parser.add_argument("--home", type=Path, help="FGDESK_HOME to use (default: a temporary folder)")
+    args = parser.parse_args()
+
+    temporary = None
+    if args.home is None:
+        temporary = tempfile.TemporaryDirectory(prefix="fgdesk-screenshots-")
+        args.home = Path(temporary.name)
+    os.environ["FGDESK_HOME"] = str(args.home)
+    server = start_display()
+    try:
+        return take_screenshots(args.out, args.epochs)
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(10)
+        if temporary is not None:
+            temporary.cleanup()
+
+
+def take_screenshots(out: Path, epochs: int) -> int:
+    from PySide6.QtCore import QEventLoop, QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from fgdesk.gui.app import load_app_icon
+    from fgdesk.gui.main_window import MainWindow
+    from fgdesk.gui.style import apply_theme
+
+    app = QApplication.instance() or QApplication([sys.argv[0]])
+    app.setApplicationName("fgdesk")
+    apply_theme(app)
+    icon = load_app_icon()
+    app.setWindowIcon(icon)
+    window = MainWindow(app_icon=icon)
+    window.confirm_stop_training = lambda: True
+    window.resize(*WINDOW_SIZE)
+    window.show()
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"platform: {app.platformName()}, FGDESK_HOME: {os.environ['FGDESK_HOME']}")
+
+    def pump(ms: int) -> None:
+        loop = QEventLoop()
+        QTimer.singleShot(ms, loop.quit)
+        loop.exec()
+
+    def wait(condition, what: str, timeout_s: float = 600) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not condition():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"timed out waiting for {what}")
+            pump(50)
+
+    def save(name: str) -> None:
+        pump(300)
+        path = out / f"{name}.png"
+        if not window.grab().save(str(path)):
+            raise OSError(f"could not write {path}")
+        print(f"wrote {path}")
+
+    # 1. The dataset browser on the demo set, with a preview.
+    dataset = window.dataset_view
+    dataset.open_demo()
+    wait(lambda: dataset.index is not None and not dataset.is_loading(), "the demo set")
+    model, grid = dataset.thumbnail_model, dataset.thumbnail_view
+    wait(lambda: all(model.has_thumbnail(row) for row in grid.visible_rows()), "thumbnails")
+    grid.setCurrentIndex(model.index(7, 0))
+    wait(lambda: dataset.preview_canvas.pixmap() is not None, "the preview")
+    save("browser")
+
+    # 2. A real short run, caught half-way, then finished with the linear classifier.
+    training = window.training_view
+    window.show_page("train")
+    wait(training.can_start, "default settings")
+    training.config_hook = lambda config: config.with_overrides({
+        "schedule.epochs": epochs, "schedule.time_budget_min": 0.0, "data.image_size": 64, "data.eval_size": 64,
+        "data.local_size": 32, "schedule.batch_size": 32, "contrastive.queue_size": 256,
+    })
+    training.start_training()
+    wait(lambda: training._latest_step is not None and training._latest_step.epoch >= epochs // 2
+         and len(training.curves.knn) >= 1, "the run to get going")
+    save("training_running")
+    wait(lambda: training.last_result is not None and not training.is_training(), "the run to finish")
+    run_dir = training.last_result.run_dir
+    wait(lambda: training.select_run(run_dir), "the run in the list", 30)
+    training.train_classifier()
+    wait(lambda: not training.classifier_running(), "the classifier")
+    save("training_done")
+
+    # 3. Inspection of a few test images with their heatmaps.
+    inspect = window.inspect_view
+    window.open_run_in_inspect(run_dir)
+    wait(lambda: inspect.current_run() == run_dir, "the run in Inspect", 30)
+    test_root = Path(dataset.index.root) / "test"
+    samples = [sorted(folder.glob("*.png"))[0] for folder in sorted(test_root.iterdir()) if folder.is_dir()][:4]
+    inspect.add_paths(samples)
+    wait(lambda: len(inspect.results()) == len(samples), "predictions")
+    inspect.image_list.setCurrentRow(1)
+    save("inspect")
+
+    window.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""The dataset browser: layout detection, class table, filters, thumbnails, preview, problems."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from PySide6.QtGui import QImageReader
+
+from guihelpers import load_dataset
+
+from fgdesk import paths
+from fgdesk.gui.thumbnails import STATE_ROLE
+
+
+def test_a_dataset_loads_into_the_browser_and_thumbnails_appear(window, qtbot, demo_set):
+    view = window.dataset_view
+    index = load_dataset(qtbot, window, demo_set)
+    assert index.layout == "folders"
+    assert view.pages.currentWidget() is view.browser
+    assert view.thumbnail_model.rowCount() == 24
+    assert view.counts_label.text() == "3 classes · 24 images"
+    # The class table: "All classes" plus one row per class, with train/test counts.
+    assert view.class_tree.topLevelItemCount() == 4
+    header = [view.class_tree.headerItem().text(i) for i in range(view.class_tree.columnCount())]
+    assert header == ["Class", "Train", "Test", "Total"]
+    first_class = view.class_tree.topLevelItem(1)
+    assert [first_class.text(i) for i in range(1, 4)] == ["6", "2", "8"]
+    # Thumbnails of the visible cells arrive from the pool and land in the disk cache.
+    qtbot.waitUntil(lambda: view.thumbnail_model.cached_count() >= 6, timeout=20_000)
+    model = view.thumbnail_model
+    assert model.data(model.index(0, 0), STATE_ROLE) == "ready"
+    cached = list((paths.thumbnail_cache_dir() / "normal").glob("*.png"))
+    assert len(cached) >= 6
+    thumbnail = QImageReader(str(cached[0])).read()
+    assert thumbnail.text("Thumb::URI").startswith("file://")
+    assert thumbnail.text("Thumb::MTime").isdigit()
+    assert max(thumbnail.width(), thumbnail.height()) <= 128
+    assert not list((paths.thumbnail_cache_dir() / "normal").glob("*.tmp"))
+
+
+def test_filters_by_class_split_and_name(window, qtbot, demo_set):
+    view = window.dataset_view
+    load_dataset(qtbot, window, demo_set)
+    view.select_class(1)
+    assert view.thumbnail_model.rowCount() == 8
+    assert {view.thumbnail_model.sample_at(r).label for r in range(8)} == {1}
+    view.set_split_filter("test")
+    assert view.thumbnail_model.rowCount() == 2
+    view.select_class(None)
+    assert view.thumbnail_model.rowCount() == 6
+    view.search_edit.setText("img_007")
+    qtbot.waitUntil(lambda: view.thumbnail_model.rowCount() == 3, timeout=5_000)
+    assert "Showing 3 of 24 images" == view.showing_label.text()
+
+
+def test_preview_shows_the_image_with_its_details(window, qtbot, demo_set):
+    view = window.dataset_view
+    load_dataset(qtbot, window, demo_set)
+    view.thumbnail_view.setCurrentIndex(view.thumbnail_model.index(3, 0))
+    sample = view.thumbnail_model.sample_at(3)
+    qtbot.waitUntil(lambda: view.preview_canvas.pixmap() is not None, timeout=10_000)
+    assert view.preview_fields["File"].text() == Path(sample.path).name
+    assert view.preview_fields["Split"].text() == sample.split
+    assert view.preview_fields["Class"].text() == view.index.classes[sample.label]
+    assert view.preview_fields["Size"].text() == "64 × 64 px"
+    assert view.preview_fields["Box"].text() != "—"  # the demo set ships boxes.csv
+
+
+def test_problems_are_listed(window, qtbot, demo_set, tmp_path):
+    broken = tmp_path / "broken_set"
+    shutil.copytree(demo_set, broken)
+    (broken / "train" / "class_0_circle" / "zz_corrupt.png").write_bytes(b"not an image at all")
+    (broken / "train" / "empty_class").mkdir()
+    from PIL import Image
+
+    Image.new("RGB", (12, 10), "red").save(broken / "train" / "class_1_triangle" / "zz_tiny.png")
+    view = window.dataset_view
+    load_dataset(qtbot, window, broken)
+    reasons = {view.problem_tree.topLevelItem(i).text(0): view.problem_tree.topLevelItem(i).text(1)
+               for i in range(view.problem_tree.topLevelItemCount())}
+    assert "zz_corrupt.png" in reasons
+    assert "zz_tiny.png" in reasons and "very small" in reasons["zz_tiny.png"]
+    assert any("no images" in reason for reason in reasons.values())
+    assert view.side_tabs.tabText(2).startswith("Problems (")
+
+
+def test_a_folder_that_is_not_a_dataset_says_why(window, qtbot, tmp_path):
+    empty = tmp_path / "nothing here"
+    empty.mkdir()
+    window.dataset_view.load_dataset(empty)
+    qtbot.waitUntil(lambda: not window.dataset_view.is_loading(), timeout=10_000)
+    view = window.dataset_view
+    assert view.pages.currentWidget() is view.welcome
+    assert "no images found" in view.welcome_error.text()
+    assert view.welcome_error.isVisibleTo(view)

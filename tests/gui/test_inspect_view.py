@@ -1,0 +1,133 @@
+"""The inspection view: drop or paste images, top-5, neighbours, heatmap layers, overlays, CSV."""
+from __future__ import annotations
+
+import csv
+import threading
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
+from PySide6.QtGui import QDropEvent, QImage
+from PySide6.QtWidgets import QApplication
+
+pytestmark = pytest.mark.slow
+
+
+def drop_files(widget, paths: list[Path]) -> None:
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    event = QDropEvent(QPointF(200, 200), Qt.DropAction.CopyAction, mime, Qt.MouseButton.LeftButton,
+                       Qt.KeyboardModifier.NoModifier)
+    widget.dropEvent(event)
+
+
+@pytest.fixture
+def inspect(window, qtbot, trained_run):
+    view = window.inspect_view
+    window.show_page("inspect")
+    view.set_run(trained_run)
+    qtbot.waitUntil(lambda: view.current_run() == str(trained_run), timeout=10_000)
+    return view
+
+
+def test_dropping_an_image_gives_predictions_and_heatmap_layers(inspect, qtbot, demo_set, tmp_path):
+    view = inspect
+    image_path = sorted((demo_set / "test").rglob("*.png"))[0]
+    drop_files(view, [image_path])
+    assert view.image_list.count() == 1
+    qtbot.waitUntil(lambda: view.current_result is not None, timeout=180_000)
+    result = view.current_result
+    assert result.error is None
+    topk = result.prediction.topk
+    assert 1 <= len(topk) <= 5
+    probabilities = [p for _, p in topk]
+    assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 1.0 + 1e-5
+    assert view.topk_rows[0][0].text() == topk[0][0]
+    assert view.topk_rows[0][2].text().endswith("%")
+    # Nearest labelled training images, with their class and similarity.
+    neighbours = result.prediction.neighbours
+    assert 1 <= len(neighbours) <= 5
+    canvas, caption = view.neighbour_tiles[0]
+    assert canvas.pixmap() is not None and neighbours[0][1] in caption.text()
+    # One panel per scale plus the fused map (and the image itself first).
+    keys = view.layer_keys()
+    assert keys[0] == "image" and "fused" in keys
+    stages = [k for k in keys if k.startswith("stage")]
+    assert stages and set(stages) <= set(result.prediction.maps)
+    for key in keys:
+        assert view._panels[key].canvas.pixmap() is not None
+    # The opacity slider and the colormap redraw the overlays.
+    fused = view._panels["fused"].canvas
+    before = fused.pixmap().toImage()
+    view.opacity_slider.setValue(90)
+    qtbot.waitUntil(lambda: fused.pixmap().toImage() != before, timeout=5_000)
+    again = fused.pixmap().toImage()
+    view.colormap_combo.setCurrentText("viridis")
+    qtbot.waitUntil(lambda: fused.pixmap().toImage() != again, timeout=5_000)
+    # A toggle per scale hides or shows its panel.
+    view._layer_boxes[stages[0]].setChecked(False)
+    assert not view._panels[stages[0]].isVisibleTo(view)
+    view._layer_boxes[stages[0]].setChecked(True)
+    assert view._panels[stages[0]].isVisibleTo(view)
+    # Save the selected layer as a PNG at the image's own resolution.
+    view.select_layer("fused")
+    target = tmp_path / "overlay.png"
+    assert view.save_overlay(target)
+    qtbot.waitUntil(lambda: view.last_saved_overlay == str(target), timeout=10_000)
+    with Image.open(target) as saved:
+        assert saved.size == (64, 64) and saved.format == "PNG"
+
+
+def test_map_notes_are_shown_instead_of_drawing_noise(inspect, qtbot, demo_set):
+    view = inspect
+    drop_files(view, [sorted((demo_set / "train").rglob("*.png"))[0]])
+    qtbot.waitUntil(lambda: view.current_result is not None, timeout=180_000)
+    stage = next(k for k in view.layer_keys() if k.startswith("stage"))
+    view.current_result.prediction.map_notes[stage] = "constant map: nothing to show"
+    view._render_layers()
+    assert view._panels[stage].canvas.note() == "constant map: nothing to show"
+    assert view._panels["fused"].canvas.note() in ("", view.current_result.prediction.map_notes.get("fused", ""))
+
+
+def test_pasting_an_image_and_dropping_a_folder(inspect, qtbot, demo_set):
+    view = inspect
+    picture = QImage(str(sorted((demo_set / "test").rglob("*.png"))[1]))
+    QApplication.clipboard().setImage(picture)
+    assert view.paste_from_clipboard()
+    assert view.image_list.count() == 1
+    drop_files(view, [demo_set / "test" / "class_0_circle"])
+    qtbot.waitUntil(lambda: view.image_list.count() == 3, timeout=10_000)
+    qtbot.waitUntil(lambda: len(view.results()) == 3, timeout=180_000)
+    assert all(r.error is None for r in view.results())
+    assert view.results()[0].source == "pasted image 1"
+
+
+def test_classifying_a_folder_to_csv_with_progress_and_cancel(inspect, qtbot, demo_set, tmp_path):
+    view = inspect
+    out = tmp_path / "predictions.csv"
+    progress: list[int] = []
+    view.csv_progress.valueChanged.connect(progress.append)
+    assert view.classify_folder_to_csv(demo_set / "test", out)
+    assert view.csv_strip.isVisibleTo(view) and view.csv_running()
+    assert not view.csv_button.isEnabled()
+    qtbot.waitUntil(lambda: view.last_csv_result is not None, timeout=180_000)
+    assert view.last_csv_result == (str(out), 6)
+    assert progress and progress[-1] == 6 and view.csv_progress.maximum() == 6
+    with open(out, newline="", encoding="utf-8") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0][:3] == ["path", "top1", "prob"] and len(rows) == 7
+    assert not view.csv_strip.isVisibleTo(view) and view.csv_button.isEnabled()
+    # Cancel: hold the inference thread so the cancel surely lands before the first chunk.
+    gate = threading.Event()
+    view._runner.start(lambda ctx: gate.wait(30), name="hold the inference thread")
+    cancelled = tmp_path / "cancelled.csv"
+    view.last_csv_result = None
+    view.classify_folder_to_csv(demo_set, cancelled)
+    view.cancel_csv()
+    assert view.csv_label.text() == "Cancelling…"
+    gate.set()
+    qtbot.waitUntil(lambda: view.last_csv_result is not None, timeout=180_000)
+    assert view.last_csv_result == (str(cancelled), 0)
+    with open(cancelled, newline="", encoding="utf-8") as handle:
+        assert len(list(csv.reader(handle))) == 1  # the header; no rows after the cancel

@@ -1,0 +1,54 @@
+"""Launching the app: fast imports (no torch), the real entry point shows a window."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_python(code: str, env_extra: dict | None = None, timeout: int = 120) -> subprocess.CompletedProcess:
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", **(env_extra or {}))
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_importing_the_app_does_not_import_torch():
+    result = run_python(
+        "import sys\n"
+        "import fgdesk.gui.app, fgdesk.gui.main_window, fgdesk.gui.workers\n"
+        "import fgdesk.gui.dataset_view, fgdesk.gui.training_view, fgdesk.gui.inspect_view, fgdesk.gui.thumbnails\n"
+        "print('torch' in sys.modules, 'torchvision' in sys.modules)\n"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "False"]
+
+
+def test_building_the_window_does_not_import_torch(tmp_path):
+    result = run_python(
+        "import sys\n"
+        "from PySide6.QtWidgets import QApplication\n"
+        "app = QApplication([])\n"
+        "from fgdesk.gui.main_window import MainWindow\n"
+        "w = MainWindow(); w.show(); app.processEvents()\n"
+        "print('torch' in sys.modules)\n",
+        {"FGDESK_HOME": str(tmp_path)},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+
+
+def test_fgdesk_without_arguments_opens_the_window(tmp_path):
+    started = time.time()
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", FGDESK_HOME=str(tmp_path), FGDESK_BENCH_STARTUP="1")
+    result = subprocess.run([sys.executable, "-m", "fgdesk"], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    marker = [line for line in result.stdout.splitlines() if line.startswith("FGDESK_WINDOW_SHOWN")]
+    assert marker, result.stdout + result.stderr
+    shown_at = float(marker[0].split()[1])
+    assert started < shown_at < time.time()
+    assert "Traceback" not in result.stderr
