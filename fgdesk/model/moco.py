@@ -15,6 +15,9 @@ from fgdesk.model.losses import info_nce
 from fgdesk.model.network import FineGrainedNet
 
 
+MIN_BN_CHUNK = 16
+
+
 @dataclass
 class ContrastiveOutput:
     loss: torch.Tensor
@@ -71,7 +74,8 @@ class MoCo(nn.Module):
     def encode_keys(self, images: torch.Tensor) -> torch.Tensor:
         """Keys with batch norm over shuffled sub-batches, so BN statistics cannot leak
         which key belongs to which query (MoCo's shuffle BN on a single device)."""
-        chunks = max(1, min(self.bn_chunks, len(images) // 2))
+        # Batch norm over fewer than ~16 images is mostly noise, so small batches get fewer chunks.
+        chunks = max(1, min(self.bn_chunks, len(images) // MIN_BN_CHUNK))
         if chunks == 1:
             return self.key(images)
         order = torch.randperm(len(images), device=images.device)
