@@ -20,7 +20,7 @@ import torch
 from fgdesk.config import RunConfig
 from fgdesk.data.layouts import detect
 from fgdesk.data.synthetic import make_demo_dataset
-from fgdesk.evaluate.embeddings import compute_embeddings, load_encoder
+from fgdesk.evaluate.embeddings import load_encoder
 from fgdesk.evaluate.report import score_localization, training_samples
 from fgdesk.model.network import FineGrainedNet
 from fgdesk.train.engine import Trainer

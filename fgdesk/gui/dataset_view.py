@@ -209,7 +209,7 @@ class DatasetView(QWidget):
         self.class_tree.setUniformRowHeights(True)
         self.class_tree.itemSelectionChanged.connect(self._apply_filter)
         left.body.addWidget(self.class_tree, 1)
-        left.setMinimumWidth(250)
+        left.setMinimumWidth(280)
         splitter.addWidget(left)
 
         # Centre: the thumbnail grid.
@@ -230,7 +230,7 @@ class DatasetView(QWidget):
         preview = QWidget()
         preview_layout = QVBoxLayout(preview)
         preview_layout.setContentsMargins(10, 10, 10, 10)
-        self.preview_canvas = ImageCanvas("Select a thumbnail to preview it.")
+        self.preview_canvas = ImageCanvas("Select a thumbnail to preview it.", align_top=True)
         self.preview_canvas.setMinimumHeight(200)
         preview_layout.addWidget(self.preview_canvas, 1)
         self.preview_form = QFormLayout()
@@ -265,7 +265,7 @@ class DatasetView(QWidget):
         splitter.setStretchFactor(0, 0)
         splitter.setStretchFactor(1, 1)
         splitter.setStretchFactor(2, 0)
-        splitter.setSizes([270, 640, 290])
+        splitter.setSizes([290, 620, 290])
         self.splitter = splitter
         outer.addWidget(splitter, 1)
         return page

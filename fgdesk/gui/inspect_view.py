@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
     QListWidgetItem,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QSlider,
     QSplitter,
     QStackedWidget,
@@ -59,7 +60,7 @@ DEFAULT_COLORMAPS = ("inferno", "viridis", "magma", "jet")
 IMAGE_LAYER = "image"
 
 
-NORMALIZE_MODES = {"per_map": "Each map to its own peak", "shared": "Scales share one peak"}
+NORMALIZE_MODES = {"per_map": "each map to its peak", "shared": "one peak for all scales"}
 
 
 def layer_title(key: str) -> str:
@@ -188,21 +189,22 @@ class _Entry:
 
 
 class _LayerPanel(QWidget):
-    """One heatmap layer: title with a toggle, and the blended image."""
+    """One heatmap layer: its title over the blended image."""
 
     def __init__(self, key: str, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.key = key
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        layout.setSpacing(3)
+        layout.setSpacing(4)
         self.title = QLabel(layer_title(key))
         self.title.setObjectName("Subtitle")
         self.title.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.canvas = ImageCanvas()
-        self.canvas.setMinimumSize(140, 140)
-        layout.addWidget(self.canvas, 1)
+        self.title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self.canvas = ImageCanvas(align_top=True)
+        self.canvas.setMinimumSize(120, 120)
         layout.addWidget(self.title)
+        layout.addWidget(self.canvas, 1)
 
 
 class InspectView(QWidget):
@@ -221,6 +223,8 @@ class InspectView(QWidget):
         self._general = workers.TaskRunner(parent=self)
         self._cache = PredictorCache()
         self._entries: list[_Entry] = []
+        self._items: dict[int, QListWidgetItem] = {}
+        self._by_key: dict[int, _Entry] = {}
         self._next_key = 0
         self._pasted = 0
         self._run_generation = 0
@@ -316,6 +320,9 @@ class InspectView(QWidget):
         self.image_list.setUniformItemSizes(True)
         self.image_list.setSpacing(2)
         self.image_list.setStyleSheet("QListWidget { border: none; }")
+        self.image_list.setWordWrap(True)
+        self.image_list.setTextElideMode(Qt.TextElideMode.ElideRight)
+        self.image_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.image_list.currentItemChanged.connect(self._on_item_changed)
         images.body.addWidget(self.image_list, 1)
         images.setMinimumWidth(220)
@@ -332,10 +339,19 @@ class InspectView(QWidget):
         titles.addWidget(self.image_subtitle)
         head.addLayout(titles, 1)
         centre.body.addLayout(head)
+        layers = QHBoxLayout()
+        layers.setSpacing(10)
+        layers.addWidget(muted_label("Show", wrap=False))
+        self.layers_row = QHBoxLayout()
+        self.layers_row.setSpacing(10)
+        layers.addLayout(self.layers_row)
+        layers.addStretch(1)
+        centre.body.addLayout(layers)
         self.layer_grid_widget = QWidget()
         self.layer_grid = QGridLayout(self.layer_grid_widget)
-        self.layer_grid.setContentsMargins(0, 0, 0, 0)
-        self.layer_grid.setSpacing(10)
+        self.layer_grid.setContentsMargins(0, 4, 0, 0)
+        self.layer_grid.setHorizontalSpacing(12)
+        self.layer_grid.setVerticalSpacing(12)
         self.layer_message = muted_label("")
         self.layer_message.setAlignment(Qt.AlignmentFlag.AlignCenter)
         centre.body.addWidget(self.layer_grid_widget, 1)
@@ -343,24 +359,21 @@ class InspectView(QWidget):
 
         controls = QHBoxLayout()
         controls.setSpacing(8)
-        self.layers_row = QHBoxLayout()
-        self.layers_row.setSpacing(6)
-        show = muted_label("Show", wrap=False)
-        controls.addWidget(show)
-        controls.addLayout(self.layers_row)
-        controls.addStretch(1)
         controls.addWidget(muted_label("Opacity", wrap=False))
         self.opacity_slider = QSlider(Qt.Orientation.Horizontal)
         self.opacity_slider.setRange(0, 100)
         self.opacity_slider.setValue(50)
-        self.opacity_slider.setFixedWidth(120)
+        self.opacity_slider.setFixedWidth(110)
         self.opacity_slider.valueChanged.connect(lambda _: self._render_timer.start())
         controls.addWidget(self.opacity_slider)
+        controls.addSpacing(8)
         controls.addWidget(muted_label("Colormap", wrap=False))
         self.colormap_combo = QComboBox()
         self.colormap_combo.addItems(list(DEFAULT_COLORMAPS))
         self.colormap_combo.currentIndexChanged.connect(lambda _: self._render_timer.start())
         controls.addWidget(self.colormap_combo)
+        controls.addSpacing(8)
+        controls.addWidget(muted_label("Scale", wrap=False))
         self.normalize_combo = QComboBox()
         for mode, text in NORMALIZE_MODES.items():
             self.normalize_combo.addItem(text, mode)
@@ -370,6 +383,7 @@ class InspectView(QWidget):
         )
         self.normalize_combo.currentIndexChanged.connect(lambda _: self.repredict())
         controls.addWidget(self.normalize_combo)
+        controls.addStretch(1)
         self.save_button = QPushButton("Save overlay…")
         self.save_button.setToolTip("Save the selected layer (click a panel to select it) as a PNG at full resolution")
         self.save_button.clicked.connect(lambda: self.save_overlay())
@@ -383,30 +397,30 @@ class InspectView(QWidget):
         self.prediction_message = muted_label("")
         right.body.addWidget(self.prediction_message)
         self.topk_rows: list[tuple[QLabel, QProgressBar, QLabel]] = []
-        topk = QGridLayout()
-        topk.setHorizontalSpacing(8)
-        topk.setVerticalSpacing(6)
+        topk = QVBoxLayout()
+        topk.setSpacing(2)
         for i in range(5):
+            line = QHBoxLayout()
             name = QLabel("")
-            name.setMinimumWidth(90)
-            bar = QProgressBar()
-            bar.setObjectName("ScoreBar")
-            bar.setRange(0, 1000)
-            bar.setTextVisible(False)
-            bar.setFixedHeight(10)
+            name.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
             value = QLabel("")
             value.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-            value.setMinimumWidth(46)
             if i == 0:
                 font = name.font()
                 font.setBold(True)
                 name.setFont(font)
                 value.setFont(font)
-            topk.addWidget(name, i, 0)
-            topk.addWidget(bar, i, 1)
-            topk.addWidget(value, i, 2)
+            line.addWidget(name, 1)
+            line.addWidget(value)
+            bar = QProgressBar()
+            bar.setObjectName("ScoreBar")
+            bar.setRange(0, 1000)
+            bar.setTextVisible(False)
+            bar.setFixedHeight(8)
+            topk.addLayout(line)
+            topk.addWidget(bar)
+            topk.addSpacing(5)
             self.topk_rows.append((name, bar, value))
-        topk.setColumnStretch(1, 1)
         right.body.addLayout(topk)
         right.body.addSpacing(10)
         neighbours_title = QLabel("Nearest labelled images")
@@ -599,11 +613,13 @@ class InspectView(QWidget):
             entry = _Entry(key=self._next_key, name=str(name), source=source)
             self._next_key += 1
             self._entries.append(entry)
+            self._by_key[entry.key] = entry
             item = QListWidgetItem(self._item_text(entry))
             item.setData(Qt.ItemDataRole.UserRole, entry.key)
             item.setToolTip(str(name))
             item.setSizeHint(QSize(200, ITEM_THUMB + 8))
             self.image_list.addItem(item)
+            self._items[entry.key] = item
             if first_new is None:
                 first_new = item
         self.body.setCurrentIndex(1)
@@ -615,6 +631,8 @@ class InspectView(QWidget):
         self._runner.cancel_all()
         self._run_generation += 1
         self._entries.clear()
+        self._items.clear()
+        self._by_key.clear()
         self.image_list.clear()
         self._current = None
         self.body.setCurrentIndex(0)
@@ -657,7 +675,7 @@ class InspectView(QWidget):
             self.model_state.setText(f"Classifying {detail} image(s)…")
 
     def _entry(self, key: int) -> _Entry | None:
-        return next((entry for entry in self._entries if entry.key == key), None)
+        return self._by_key.get(key)
 
     def _on_results(self, generation: int, keys: list[int], results: list[InspectResult]) -> None:
         self._colormaps = self._cache.colormaps
@@ -718,13 +736,11 @@ class InspectView(QWidget):
         return f"{name}\nclassifying…"
 
     def _set_item_text(self, entry: _Entry) -> None:
-        for row in range(self.image_list.count()):
-            item = self.image_list.item(row)
-            if item.data(Qt.ItemDataRole.UserRole) == entry.key:
-                item.setText(self._item_text(entry))
-                if entry.result is not None and entry.result.thumb is not None:
-                    item.setIcon(QPixmap.fromImage(entry.result.thumb))
-                return
+        item = self._items.get(entry.key)
+        if item is not None:
+            item.setText(self._item_text(entry))
+            if entry.result is not None and entry.result.thumb is not None:
+                item.setIcon(QPixmap.fromImage(entry.result.thumb))
 
     # ================================================================== showing
     @property
@@ -829,6 +845,10 @@ class InspectView(QWidget):
         columns = 3 if len(shown) > 4 else 2 if len(shown) > 1 else 1
         for position, key in enumerate(shown):
             self.layer_grid.addWidget(self._panels[key], position // columns, position % columns)
+        for column in range(3):
+            self.layer_grid.setColumnStretch(column, 1 if column < columns else 0)
+        for row in range(3):
+            self.layer_grid.setRowStretch(row, 1 if row < -(-len(shown) // columns) else 0)
         for key, panel in self._panels.items():
             panel.setVisible(key in shown)
             panel.canvas.set_selected(key == self._selected_layer and len(shown) > 1)
@@ -892,9 +912,7 @@ class InspectView(QWidget):
             panel.canvas.set_pixmap(QPixmap.fromImage(pil_to_qimage(overlay)))
             panel.canvas.set_note("", dim=False)
             evidence_class = getattr(result.prediction, "evidence_class", None)
-            if key == "evidence" and evidence_class:
-                panel.title.setText(f"Evidence for {evidence_class}")
-            panel.setToolTip("")
+            panel.setToolTip(f"Where the image supports {evidence_class}" if key == "evidence" and evidence_class else "")
 
     # ================================================================== saving
     def save_overlay(self, path: str | Path | None = None) -> bool:

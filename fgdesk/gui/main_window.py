@@ -51,6 +51,7 @@ class MainWindow(QMainWindow):
         self.environment: dict[str, str] = {}
         self.about_box: QMessageBox | None = None
         self._close_after_stop = False
+        self._worker_done = False
         self._runner = workers.TaskRunner(parent=self)
         self._app_icon = app_icon or QIcon()
         self.setWindowTitle("fgdesk")
@@ -421,20 +422,29 @@ class MainWindow(QMainWindow):
         return answer == QMessageBox.StandardButton.Yes
 
     def closeEvent(self, event: QCloseEvent) -> None:
-        if self.training_view.is_training():
-            if not self._close_after_stop:
-                if not self.confirm_stop_training():
-                    event.ignore()
-                    return
-                self._close_after_stop = True
-                self.show_message("Stopping the run and saving a checkpoint before quitting…")
-                self.training_view.worker.finished.connect(self.close)
-                self.training_view.stop_training()
-            event.ignore()  # close again once the worker has finished
+        view = self.training_view
+        if view.is_training() and not self._close_after_stop:
+            if not self.confirm_stop_training():
+                event.ignore()
+                return
+            self._close_after_stop = True
+            self.show_message("Stopping the run and saving a checkpoint before quitting…")
+            view.worker.finished.connect(self._close_once_stopped)
+            view.stop_training()
+            event.ignore()
             return
+        if view.is_training():  # asked again while the run is still saving its checkpoint
+            if not self._worker_done:
+                event.ignore()
+                return
+            view.wait_for_worker(30_000)  # finished() was emitted: the thread is returning
         self._save_window()
         self.dataset_view.shutdown()
         self.inspect_view.shutdown()
-        self.training_view.shutdown()
+        view.shutdown()
         self._runner.cancel_all()
         event.accept()
+
+    def _close_once_stopped(self) -> None:
+        self._worker_done = True
+        QTimer.singleShot(0, self.close)

@@ -79,9 +79,8 @@ QHeaderView::section {{
     background: #f4f6f9; border: none; border-bottom: 1px solid {BORDER}; padding: 4px 6px; color: {MUTED};
     font-weight: 600;
 }}
-QLineEdit, QComboBox, QSpinBox, QDoubleSpinBox {{
-    padding: 3px 6px; border: 1px solid #c9d0db; border-radius: 5px; background: white;
-}}
+QLineEdit {{ padding: 3px 6px; border: 1px solid #c9d0db; border-radius: 5px; background: white; }}
+QLineEdit:focus {{ border: 1px solid {ACCENT}; }}
 QLineEdit[invalid="true"], QSpinBox[invalid="true"], QDoubleSpinBox[invalid="true"], QComboBox[invalid="true"] {{
     border: 1px solid {DANGER}; background: #fdf1f0;
 }}

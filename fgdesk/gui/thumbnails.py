@@ -23,6 +23,7 @@ from pathlib import Path
 
 from PySide6.QtCore import (
     QAbstractListModel,
+    QPoint,
     QModelIndex,
     QObject,
     QPersistentModelIndex,
@@ -476,9 +477,25 @@ class ThumbnailView(QListView):
         self.setGridSize(self.delegate.cell)
 
     def visible_rows(self) -> list[int]:
-        """Rows whose cells intersect the viewport now (a linear scan; for tests and benches)."""
+        """Rows whose cells intersect the viewport now, in order (cost: one screen of cells)."""
         model = self.model()
-        if model is None:
+        if model is None or model.rowCount() == 0:
             return []
         viewport = self.viewport().rect()
-        return [row for row in range(model.rowCount()) if self.visualRect(model.index(row, 0)).intersects(viewport)]
+        column_x = self.gridSize().width() // 2
+        first = -1
+        for y in range(0, viewport.height(), 6):  # the topmost line, even when half scrolled out
+            index = self.indexAt(QPoint(column_x, y))
+            if index.isValid():
+                first = index.row()
+                break
+        if first < 0:
+            return []
+        rows = []
+        for row in range(first, model.rowCount()):
+            rect = self.visualRect(model.index(row, 0))
+            if rect.top() > viewport.bottom():
+                break
+            if rect.intersects(viewport):
+                rows.append(row)
+        return rows

@@ -427,8 +427,7 @@ class TrainingView(QWidget):
         self.runs_table.verticalHeader().setDefaultSectionSize(26)
         header = self.runs_table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        header.setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
-        header.setSectionResizeMode(5, QHeaderView.ResizeMode.Interactive)
+        header.setSectionResizeMode(5, QHeaderView.ResizeMode.Stretch)
         self.runs_table.itemSelectionChanged.connect(self._on_run_selected)
         self.runs_table.itemDoubleClicked.connect(lambda _item: self._open_selected_in_inspect())
         self.runs_empty = muted_label("No runs yet. Runs are kept in your fgdesk data folder.")
@@ -472,7 +471,9 @@ class TrainingView(QWidget):
         self.confusion_plot = pg.PlotWidget()
         self.confusion_plot.setMenuEnabled(False)
         self.confusion_plot.getPlotItem().hideButtons()
-        self.confusion_plot.setTitle("Confusion matrix (rows: true class, columns: predicted)", size="8pt", color="#1d2330")
+        self.confusion_plot.setTitle("Confusion matrix (share of each true class)", size="8pt", color="#1d2330")
+        self.confusion_plot.setLabel("left", "true class")
+        self.confusion_plot.setLabel("bottom", "predicted class")
         self.confusion_plot.getViewBox().invertY(True)
         self.confusion_plot.getViewBox().setAspectLocked(True)
         self.confusion_plot.getViewBox().setMouseEnabled(x=False, y=False)
@@ -686,6 +687,8 @@ class TrainingView(QWidget):
         self.refresh_runs()
 
     def _on_step(self, event) -> None:
+        if self._latest_step is None:
+            self.refresh_runs()  # the run folder now says "running"
         self._pending_steps.append(event)
         self._latest_step = event
 
@@ -971,12 +974,12 @@ class TrainingView(QWidget):
         self.confusion_image.setImage(shares, levels=(0.0, 1.0))
         size = len(shares)
         self.confusion_image.setRect(0, 0, size, size)
-        ticks = [(i + 0.5, name if len(name) <= 14 else name[:13] + "…") for i, name in enumerate(class_names)]
-        show_names = size <= 12
-        for axis_name in ("left", "bottom"):
-            axis = self.confusion_plot.getAxis(axis_name)
-            axis.setTicks([ticks] if show_names else None)
-            axis.setStyle(tickFont=None)
+        numbers = [(i + 0.5, str(i)) for i in range(size)]
+        names = [(i + 0.5, f"{name[:13]}… {i}" if len(name) > 14 else f"{name} {i}") for i, name in enumerate(class_names)]
+        few = size <= 12
+        self.confusion_plot.getAxis("left").setTicks([names] if few else None)
+        self.confusion_plot.getAxis("bottom").setTicks([numbers] if few else None)
+        self.confusion_image.setToolTip("\n".join(f"{i}: {name}" for i, name in enumerate(class_names[:40])))
         self.confusion_plot.getViewBox().setRange(xRange=(0, size), yRange=(0, size), padding=0.02)
         self.confusion_plot.show()
 

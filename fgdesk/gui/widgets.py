@@ -151,8 +151,9 @@ class ImageCanvas(QWidget):
 
     clicked = Signal()
 
-    def __init__(self, placeholder: str = "", parent: QWidget | None = None) -> None:
+    def __init__(self, placeholder: str = "", parent: QWidget | None = None, align_top: bool = False) -> None:
         super().__init__(parent)
+        self._align_top = align_top
         self._pixmap: QPixmap | None = None
         self._box: tuple[float, float, float, float] | None = None  # in pixmap pixels
         self._placeholder = placeholder
@@ -202,6 +203,8 @@ class ImageCanvas(QWidget):
         size = self._pixmap.size().toSizeF().scaled(area.size(), Qt.AspectRatioMode.KeepAspectRatio)
         rect = QRectF(0, 0, size.width(), size.height())
         rect.moveCenter(area.center())
+        if self._align_top:
+            rect.moveTop(area.top())
         return rect
 
     def paintEvent(self, event) -> None:
