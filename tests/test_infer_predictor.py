@@ -34,7 +34,7 @@ def predictor(demo):
 
 
 @pytest.fixture
-def test_image(demo):
+def sample_image(demo):
     return sorted((demo[1] / "test").rglob("*.png"))[0]
 
 
@@ -44,10 +44,10 @@ def test_loading_fits_the_missing_classifier_on_the_labelled_dataset(predictor):
     assert (predictor.run_dir / runs.CLASSIFIER_FILE).is_file()
 
 
-def test_prediction_has_topk_neighbours_and_every_map_at_image_resolution(predictor, test_image):
-    (prediction,) = predictor.predict([test_image], topk=5)
+def test_prediction_has_topk_neighbours_and_every_map_at_image_resolution(predictor, sample_image):
+    (prediction,) = predictor.predict([sample_image], topk=5)
     assert isinstance(prediction, Prediction) and prediction.error is None
-    assert prediction.source == str(test_image) and prediction.image.mode == "RGB"
+    assert prediction.source == str(sample_image) and prediction.image.mode == "RGB"
     assert len(prediction.topk) == 5
     probabilities = [p for _, p in prediction.topk]
     assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 1.0 + 1e-6
@@ -63,35 +63,35 @@ def test_prediction_has_topk_neighbours_and_every_map_at_image_resolution(predic
     assert not prediction.map_notes  # lively attention: every map has something to show
 
 
-def test_maps_follow_a_non_square_image_and_pil_input(predictor, test_image):
-    wide = Image.open(test_image).convert("RGB").resize((120, 64))
+def test_maps_follow_a_non_square_image_and_pil_input(predictor, sample_image):
+    wide = Image.open(sample_image).convert("RGB").resize((120, 64))
     (prediction,) = predictor.predict([wide])
     assert prediction.error is None and prediction.source == "<image>"
     assert all(m.shape == (64, 120) for m in prediction.maps.values())
     assert prediction.raw_maps["stage4"].shape == (3, 5)  # the network grid of the 72 x 135 input
 
 
-def test_a_corrupt_file_is_skipped_with_its_reason(predictor, test_image, tmp_path):
+def test_a_corrupt_file_is_skipped_with_its_reason(predictor, sample_image, tmp_path):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff\xe0 this is not really a JPEG")
-    results = predictor.predict([broken, test_image])
+    results = predictor.predict([broken, sample_image])
     assert results[0].error and results[0].image is None and results[0].topk == []
     assert results[1].error is None
 
 
-def test_shared_normalisation_puts_all_scales_on_one_peak(predictor, test_image):
-    (shared,) = predictor.predict([test_image], normalize="shared")
+def test_shared_normalisation_puts_all_scales_on_one_peak(predictor, sample_image):
+    (shared,) = predictor.predict([sample_image], normalize="shared")
     peaks = [float(shared.maps[k].max()) for k in ("stage2", "stage3", "stage4")]
     assert max(peaks) == pytest.approx(1.0) and min(peaks) < 1.0
     assert shared.maps["fused"].max() == pytest.approx(1.0)
     with pytest.raises(ValueError):
-        predictor.predict([test_image], normalize="sideways")
+        predictor.predict([sample_image], normalize="sideways")
 
 
-def test_uniform_attention_is_reported_instead_of_drawn(demo, test_image):
+def test_uniform_attention_is_reported_instead_of_drawn(demo, sample_image):
     root, data = demo
     run_dir = make_run(root / "runs", data, attention="none")
-    (prediction,) = Predictor.load(run_dir, device="cpu").predict([test_image])
+    (prediction,) = Predictor.load(run_dir, device="cpu").predict([sample_image])
     for key in ("stage2", "stage3", "stage4", "fused"):
         assert prediction.map_notes[key].startswith(CONSTANT_NOTE)
         assert not prediction.maps[key].any()
@@ -123,7 +123,7 @@ def test_csv_stops_when_cancelled(predictor, demo, tmp_path):
     assert (tmp_path / "cancelled.csv").read_text().startswith("path,top1")
 
 
-def test_without_a_classifier_knn_votes_give_the_topk(demo, test_image, monkeypatch):
+def test_without_a_classifier_knn_votes_give_the_topk(demo, sample_image, monkeypatch):
     from fgdesk.evaluate.report import EvaluationError
     from fgdesk.infer import predictor as predictor_module
 
@@ -134,20 +134,20 @@ def test_without_a_classifier_knn_votes_give_the_topk(demo, test_image, monkeypa
     root, data = demo
     knn = Predictor.load(make_run(root / "runs", data, lively_attention=True), device="cpu")
     assert knn.mode == "knn" and len(knn.class_names) == NUM_CLASSES
-    (prediction,) = knn.predict([test_image], topk=5)
+    (prediction,) = knn.predict([sample_image], topk=5)
     assert len(prediction.topk) == 5 and sum(p for _, p in prediction.topk) <= 1.0 + 1e-6
     assert prediction.evidence_class == prediction.topk[0][0]
     assert set(prediction.maps) == MAP_KEYS
 
 
-def test_an_unlabeled_run_still_finds_neighbours_and_maps(tmp_path, demo, test_image):
+def test_an_unlabeled_run_still_finds_neighbours_and_maps(tmp_path, demo, sample_image):
     photos = tmp_path / "photos"
     photos.mkdir()
     for index, image in enumerate(sorted((demo[1] / "train").rglob("*.png"))[:8]):
         (photos / f"{index}.png").write_bytes(image.read_bytes())
     unlabeled = Predictor.load(make_run(tmp_path / "runs", photos, lively_attention=True), device="cpu")
     assert unlabeled.mode == "none" and unlabeled.class_names == []
-    (prediction,) = unlabeled.predict([test_image])
+    (prediction,) = unlabeled.predict([sample_image])
     assert prediction.topk == [] and len(prediction.neighbours) == 5
     assert all(name == "" for _, name, _ in prediction.neighbours)
     assert set(prediction.maps) == MAP_KEYS  # evidence explains the similarity to the nearest image
