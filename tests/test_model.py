@@ -156,3 +156,23 @@ def test_imagenet_weights_offline_fail_with_a_clear_message(monkeypatch):
     monkeypatch.setattr(backbone_module.models.ResNet18_Weights.IMAGENET1K_V1.__class__, "get_state_dict", offline)
     with pytest.raises(WeightsUnavailableError, match="offline"):
         FineGrainedNet(ModelConfig(weights="imagenet"))
+
+
+def test_asymmetric_step_encodes_one_query_view_and_one_key_view():
+    config = RunConfig()
+    config.model.stages = [4]
+    config.contrastive.symmetric = False
+    model = MoCo(config, queue_size=8)
+    calls = {"query": 0, "key": 0}
+    model.query.register_forward_hook(lambda *a: calls.__setitem__("query", calls["query"] + 1))
+    model.key.register_forward_hook(lambda *a: calls.__setitem__("key", calls["key"] + 1))
+    views = [torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32)]
+    model(views, [], torch.arange(4))
+    assert calls == {"query": 1, "key": 1}
+    config.contrastive.symmetric = True
+    model = MoCo(config, queue_size=8)
+    calls.update(query=0, key=0)
+    model.query.register_forward_hook(lambda *a: calls.__setitem__("query", calls["query"] + 1))
+    model.key.register_forward_hook(lambda *a: calls.__setitem__("key", calls["key"] + 1))
+    model(views, [torch.randn(4, 3, 16, 16)], torch.arange(4))
+    assert calls == {"query": 3, "key": 2}

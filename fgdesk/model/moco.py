@@ -83,9 +83,12 @@ class MoCo(nn.Module):
         return keys[torch.argsort(order)]
 
     def forward(self, global_views: list[torch.Tensor], local_views: list[torch.Tensor], ids: torch.Tensor) -> ContrastiveOutput:
-        keys = [self.encode_keys(view) for view in global_views]
-        queries = [self.query(view) for view in global_views]
-        local_queries = [self.query(view) for view in local_views]
+        count = len(global_views)
+        # Symmetric: every global view is a query against the other's key. Asymmetric
+        # (textbook MoCo v2): view 0 queries, view 1 keys, and nothing else is computed.
+        query_views = list(range(count)) if self.symmetric else [0]
+        key_views = sorted({(i + 1) % count for i in query_views})
+        keys = {i: self.encode_keys(global_views[i]) for i in key_views}
         queue = self.queue.clone().detach()
         mask = self.negative_mask(ids)
 
@@ -93,15 +96,12 @@ class MoCo(nn.Module):
             negatives = torch.cat([key, queue])
             return info_nce(query, key, negatives, self.temperature, mask, self.decoupled)
 
-        pairs = [(queries[0], keys[1 % len(keys)])]
-        if self.symmetric and len(keys) > 1:
-            pairs.append((queries[1], keys[0]))
-        for local in local_queries:
-            pairs.extend((local, key) for key in keys)
-        results = [loss_against(q, k) for q, k in pairs]
+        global_results = [loss_against(self.query(global_views[i]), keys[(i + 1) % count]) for i in query_views]
+        local_results = [loss_against(self.query(view), key) for view in local_views for key in keys.values()]
+        results = global_results + local_results
         loss = torch.stack([r[0] for r in results]).mean()
-        accuracy = torch.stack([r[1] for r in results[: 2 if self.symmetric else 1]]).mean()
-        return ContrastiveOutput(loss, accuracy, keys[0], ids)
+        accuracy = torch.stack([r[1] for r in global_results]).mean()
+        return ContrastiveOutput(loss, accuracy, keys[key_views[0]], ids)
 
     def negative_mask(self, ids: torch.Tensor) -> torch.Tensor:
         """(B, B + K): True where a candidate negative comes from the query's own image,

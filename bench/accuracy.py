@@ -1,0 +1,855 @@
+#!/usr/bin/env python3
+"""Accuracy on real fine-grained data within a fixed CPU budget: fgdesk against its alternatives.
+
+Variants (each seed pretrains from random init on the *train* split only; the test
+split is never seen before the final evaluation):
+  random      random-init network, no training (fgdesk's embedding and the plain ResNet pool)
+  fgdesk_off  fgdesk's one-click defaults (fgdesk.train.defaults.default_config) with attention = none
+  fgdesk_on   fgdesk's one-click defaults, unchanged except the time budget and the seed
+  lightly     MoCo v2 built from lightly's pieces and lightly's MoCoV2Transform, same budget,
+              resolution, batch, lr schedule and precision as fgdesk
+  supervised  ResNet-18 + linear head trained with labels (cross-entropy), same budget
+
+Reported on the official test split: kNN top-1 (k=20, cosine, T=0.07) and linear-probe
+top-1 (fgdesk.evaluate.linear: weight decay chosen on a split of the training
+embeddings), per seed with mean and spread. Curves of loss and validation kNN top-1
+(a split carved from the training images) against minutes go into the JSON and a plot.
+
+`--tune` runs ablations instead: the training images are split into tune-train and
+tune-validation, fgdesk pretrains on tune-train only, and every row (one change to the
+defaults) is scored on tune-validation. The test split is not even opened.
+
+    python3 dev.py bench bench/accuracy.py --minutes 25 --seeds 0,1,2          # the issue-6 protocol
+    python3 dev.py bench bench/accuracy.py --minutes 0.5 --seeds 0              # smoke run
+    python3 dev.py bench bench/accuracy.py --tune --minutes 10 --seeds 0,1,2 --rows default,attention_none
+"""
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import copy
+import hashlib
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (  # noqa: E402
+    DOCS_DIR,
+    RESULTS_DIR,
+    Report,
+    format_table,
+    pct,
+    pct_spread,
+    progress,
+    quiet_logging,
+    relative,
+    resolve_data,
+    seed_everything,
+    set_threads,
+    summarize,
+    usable_cpus,
+)
+from peers import LightlyMoCoV2, PooledTrunk, resnet_trunk, TRUNK_DIM  # noqa: E402
+
+from fgdesk.config import RunConfig  # noqa: E402
+from fgdesk.data.augment import IMAGE_MEAN, IMAGE_STD, eval_transform  # noqa: E402
+from fgdesk.data.images import ImageDecodeError, load_rgb  # noqa: E402
+from fgdesk.data.layouts import Sample, detect  # noqa: E402
+from fgdesk.data.loading import SampleDataset, make_loader  # noqa: E402
+from fgdesk.evaluate.embeddings import compute_embeddings, load_encoder  # noqa: E402
+from fgdesk.evaluate.knn import knn_scores, knn_top1, topk_accuracy  # noqa: E402
+from fgdesk.evaluate.linear import fit_linear  # noqa: E402
+from fgdesk.model.moco import EncoderWithHead, cosine_momentum  # noqa: E402
+from fgdesk.model.network import FineGrainedNet  # noqa: E402
+from fgdesk.train.checkpoint import load_checkpoint  # noqa: E402
+from fgdesk.train.defaults import default_config  # noqa: E402
+from fgdesk.train.device import autocast, resolve_precision, select_device  # noqa: E402
+from fgdesk.train.engine import Trainer, holdout_split  # noqa: E402
+from fgdesk.train.events import EpochEvent, FailedEvent, StepEvent  # noqa: E402
+from fgdesk.train.schedule import scaled_lr, warmup_cosine  # noqa: E402
+
+KNN_K, KNN_T = 20, 0.07
+VARIANTS = {
+    "random": "random init (no training)",
+    "fgdesk_off": "fgdesk defaults, attention off",
+    "fgdesk_on": "fgdesk defaults (attention on)",
+    "lightly": "lightly MoCo v2",
+    "supervised": "supervised from scratch",
+}
+PLOT_ORDER = ("random", "fgdesk_off", "fgdesk_on", "lightly", "supervised")
+COLOURS = {"random": "#7f7f7f", "fgdesk_off": "#1f77b4", "fgdesk_on": "#d62728", "lightly": "#2ca02c", "supervised": "#9467bd"}
+TUNE_VAL_FRACTION = 0.2
+LOSS_WINDOW_S = 20.0  # step losses are averaged over windows of this many seconds for the curves
+
+# One change to the defaults per row. Values are config overrides (dotted keys), or a
+# callable that edits the config for changes that need arithmetic.
+ABLATIONS: dict[str, tuple[str, dict[str, Any] | Callable[[RunConfig], None]]] = {
+    "default": ("the one-click defaults", {}),
+    "attention_none": ("attention off (global average pooling)", {"model.attention": "none"}),
+    "stages_4": ("attention on stage 4 only", {"model.stages": [4]}),
+    "gem_3": ("generalised-mean attention pooling, power 3", {"model.pool_power": 3.0}),
+    "image_64": ("64 px views (more steps per minute)", {"data.image_size": 64, "data.eval_size": 64, "data.local_size": 32}),
+    "image_128": ("128 px views", {"data.image_size": 128, "data.eval_size": 128, "data.local_size": 64}),
+    "local_crops_0": ("no local crops", {"data.local_crops": 0}),
+    "local_crops_4": ("4 local crops", {"data.local_crops": 4}),
+    "temperature_0.1": ("temperature 0.1", {"contrastive.temperature": 0.1}),
+    "temperature_0.4": ("temperature 0.4", {"contrastive.temperature": 0.4}),
+    "queue_256": ("queue 256", {"contrastive.queue_size": 256}),
+    "queue_4096": ("queue 4096 (larger than the data set)", {"contrastive.queue_size": 4096}),
+    "lr_half": ("half the learning rate", lambda c: setattr(c.optim, "lr", c.optim.lr / 2)),
+    "lr_double": ("double the learning rate", lambda c: setattr(c.optim, "lr", c.optim.lr * 2)),
+    "batch_32": ("batch 32", {"schedule.batch_size": 32}),
+    "batch_128": ("batch 128", {"schedule.batch_size": 128}),
+    "no_color_jitter": ("no colour jitter (colour kept)", {"data.color_jitter": 0.0}),
+    "textbook_color": ("textbook colour: jitter p 0.8, grayscale p 0.2", {"data.color_jitter_prob": 0.8, "data.grayscale_prob": 0.2}),
+    "min_scale_0.08": ("global crops down to 8% of the image", {"data.min_scale": 0.08}),
+    "bn_unshuffled": ("key batch norm over the whole batch (no shuffled chunks)", {"contrastive.shuffle_bn_chunks": 1}),
+    "asymmetric": ("asymmetric loss (one query view)", {"contrastive.symmetric": False}),
+    "dcl": ("decoupled contrastive loss", {"contrastive.loss": "dcl"}),
+    "fp32": ("fp32 instead of bf16 autocast", {"precision": "fp32"}),
+    "adamw": ("AdamW", {"optim.name": "adamw", "optim.lr": 0.004, "optim.weight_decay": 0.05}),
+}
+# Evaluation-only rows: the default run read through other features.
+FEATURE_ROWS = {
+    "features_projection": "default run, projection-head output instead of the embedding",
+    "features_stage4_gap": "default run, plain average pool of stage 4",
+}
+
+
+# -- evaluation images ------------------------------------------------------------------
+
+
+@dataclass
+class EvalSet:
+    """Decoded, centre-cropped evaluation tensors (fp16 to halve memory), decoded once per size."""
+
+    images: torch.Tensor  # (N, 3, S, S) float16, normalised
+    labels: torch.Tensor
+    paths: list[str]
+    unreadable: list[str] = field(default_factory=list)
+
+
+def decode_eval_set(samples: Sequence[Sample], size: int, crop_bottom: int) -> EvalSet:
+    transform = eval_transform(size)
+
+    def one(sample: Sample):
+        try:
+            return transform(load_rgb(sample.path, crop_bottom=crop_bottom)).half()
+        except ImageDecodeError:
+            return None
+
+    with concurrent.futures.ThreadPoolExecutor(max(1, usable_cpus())) as pool:
+        tensors = list(pool.map(one, samples))
+    keep = [i for i, t in enumerate(tensors) if t is not None]
+    return EvalSet(
+        images=torch.stack([tensors[i] for i in keep]) if keep else torch.zeros(0, 3, size, size, dtype=torch.float16),
+        labels=torch.tensor([samples[i].label for i in keep], dtype=torch.long),
+        paths=[str(samples[i].path) for i in keep],
+        unreadable=[str(s.path) for s, t in zip(samples, tensors) if t is None],
+    )
+
+
+@torch.no_grad()
+def embed(features: Callable[[torch.Tensor], torch.Tensor], module: nn.Module, images: torch.Tensor,
+          batch: int = 256) -> torch.Tensor:
+    """Features of every image in fp32 on the CPU (channels_last), module in eval mode."""
+    was_training = module.training
+    module.eval()
+    out = []
+    for start in range(0, len(images), batch):
+        chunk = images[start:start + batch].float().contiguous(memory_format=torch.channels_last)
+        out.append(features(chunk).float())
+    module.train(was_training)
+    return torch.cat(out) if out else torch.zeros(0, 1)
+
+
+def score_features(train_vectors: torch.Tensor, train_labels: torch.Tensor, query_vectors: torch.Tensor,
+                   query_labels: torch.Tensor, num_classes: int, seed: int, linear: bool = True) -> dict[str, float]:
+    scores = knn_scores(train_vectors, train_labels, query_vectors, num_classes, KNN_K, KNN_T)
+    knn = topk_accuracy(scores, query_labels, (1, 5))
+    result = {"knn_top1": knn[1], "knn_top5": knn[5]}
+    if linear:
+        probe = fit_linear(train_vectors, train_labels, num_classes, seed=seed)
+        logits = probe.logits(query_vectors)
+        result["linear_top1"] = (logits.argmax(dim=1) == query_labels).float().mean().item()
+        result["linear_weight_decay"] = probe.weight_decay
+    return result
+
+
+# -- curves -------------------------------------------------------------------------------
+
+
+class CurveRecorder:
+    """Loss (averaged over short windows) and validation kNN against minutes of training."""
+
+    def __init__(self) -> None:
+        self.started = time.monotonic()
+        self.loss_points: list[tuple[float, float]] = []
+        self.epochs: list[dict[str, Any]] = []
+        self._window: list[float] = []
+        self._window_start = 0.0
+        self.steps = 0
+        self.images_per_s: list[float] = []
+
+    def step(self, loss: float, elapsed_s: float, images_per_s: float | None = None) -> None:
+        self.steps += 1
+        self._window.append(loss)
+        if images_per_s:
+            self.images_per_s.append(images_per_s)
+        if elapsed_s - self._window_start >= LOSS_WINDOW_S:
+            self.loss_points.append((elapsed_s / 60.0, sum(self._window) / len(self._window)))
+            self._window, self._window_start = [], elapsed_s
+
+    def epoch(self, epoch: int, elapsed_s: float, mean_loss: float, knn: float | None) -> None:
+        self.epochs.append({"epoch": epoch + 1, "minutes": elapsed_s / 60.0, "mean_loss": mean_loss, "val_knn_top1": knn})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "loss": [[round(m, 3), round(l, 4)] for m, l in self.loss_points],
+            "epochs": self.epochs,
+            "steps": self.steps,
+        }
+
+
+# -- fgdesk -------------------------------------------------------------------------------
+
+
+def fgdesk_run(cfg: RunConfig, run_dir: Path) -> tuple[dict[str, Any], Path | None]:
+    """Train with the engine; return (curves and status, run folder)."""
+    recorder = CurveRecorder()
+    last_elapsed = [0.0]
+
+    def on_event(event) -> None:
+        if isinstance(event, StepEvent):
+            recorder.step(event.loss, time.monotonic() - recorder.started, event.images_per_s)
+        elif isinstance(event, EpochEvent):
+            last_elapsed[0] = event.elapsed_s
+            recorder.epoch(event.epoch, event.elapsed_s, event.mean_loss, event.knn_top1)
+            knn = "n/a" if event.knn_top1 is None else f"{100 * event.knn_top1:.1f}%"
+            progress(f"  epoch {event.epoch + 1}: loss {event.mean_loss:.3f}, val kNN {knn}, {event.elapsed_s / 60:.1f} min")
+
+    with quiet_logging():
+        result = Trainer(cfg, run_dir, on_event=on_event).run()
+    info = {"curves": recorder.as_dict(), "epochs_done": getattr(result, "epochs_done", None),
+            "train_minutes": last_elapsed[0] / 60.0}
+    if recorder.images_per_s:
+        info["mean_images_per_s"] = sum(recorder.images_per_s) / len(recorder.images_per_s)
+    if isinstance(result, FailedEvent):
+        info["error"] = result.reason
+        return info, None
+    info["status"] = result.status
+    return info, run_dir
+
+
+def fgdesk_features(run_dir: Path, kind: str = "embedding") -> tuple[Callable, nn.Module]:
+    """A feature function of a run's best checkpoint: its embedding, its projection, or stage-4 pooling."""
+    net, config, path = load_encoder(run_dir, "best", "cpu")
+    net = net.to(memory_format=torch.channels_last)
+    if kind == "embedding":
+        return (lambda x: net(x).embedding), net
+    if kind == "stage4_gap":
+        return (lambda x: net.backbone(x)[-1].float().mean(dim=(2, 3))), net
+    if kind == "projection":
+        plain = copy.deepcopy(config)
+        plain.model.weights = "random"
+        encoder = EncoderWithHead(plain)
+        document = load_checkpoint(path, kind="pretrain")
+        state = {k[len("query."):]: v for k, v in document["model"].items() if k.startswith("query.")}
+        encoder.load_state_dict(state)
+        encoder = encoder.to(memory_format=torch.channels_last).eval()
+        return encoder, encoder
+    raise ValueError(kind)
+
+
+# -- peers: lightly's MoCo v2 and the supervised baseline ------------------------------------------
+
+
+class Supervised(nn.Module):
+    def __init__(self, backbone: str, num_classes: int) -> None:
+        super().__init__()
+        self.backbone = resnet_trunk(backbone)
+        self.head = nn.Linear(TRUNK_DIM[backbone], num_classes)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.backbone(images).flatten(start_dim=1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(images))
+
+
+def supervised_transform(size: int):
+    from torchvision.transforms import v2
+
+    return v2.Compose([
+        v2.RandomResizedCrop(size, scale=(0.25, 1.0), antialias=True),
+        v2.RandomHorizontalFlip(),
+        v2.ToImage(),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(IMAGE_MEAN, IMAGE_STD),
+    ])
+
+
+@dataclass
+class PeerContext:
+    cfg: RunConfig  # fgdesk's defaults for this data: budget, batch, size, lr, precision, workers
+    train: list[Sample]
+    bank: list[Sample]
+    validation: list[Sample]
+    num_classes: int
+    crop_bottom: int
+    device: torch.device
+    dtype: torch.dtype | None
+    lightly_queue: int
+    lightly_temperature: float
+
+
+def peer_run(kind: str, seed: int, ctx: PeerContext) -> tuple[dict[str, Any], nn.Module]:
+    """Train lightly's MoCo v2 or the supervised baseline under the engine's budget rules.
+
+    Same as the engine: the budget clock includes the epoch-end kNN monitor; the lr
+    follows warm-up + cosine over max(step progress, time progress); the best epoch by
+    validation kNN is kept; the loader is rebuilt each epoch with the same workers.
+    """
+    cfg = ctx.cfg
+    seed_everything(seed)
+    size, batch = cfg.data.image_size, min(cfg.schedule.batch_size, len(ctx.train))
+    if kind == "lightly":
+        from lightly.transforms import MoCoV2Transform
+
+        model: nn.Module = LightlyMoCoV2(cfg.model.backbone, ctx.lightly_queue, ctx.lightly_temperature,
+                                         hidden_dim=cfg.model.proj_hidden, out_dim=cfg.model.proj_dim)
+        samples = ctx.train
+        transform = MoCoV2Transform(input_size=size)
+    else:
+        model = Supervised(cfg.model.backbone, ctx.num_classes)
+        samples = ctx.bank  # the validation images stay unseen so the curve is honest
+        transform = supervised_transform(size)
+    model = model.to(ctx.device)
+    channels_last = cfg.channels_last and ctx.device.type in ("cpu", "cuda")
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    params = model.trainable() if kind == "lightly" else list(model.parameters())
+    base_lr = scaled_lr(cfg.optim.lr if kind == "lightly" else 0.1, batch)
+    optimizer = torch.optim.SGD(params, lr=base_lr, momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay)
+    dataset = SampleDataset(samples, transform, ctx.crop_bottom)
+    steps_per_epoch = len(samples) // batch
+    total_steps = steps_per_epoch * cfg.schedule.epochs
+    warmup_fraction = min(0.5, cfg.optim.warmup_epochs / cfg.schedule.epochs)
+    budget_s = cfg.schedule.time_budget_min * 60.0
+    recorder = CurveRecorder()
+    started = time.monotonic()
+    elapsed = lambda: time.monotonic() - started  # noqa: E731
+    best_knn, best_state, step = None, None, 0
+    pooled = PooledTrunk(model)
+    for epoch in range(cfg.schedule.epochs):
+        loader = make_loader(dataset, batch_size=batch, shuffle=True, num_workers=cfg.data.num_workers,
+                             drop_last=True, seed=seed * 7919 + epoch * 101)
+        losses, out_of_budget = [], False
+        window_start, window_images = time.monotonic(), 0
+        for data in loader:
+            if len(data) < 2:
+                continue
+            progress_now = max(step / max(1, total_steps), elapsed() / budget_s if budget_s else 0.0)
+            lr = warmup_cosine(base_lr, progress_now, warmup_fraction)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            if kind == "lightly":
+                views = [v.to(ctx.device) for v in data.views]
+                if channels_last:
+                    views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+                with autocast(ctx.device, ctx.dtype):
+                    loss = model.loss(views)
+            else:
+                images = data.views.to(ctx.device)
+                if channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                with autocast(ctx.device, ctx.dtype):
+                    loss = F.cross_entropy(model(images).float(), data.labels.to(ctx.device))
+            if not torch.isfinite(loss):
+                raise RuntimeError(f"{kind}: the loss became {loss.item()} at step {step}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if kind == "lightly":
+                model.after_step(cosine_momentum(cfg.contrastive.momentum, progress_now))
+            step += 1
+            window_images += len(data)
+            value = loss.item()
+            losses.append(value)
+            recorder.step(value, elapsed(), window_images / max(1e-9, time.monotonic() - window_start))
+            if budget_s and elapsed() >= budget_s:
+                out_of_budget = True
+                break
+        del loader
+        common = dict(image_size=cfg.data.eval_size, crop_bottom=ctx.crop_bottom, device=ctx.device, dtype=ctx.dtype, num_workers=0)
+        bank = compute_embeddings(pooled, ctx.bank, **common)
+        val = compute_embeddings(pooled, ctx.validation, **common)
+        knn = knn_top1(bank.vectors, bank.labels, val.vectors, val.labels, ctx.num_classes) if len(val.labels) else None
+        recorder.epoch(epoch, elapsed(), sum(losses) / max(1, len(losses)), knn)
+        progress(f"  epoch {epoch + 1}: loss {sum(losses) / max(1, len(losses)):.3f}, val kNN "
+                 f"{'n/a' if knn is None else f'{100 * knn:.1f}%'}, {elapsed() / 60:.1f} min")
+        if knn is not None and (best_knn is None or knn > best_knn):
+            best_knn, best_state = knn, copy.deepcopy(model.state_dict())
+        if out_of_budget:
+            break
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    info = {"curves": recorder.as_dict(), "epochs_done": len(recorder.epochs), "train_minutes": elapsed() / 60.0,
+            "best_val_knn_top1": best_knn}
+    if recorder.images_per_s:
+        info["mean_images_per_s"] = sum(recorder.images_per_s) / len(recorder.images_per_s)
+    return info, model.cpu().float().to(memory_format=torch.channels_last)
+
+
+# -- the main protocol ---------------------------------------------------------------------
+
+
+@dataclass
+class Setup:
+    data: Path
+    index: Any
+    train: list[Sample]
+    query: list[Sample]  # test split, or tune-validation in --tune mode
+    num_classes: int
+    base_cfg: RunConfig
+    device: torch.device
+    dtype: torch.dtype | None
+    data_label: str = ""
+    eval_sets: dict[int, tuple[EvalSet, EvalSet]] = field(default_factory=dict)
+
+    def eval_pair(self, size: int) -> tuple[EvalSet, EvalSet]:
+        if size not in self.eval_sets:
+            progress(f"decoding {len(self.train)} + {len(self.query)} evaluation images at {size} px")
+            self.eval_sets[size] = (decode_eval_set(self.train, size, self.index.crop_bottom),
+                                    decode_eval_set(self.query, size, self.index.crop_bottom))
+        return self.eval_sets[size]
+
+
+def evaluate_features(setup: Setup, features: Callable, module: nn.Module, size: int, seed: int,
+                      linear: bool = True) -> dict[str, float]:
+    train_set, query_set = setup.eval_pair(size)
+    train_vectors = embed(features, module, train_set.images)
+    query_vectors = embed(features, module, query_set.images)
+    return score_features(train_vectors, train_set.labels, query_vectors, query_set.labels, setup.num_classes, seed, linear)
+
+
+def run_variant(variant: str, seed: int, setup: Setup, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    cfg = copy.deepcopy(setup.base_cfg)
+    cfg.seed = seed
+    size = cfg.data.eval_size
+    record: dict[str, Any] = {"seed": seed}
+    if variant == "random":
+        seed_everything(seed)
+        net = FineGrainedNet(cfg.model).to(memory_format=torch.channels_last)
+        record["test"] = evaluate_features(setup, lambda x: net(x).embedding, net, size, seed)
+        record["test_stage4_gap"] = evaluate_features(setup, lambda x: net.backbone(x)[-1].float().mean(dim=(2, 3)), net, size, seed)
+        bank, validation = holdout_split(setup.train)
+        bank_set = subset_eval(setup, bank, size)
+        val_set = subset_eval(setup, validation, size)
+        record["val_knn_top1"] = knn_top1(embed(lambda x: net(x).embedding, net, bank_set[0]), bank_set[1],
+                                          embed(lambda x: net(x).embedding, net, val_set[0]), val_set[1], setup.num_classes)
+        record["config"] = {"model": cfg.model.__dict__, "eval_size": size}
+        return record
+    if variant in ("fgdesk_on", "fgdesk_off"):
+        if variant == "fgdesk_off":
+            cfg.model.attention = "none"
+        cfg.name = f"{variant}-seed{seed}"
+        run_dir = work / cfg.name
+        info, run = fgdesk_run(cfg.validate(), run_dir)
+        record.update(info)
+        record["config"] = cfg.to_dict()
+        record["config"]["data"]["path"] = setup.data_label
+        if run is not None:
+            features, module = fgdesk_features(run)
+            record["test"] = evaluate_features(setup, features, module, size, seed)
+        return record
+    bank, validation = holdout_split(setup.train)
+    ctx = PeerContext(cfg, setup.train, bank, validation, setup.num_classes, setup.index.crop_bottom, setup.device,
+                      setup.dtype, args.lightly_queue, args.lightly_temperature)
+    info, model = peer_run(variant, seed, ctx)
+    record.update(info)
+    record["config"] = peer_config(variant, cfg, args)
+    record["test"] = evaluate_features(setup, model.features, model, size, seed)
+    if variant == "supervised":
+        train_set, query_set = setup.eval_pair(size)
+        logits = embed(model, model, query_set.images)
+        record["test"]["head_top1"] = (logits.argmax(dim=1) == query_set.labels).float().mean().item()
+    return record
+
+
+def subset_eval(setup: Setup, samples: list[Sample], size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    train_set, _ = setup.eval_pair(size)
+    position = {p: i for i, p in enumerate(train_set.paths)}
+    keep = [position[str(s.path)] for s in samples if str(s.path) in position]
+    return train_set.images[keep], train_set.labels[keep]
+
+
+def peer_config(variant: str, cfg: RunConfig, args: argparse.Namespace) -> dict[str, Any]:
+    common = {
+        "backbone": cfg.model.backbone, "image_size": cfg.data.image_size, "eval_size": cfg.data.eval_size,
+        "batch_size": cfg.schedule.batch_size, "time_budget_min": cfg.schedule.time_budget_min,
+        "precision": cfg.precision, "channels_last": cfg.channels_last, "num_workers": cfg.data.num_workers,
+        "optimizer": f"SGD momentum {cfg.optim.momentum}, wd {cfg.optim.weight_decay}, warm-up + cosine over the budget",
+    }
+    if variant == "lightly":
+        return {**common, "views": "lightly MoCoV2Transform(input_size) defaults", "lr_per_256": cfg.optim.lr,
+                "queue": args.lightly_queue, "temperature": args.lightly_temperature, "symmetric": False,
+                "projection": f"MoCoProjectionHead(512, {cfg.model.proj_hidden}, {cfg.model.proj_dim})",
+                "momentum": f"cosine {cfg.contrastive.momentum} -> 1", "features": "ResNet average pool (512-d)"}
+    return {**common, "views": "RandomResizedCrop(scale 0.25-1) + flip", "lr_per_256": 0.1, "loss": "cross-entropy",
+            "trained_on": "train split minus the 10% validation hold-out", "features": "ResNet average pool (512-d)"}
+
+
+def aggregate(records: list[dict[str, Any]], key: str = "test") -> dict[str, Any]:
+    metrics = {}
+    for metric in ("knn_top1", "linear_top1", "head_top1"):
+        values = [r.get(key, {}).get(metric) for r in records]
+        if any(v is not None for v in values):
+            metrics[metric] = {"per_seed": values, **summarize(values)}
+    return metrics
+
+
+def issue_targets(summary: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The issue-6 requirements, checked on the figures just measured."""
+    def mean(variant: str, metric: str) -> float | None:
+        return summary.get(variant, {}).get(metric, {}).get("mean")
+
+    def std(variant: str, metric: str) -> float:
+        return summary.get(variant, {}).get(metric, {}).get("std") or 0.0
+
+    out: dict[str, Any] = {}
+    for metric in ("knn_top1", "linear_top1"):
+        on, rnd, off, light = mean("fgdesk_on", metric), mean("random", metric), mean("fgdesk_off", metric), mean("lightly", metric)
+        if on is not None and rnd is not None:
+            out[f"{metric}: fgdesk_on >= random + 10 points"] = {"margin_points": 100 * (on - rnd), "met": on >= rnd + 0.10}
+        if on is not None and off is not None:
+            spread = max(std("fgdesk_on", metric), std("fgdesk_off", metric))
+            out[f"{metric}: attention on beats off by more than the seed spread"] = {
+                "difference_points": 100 * (on - off), "spread_points": 100 * spread, "met": on - off > spread}
+        if on is not None and light is not None:
+            out[f"{metric}: fgdesk_on >= lightly"] = {"difference_points": 100 * (on - light), "met": on >= light}
+    return out
+
+
+def plot_curves(results: dict[str, Any], knn_path: Path, loss_path: Path, minutes: float) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=120)
+    for variant in PLOT_ORDER:
+        records = results.get(variant, {}).get("seeds", [])
+        if not records:
+            continue
+        colour = COLOURS[variant]
+        if variant == "random":
+            values = [r["val_knn_top1"] for r in records if r.get("val_knn_top1") is not None]
+            if values:
+                ax.axhline(100 * sum(values) / len(values), color=colour, linestyle="--", label=f"{VARIANTS[variant]} (mean)")
+            continue
+        for index, record in enumerate(records):
+            points = [(e["minutes"], e["val_knn_top1"]) for e in record.get("curves", {}).get("epochs", []) if e.get("val_knn_top1") is not None]
+            if points:
+                xs, ys = zip(*points)
+                ax.plot(xs, [100 * y for y in ys], color=colour, alpha=0.85, marker="o", markersize=2.5, linewidth=1.2,
+                        label=VARIANTS[variant] if index == 0 else None)
+    ax.set_xlabel("minutes of training (CPU, budget includes the kNN monitor)")
+    ax.set_ylabel("kNN top-1 on held-out training images (%)")
+    ax.set_title(f"cub50: validation kNN top-1 against time ({minutes:g}-minute budget, one line per seed)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    knn_path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(knn_path)
+    plt.close(fig)
+    written.append(relative(knn_path))
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=120)
+    for variant in PLOT_ORDER:
+        if variant == "random":
+            continue
+        target = axes[1] if variant == "supervised" else axes[0]
+        for index, record in enumerate(results.get(variant, {}).get("seeds", [])):
+            points = record.get("curves", {}).get("loss", [])
+            if points:
+                xs, ys = zip(*points)
+                target.plot(xs, ys, color=COLOURS[variant], alpha=0.85, linewidth=1.2, label=VARIANTS[variant] if index == 0 else None)
+    axes[0].set_title("contrastive loss (recipes differ: not comparable across lines)", fontsize=9)
+    axes[1].set_title("supervised cross-entropy", fontsize=9)
+    for ax in axes:
+        ax.set_xlabel("minutes")
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(loss_path)
+    plt.close(fig)
+    written.append(relative(loss_path))
+    return written
+
+
+# -- tune mode ------------------------------------------------------------------------------
+
+
+def tune_split(train: list[Sample]) -> tuple[list[Sample], list[Sample]]:
+    """Stratified, deterministic: ~20% of each class's training images become tune-validation."""
+    per_class: dict[int, list[Sample]] = {}
+    for sample in train:
+        per_class.setdefault(sample.label, []).append(sample)
+    fit, val = [], []
+    for members in per_class.values():
+        ranked = sorted(members, key=lambda s: hashlib.sha1(("tune:" + s.path.name).encode()).hexdigest())
+        count = max(1, round(len(members) * TUNE_VAL_FRACTION)) if len(members) >= 5 else 0
+        val.extend(ranked[:count])
+        fit.extend(ranked[count:])
+    return fit, val
+
+
+def write_tune_dataset(folder: Path, classes: list[str], fit: list[Sample], val: list[Sample]) -> Path:
+    """A CUB-layout folder whose train split is tune-train and whose test split is tune-validation.
+
+    Image paths are absolute, so nothing is copied; the real test images are not listed.
+    """
+    root = folder / "CUB_200_2011"
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    rows = [(s, 1) for s in fit] + [(s, 0) for s in val]
+    (root / "classes.txt").write_text("".join(f"{i + 1} {name}\n" for i, name in enumerate(classes)))
+    (root / "images.txt").write_text("".join(f"{i + 1} {s.path.resolve()}\n" for i, (s, _) in enumerate(rows)))
+    (root / "image_class_labels.txt").write_text("".join(f"{i + 1} {s.label + 1}\n" for i, (s, _) in enumerate(rows)))
+    (root / "train_test_split.txt").write_text("".join(f"{i + 1} {flag}\n" for i, (_, flag) in enumerate(rows)))
+    return root
+
+
+def ablation_config(base: RunConfig, change: dict[str, Any] | Callable[[RunConfig], None]) -> RunConfig:
+    if callable(change):
+        cfg = copy.deepcopy(base)
+        change(cfg)
+        return cfg.validate()
+    return base.with_overrides(change).validate() if change else copy.deepcopy(base)
+
+
+def config_changes(base: RunConfig, changed: RunConfig) -> dict[str, Any]:
+    """{dotted key: [default, this row]} for every field the row changes."""
+    out: dict[str, Any] = {}
+
+    def walk(a: dict, b: dict, prefix: str) -> None:
+        for key in a:
+            if isinstance(a[key], dict):
+                walk(a[key], b[key], f"{prefix}{key}.")
+            elif a[key] != b[key]:
+                out[f"{prefix}{key}"] = [a[key], b[key]]
+
+    walk(base.to_dict(), changed.to_dict(), "")
+    return out
+
+
+def run_tune(args: argparse.Namespace, setup: Setup, work: Path, report: Report) -> int:
+    rows = [r.strip() for r in args.rows.split(",") if r.strip()] if args.rows else [*ABLATIONS, *FEATURE_ROWS]
+    unknown = [r for r in rows if r not in ABLATIONS and r not in FEATURE_ROWS and r != "random"]
+    if unknown:
+        print(f"unknown row(s) {', '.join(unknown)}; choose from random, {', '.join([*ABLATIONS, *FEATURE_ROWS])}", file=sys.stderr)
+        return 2
+    seeds = [int(s) for s in args.seeds.split(",")]
+    results: dict[str, Any] = {}
+    feature_rows = [r for r in rows if r in FEATURE_ROWS]
+    train_rows = [r for r in rows if r in ABLATIONS]
+    if feature_rows and "default" not in train_rows:
+        train_rows.insert(0, "default")
+    if "random" in rows:
+        records = []
+        for seed in seeds:
+            seed_everything(seed)
+            net = FineGrainedNet(setup.base_cfg.model).to(memory_format=torch.channels_last)
+            records.append({"seed": seed, "val": evaluate_features(setup, lambda x: net(x).embedding, net, setup.base_cfg.data.eval_size, seed)})
+        results["random"] = {"description": "random init, no training", "seeds": records, **aggregate(records, "val")}
+    for row in train_rows:
+        description, change = ABLATIONS[row]
+        records = []
+        feature_records: dict[str, list[dict[str, Any]]] = {name: [] for name in feature_rows}
+        for seed in seeds:
+            cfg = ablation_config(setup.base_cfg, change)
+            cfg.seed = seed
+            cfg.name = f"tune-{row}-seed{seed}"
+            progress(f"tune row {row} ({description}), seed {seed}, {cfg.schedule.time_budget_min:g} min")
+            info, run = fgdesk_run(cfg, work / cfg.name)
+            record = {"seed": seed, **info}
+            if run is not None:
+                features, module = fgdesk_features(run)
+                record["val"] = evaluate_features(setup, features, module, cfg.data.eval_size, seed)
+                if row == "default":
+                    for name in feature_rows:
+                        kind = name.removeprefix("features_")
+                        f, m = fgdesk_features(run, kind)
+                        feature_records[name].append({"seed": seed, "val": evaluate_features(setup, f, m, cfg.data.eval_size, seed)})
+                if not args.keep_runs:
+                    shutil.rmtree(run, ignore_errors=True)
+            records.append(record)
+        results[row] = {"description": description, "changes": config_changes(setup.base_cfg, ablation_config(setup.base_cfg, change)),
+                        "seeds": records, **aggregate(records, "val")}
+        for name, recs in feature_records.items():
+            if recs:
+                results[name] = {"description": FEATURE_ROWS[name], "seeds": recs, **aggregate(recs, "val")}
+    table_rows = []
+    base = results.get("default", {})
+    for name, entry in results.items():
+        knn, lin = entry.get("knn_top1", {}), entry.get("linear_top1", {})
+        delta = None
+        if base.get("knn_top1", {}).get("mean") is not None and knn.get("mean") is not None and name != "default":
+            delta = f"{100 * (knn['mean'] - base['knn_top1']['mean']):+.1f}"
+        table_rows.append({"row": name, "change": entry["description"], "knn": pct_spread(knn), "linear": pct_spread(lin), "delta": delta,
+                           "epochs": ", ".join(str(r.get("epochs_done", "")) for r in entry.get("seeds", []) if r.get("epochs_done") is not None)})
+    table = format_table(table_rows, [("row", "row"), ("change", "one change"), ("knn", "val kNN %"), ("delta", "vs default"),
+                                      ("linear", "val linear %"), ("epochs", "epochs per seed")],
+                         title=f"Ablations on tune-validation ({len(setup.query)} images carved from train), {args.minutes:g} min, seeds {args.seeds}")
+    report.write({"rows": results, "tune_train_images": len(setup.train), "tune_val_images": len(setup.query)},
+                 [table], ["Scores are on a validation split carved from the training images; the test split was not used."],
+                 filename="ablation.json" if args.minutes >= 5 else "ablation_smoke.json")
+    return 0
+
+
+# -- entry point ---------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default=None, help="CUB-layout dataset (default ../shared/data/cub50/CUB_200_2011)")
+    parser.add_argument("--minutes", type=float, default=20.0, help="pretraining budget per run (minutes)")
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help=f"subset of {', '.join(VARIANTS)}")
+    parser.add_argument("--device", default="cpu", help="device for training (the benchmark is about CPUs)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: every usable core)")
+    parser.add_argument("--workers", type=int, default=None, help="loader workers (default: fgdesk's automatic choice)")
+    parser.add_argument("--lightly-queue", type=int, default=4096, help="lightly's memory bank (MoCo v2 textbook: 4096)")
+    parser.add_argument("--lightly-temperature", type=float, default=0.2)
+    parser.add_argument("--tune", action="store_true", help="ablations on a validation split carved from train (writes ablation.json)")
+    parser.add_argument("--rows", default=None, help=f"ablation rows for --tune (default all): random, {', '.join([*ABLATIONS, *FEATURE_ROWS])}")
+    parser.add_argument("--keep-runs", type=Path, default=None, help="keep run folders here instead of a temporary folder")
+    parser.add_argument("--no-plot", action="store_true")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    threads = set_threads(args.threads)
+    data = resolve_data(args.data)
+    if not data.exists():
+        print(f"dataset folder {relative(data)} does not exist; pass --data", file=sys.stderr)
+        return 2
+    index = detect(data, check_images=False)
+    if not index.labelled():
+        print(f"{relative(data)} has no labels; the accuracy benchmark needs a labelled dataset", file=sys.stderr)
+        return 2
+    train = [s for s in index.train_samples() if s.label >= 0]
+    test = [s for s in index.test_samples() if s.label >= 0]
+    work = Path(args.keep_runs) if args.keep_runs else Path(tempfile.mkdtemp(prefix="fgdesk-accuracy-"))
+    work.mkdir(parents=True, exist_ok=True)
+    smoke = args.minutes < 5
+
+    if args.tune:
+        fit, val = tune_split(train)
+        tune_root = write_tune_dataset(work / "tune-data", list(index.classes), fit, val)
+        train_path, train, query = tune_root, fit, val
+        index = detect(tune_root, check_images=False)
+        train = [s for s in index.train_samples() if s.label >= 0]
+        query = [s for s in index.test_samples() if s.label >= 0]
+    else:
+        train_path, query = data, test
+
+    base = default_config(str(train_path), len(train), args.device)
+    base.schedule.time_budget_min = args.minutes
+    if args.workers is not None:
+        base.data.num_workers = args.workers
+    device = select_device(args.device)
+    dtype = resolve_precision(base.precision, device)
+    data_label = relative(data) + (" (tune-train split)" if args.tune else "")
+    setup = Setup(train_path, index, train, query, len(index.classes), base, device, dtype, data_label)
+
+    settings = {
+        "data": relative(data), "mode": "tune" if args.tune else "test", "minutes": args.minutes, "seeds": args.seeds,
+        "device": str(device), "precision": "bf16 autocast + channels_last" if dtype == torch.bfloat16 else "fp32",
+        "train_images": len(train), ("tune_val_images" if args.tune else "test_images"): len(query),
+        "classes": len(index.classes), "knn": {"k": KNN_K, "temperature": KNN_T, "similarity": "cosine"},
+        "linear_probe": "fgdesk.evaluate.linear.fit_linear (L-BFGS, weight decay chosen on a split of the training embeddings)",
+        "evaluation": f"fp32, centre crop {base.data.eval_size} px, fgdesk runs read from their best checkpoint (by validation kNN), peers from their best epoch",
+        "default_config": {k: v for k, v in base.to_dict().items() if k != "data"} | {"data": {**base.data.__dict__, "path": data_label}},
+    }
+    name = "ablation" if args.tune else "accuracy"
+    report = Report(name, settings)
+    try:
+        if args.tune:
+            return run_tune(args, setup, work, report)
+        variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+        unknown = [v for v in variants if v not in VARIANTS]
+        if unknown:
+            print(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}", file=sys.stderr)
+            return 2
+        seeds = [int(s) for s in args.seeds.split(",")]
+        results: dict[str, Any] = {}
+        for variant in variants:
+            records = []
+            for seed in seeds:
+                progress(f"{variant} ({VARIANTS[variant]}), seed {seed}, budget {args.minutes:g} min, {threads} threads")
+                record = run_variant(variant, seed, setup, args, work)
+                if variant in ("fgdesk_on", "fgdesk_off") and not args.keep_runs:
+                    shutil.rmtree(work / f"{variant}-seed{seed}", ignore_errors=True)
+                test_scores = record.get("test", {})
+                progress(f"{variant} seed {seed}: test kNN {pct(test_scores.get('knn_top1'))}%, linear {pct(test_scores.get('linear_top1'))}%")
+                records.append(record)
+            results[variant] = {"description": VARIANTS[variant], "seeds": records, **aggregate(records)}
+            if variant == "random":
+                results[variant]["stage4_gap"] = aggregate(records, "test_stage4_gap")
+        summary = {v: {m: results[v].get(m, {}) for m in ("knn_top1", "linear_top1")} for v in results}
+        targets = issue_targets(summary)
+        table_rows = []
+        for variant, entry in results.items():
+            epochs = [r.get("epochs_done") for r in entry["seeds"] if r.get("epochs_done") is not None]
+            speed = [r.get("mean_images_per_s") for r in entry["seeds"] if r.get("mean_images_per_s")]
+            table_rows.append({
+                "variant": VARIANTS[variant], "knn": pct_spread(entry.get("knn_top1", {})),
+                "linear": pct_spread(entry.get("linear_top1", {})),
+                "per_seed": " / ".join(pct(v) for v in entry.get("knn_top1", {}).get("per_seed", [])),
+                "epochs": "/".join(str(e) for e in epochs) or "-",
+                "speed": f"{sum(speed) / len(speed):.0f}" if speed else "-",
+            })
+            if variant == "random" and entry.get("stage4_gap"):
+                table_rows.append({"variant": "random init, plain stage-4 pool", "knn": pct_spread(entry["stage4_gap"].get("knn_top1", {})),
+                                   "linear": pct_spread(entry["stage4_gap"].get("linear_top1", {})),
+                                   "per_seed": " / ".join(pct(v) for v in entry["stage4_gap"].get("knn_top1", {}).get("per_seed", [])),
+                                   "epochs": "-", "speed": "-"})
+        tables = [format_table(table_rows, [("variant", "variant"), ("knn", "kNN top-1 %"), ("per_seed", "kNN per seed"),
+                                            ("linear", "linear top-1 %"), ("epochs", "epochs"), ("speed", "train img/s")],
+                               title=f"cub50 test split, {args.minutes:g} min CPU budget per run, seeds {args.seeds}, {threads} threads")]
+        if targets:
+            tables.append(format_table([{"target": k, "met": v["met"], "points": f"{next(iter(x for x in v.values() if isinstance(x, float))):+.1f}"}
+                                        for k, v in targets.items()],
+                                       [("target", "issue 6 target"), ("points", "points"), ("met", "met")]))
+        plots = []
+        if not args.no_plot:
+            folder = RESULTS_DIR if smoke else DOCS_DIR
+            prefix = "accuracy_smoke" if smoke else "benchmarks"
+            plots = plot_curves(results, folder / f"{prefix}_knn_curve.png", folder / f"{prefix}_loss_curve.png", args.minutes)
+        notes = ["Each fgdesk run is the engine's own: its budget clock includes the epoch-end kNN monitor and checkpoints."]
+        if smoke:
+            notes.append("Smoke run (budget under 5 minutes): the figures only show the script works.")
+        report.write({"variants": results, "targets": targets, "plots": plots}, tables, notes,
+                     filename="accuracy_smoke.json" if smoke else "accuracy.json")
+        return 0
+    finally:
+        if not args.keep_runs:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

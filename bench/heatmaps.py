@@ -1,0 +1,290 @@
+#!/usr/bin/env python3
+"""Heatmap quality: localization on the demo set, deletion/insertion on cub50.
+
+1. Demo set (fgdesk.data.synthetic, which knows each image's discriminative box):
+   pointing game and energy inside the box for every stage's attention map, the fused
+   map and the class-evidence map of a trained run, against a centre-Gaussian
+   baseline, chance (the box's share of the frame), and a sanity check with random
+   weights (random backbone and random attention gates), which should score near chance.
+2. cub50 (no boxes): deletion and insertion AUC. Pixels are removed from (or inserted
+   into) the image in order of the fused map, and the kNN classifier's probability of
+   the true class is tracked; the area under that curve is compared with a random
+   order and a centre-first order. Deletion: lower is better. Insertion: higher.
+
+    python3 dev.py bench bench/heatmaps.py                               # trains short runs itself
+    python3 dev.py bench bench/heatmaps.py --run RUN --cub-run CUBRUN      # score existing runs
+    python3 dev.py bench bench/heatmaps.py --quick                         # smoke run
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import (  # noqa: E402
+    Report,
+    format_table,
+    progress,
+    quiet_logging,
+    relative,
+    resolve_data,
+    seed_everything,
+    set_threads,
+)
+
+from fgdesk.data.images import ImageDecodeError, load_rgb  # noqa: E402
+from fgdesk.data.layouts import detect  # noqa: E402
+from fgdesk.data.synthetic import make_demo_dataset  # noqa: E402
+from fgdesk.evaluate.embeddings import compute_embeddings, load_encoder  # noqa: E402
+from fgdesk.evaluate.heatmaps import forward_with_maps, fused_attention, network_input  # noqa: E402
+from fgdesk.evaluate.knn import knn_scores  # noqa: E402
+from fgdesk.evaluate.linear import fit_linear  # noqa: E402
+from fgdesk.evaluate.localization import centre_gaussian  # noqa: E402
+from fgdesk.evaluate.report import open_dataset, score_localization  # noqa: E402
+from fgdesk.model.network import FineGrainedNet  # noqa: E402
+from fgdesk.train.defaults import default_config  # noqa: E402
+from fgdesk.train.engine import Trainer  # noqa: E402
+from fgdesk.train.events import EpochEvent, FailedEvent  # noqa: E402
+
+KNN_K, KNN_T = 20, 0.07
+
+
+def train_short_run(data: Path, minutes: float, folder: Path, seed: int = 0) -> Path:
+    count = len(detect(data, check_images=False).train_samples())
+    cfg = default_config(str(data), count, "cpu")
+    cfg.schedule.time_budget_min = minutes
+    cfg.seed = seed
+    cfg.name = f"heatmaps-{data.name}"
+
+    def on_event(event) -> None:
+        if isinstance(event, EpochEvent):
+            knn = "n/a" if event.knn_top1 is None else f"{100 * event.knn_top1:.1f}%"
+            progress(f"  epoch {event.epoch + 1}: loss {event.mean_loss:.3f}, val kNN {knn}, {event.elapsed_s / 60:.1f} min")
+
+    progress(f"training a {minutes:g}-minute run on {relative(data)} with the default configuration")
+    with quiet_logging():
+        result = Trainer(cfg.validate(), folder / cfg.name, on_event=on_event).run()
+    if isinstance(result, FailedEvent):
+        raise RuntimeError(f"training failed: {result.reason}")
+    return folder / cfg.name
+
+
+def summaries_as_rows(summaries: dict[str, Any], model: str) -> list[dict[str, Any]]:
+    rows = []
+    for kind, summary in summaries.items():
+        values = summary.as_dict()
+        rows.append({"model": model, "map": kind, **values})
+    return rows
+
+
+def random_weights_net(config, seed: int) -> FineGrainedNet:
+    """Random backbone and random attention gates (a fresh gate is exactly uniform, which proves nothing)."""
+    seed_everything(seed)
+    net = FineGrainedNet(config.model)
+    with torch.no_grad():
+        for pool in net.attention.pools:
+            if hasattr(pool, "gate"):
+                pool.gate[-1].weight.normal_(0.0, 1.0)
+    return net.eval()
+
+
+def demo_localization(run_dir: Path, limit: int | None, seed: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    net, config, _ = load_encoder(run_dir, "best", "cpu")
+    index = open_dataset(run_dir, config)
+    train = [s for s in index.train_samples() if s.label >= 0]
+    test = [s for s in index.test_samples() if s.label >= 0]
+    eval_size = config.data.eval_size
+    rows: list[dict[str, Any]] = []
+    for name, model in (("trained run", net), ("random weights", random_weights_net(config, seed))):
+        progress(f"demo set: {name}: linear probe and localization on {len(test)} test images")
+        embeddings = compute_embeddings(model, train, eval_size, crop_bottom=index.crop_bottom)
+        probe = fit_linear(embeddings.vectors, embeddings.labels, len(index.classes), seed=seed)
+        summaries, note = score_localization(model, test, index.crop_bottom, eval_size, probe, "cpu", limit)
+        if name != "trained run":
+            summaries = {k: v for k, v in summaries.items() if k not in ("centre", "chance")}
+        rows.extend(summaries_as_rows(summaries, name))
+    info = {"run_attention": config.model.attention, "stages": config.model.stages, "eval_size": eval_size,
+            "scale_weights": [round(float(w), 4) for w in net.attention.scale_weights().detach()], "test_images": len(test)}
+    return rows, info
+
+
+# -- deletion / insertion -------------------------------------------------------------------
+
+
+def blurred(image: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Gaussian blur of a (3, H, W) tensor: the 'nothing inserted yet' canvas of the insertion test."""
+    radius = max(1, int(3 * sigma))
+    xs = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-xs**2 / (2 * sigma**2))
+    kernel = kernel / kernel.sum()
+    x = image.unsqueeze(0)
+    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), kernel.view(1, 1, 1, -1).repeat(3, 1, 1, 1), groups=3)
+    x = F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"), kernel.view(1, 1, -1, 1).repeat(3, 1, 1, 1), groups=3)
+    return x.squeeze(0)
+
+
+def curve_images(image: torch.Tensor, order: torch.Tensor, canvas: torch.Tensor, steps: int, insert: bool) -> torch.Tensor:
+    """(steps + 1, 3, H, W): after k/steps of the pixels (in `order`) were deleted or inserted."""
+    _, height, width = image.shape
+    total = height * width
+    frames = []
+    for k in range(steps + 1):
+        count = round(total * k / steps)
+        mask = torch.zeros(total, dtype=torch.bool)
+        mask[order[:count]] = True
+        mask = mask.view(1, height, width)
+        frames.append(torch.where(mask, image, canvas) if insert else torch.where(mask, canvas, image))
+    return torch.stack(frames)
+
+
+def auc(values: np.ndarray) -> float:
+    """Area under a curve sampled at evenly spaced fractions 0..1 (trapezoid rule)."""
+    return float(np.trapezoid(values, dx=1.0 / (len(values) - 1)))
+
+
+@torch.no_grad()
+def deletion_insertion(run_dir: Path | None, data: Path, images: int, steps: int, seed: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    if run_dir is not None:
+        net, config, _ = load_encoder(run_dir, "best", "cpu")
+    else:
+        raise ValueError("a cub50 run is needed")
+    index = detect(data, check_images=False)
+    train = [s for s in index.train_samples() if s.label >= 0]
+    test = [s for s in index.test_samples() if s.label >= 0]
+    step = max(1, len(test) // images)
+    chosen = test[::step][:images]
+    eval_size = config.data.eval_size
+    progress(f"cub50: embedding {len(train)} training images for the kNN classifier")
+    bank = compute_embeddings(net, train, eval_size, crop_bottom=index.crop_bottom)
+    num_classes = len(index.classes)
+    generator = torch.Generator().manual_seed(seed)
+    curves: dict[str, dict[str, list[np.ndarray]]] = {kind: {"deletion": [], "insertion": []} for kind in ("fused", "centre", "random")}
+    full_probability = []
+    progress(f"cub50: deletion and insertion on {len(chosen)} test images, {steps} steps each")
+    for number, sample in enumerate(chosen):
+        try:
+            picture = load_rgb(sample.path, crop_bottom=index.crop_bottom)
+        except ImageDecodeError:
+            continue
+        image = network_input(picture, eval_size)
+        _, height, width = image.shape
+        result = forward_with_maps(net, image.unsqueeze(0))
+        fused = fused_attention(result.attention, (height, width), result.scale_weights)[0]
+        orders = {
+            "fused": torch.argsort(fused.flatten(), descending=True, stable=True),
+            "centre": torch.argsort(torch.from_numpy(centre_gaussian((height, width))).float().flatten(), descending=True, stable=True),
+            "random": torch.randperm(height * width, generator=generator),
+        }
+        zero = torch.zeros_like(image)  # the dataset mean colour after normalisation
+        soft = blurred(image, sigma=max(2.0, min(height, width) / 20))
+        for kind, order in orders.items():
+            for mode, canvas in (("deletion", zero), ("insertion", soft)):
+                frames = curve_images(image, order, canvas, steps, insert=mode == "insertion")
+                embedding = net(frames).embedding.float()
+                votes = knn_scores(bank.vectors, bank.labels, embedding, num_classes, KNN_K, KNN_T)
+                probability = (votes / votes.sum(dim=1, keepdim=True).clamp_min(1e-12))[:, sample.label]
+                curves[kind][mode].append(probability.numpy())
+        full_probability.append(float(curves["fused"]["deletion"][-1][0]))
+        if (number + 1) % 10 == 0:
+            progress(f"  {number + 1}/{len(chosen)} images")
+    rows = []
+    for kind, modes in curves.items():
+        row: dict[str, Any] = {"order": kind}
+        for mode, values in modes.items():
+            if values:
+                stacked = np.stack(values)
+                row[f"{mode}_auc"] = float(np.mean([auc(v) for v in stacked]))
+                row[f"{mode}_curve"] = [round(float(x), 4) for x in stacked.mean(axis=0)]
+        rows.append(row)
+    info = {"images": len(full_probability), "steps": steps, "eval_size": eval_size,
+            "mean_true_class_probability_full_image": float(np.mean(full_probability)) if full_probability else None,
+            "deletion_canvas": "zeros after normalisation (the dataset mean colour)",
+            "insertion_canvas": "Gaussian-blurred image (sigma = short side / 20)",
+            "classifier": f"kNN over the train split (k={KNN_K}, T={KNN_T}), probability = normalised votes"}
+    return rows, info
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--run", type=Path, help="a run trained on the demo set (default: train one here)")
+    parser.add_argument("--cub-run", type=Path, help="a run trained on cub50 (default: train one here)")
+    parser.add_argument("--data", default=None, help="cub50 folder (default ../shared/data/cub50/CUB_200_2011)")
+    parser.add_argument("--demo-minutes", type=float, default=4.0, help="budget of the demo-set run trained here")
+    parser.add_argument("--cub-minutes", type=float, default=6.0, help="budget of the cub50 run trained here")
+    parser.add_argument("--demo-classes", type=int, default=8)
+    parser.add_argument("--demo-per-class", type=int, default=60)
+    parser.add_argument("--images", type=int, default=100, help="cub50 test images for deletion/insertion")
+    parser.add_argument("--steps", type=int, default=16, help="points on each deletion/insertion curve")
+    parser.add_argument("--limit", type=int, default=None, help="demo test images scored for localization (default all)")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-demo", action="store_true")
+    parser.add_argument("--skip-cub", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="smoke run: tiny demo set, 0.3-minute runs, 6 cub images")
+    parser.add_argument("--tag", default="", help="suffix for the results file name")
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.demo_minutes, args.cub_minutes = min(args.demo_minutes, 0.3), min(args.cub_minutes, 0.3)
+        args.demo_classes, args.demo_per_class = 4, 16
+        args.images, args.steps = min(args.images, 6), min(args.steps, 8)
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    threads = set_threads(args.threads)
+    data = resolve_data(args.data)
+    work = Path(tempfile.mkdtemp(prefix="fgdesk-heatmaps-"))
+    settings = {
+        "demo_run": relative(args.run) if args.run else f"trained here: default config, {args.demo_minutes:g} min",
+        "cub_run": relative(args.cub_run) if args.cub_run else f"trained here: default config, {args.cub_minutes:g} min",
+        "demo_set": f"{args.demo_classes} classes x {args.demo_per_class} images, 112 px, seed 0",
+        "cub_data": relative(data), "cub_images": args.images, "steps": args.steps, "quick": args.quick, "seed": args.seed,
+    }
+    report = Report("heatmaps" + ("_quick" if args.quick else "") + (f"_{args.tag}" if args.tag else ""), settings)
+    results: dict[str, Any] = {}
+    tables = []
+    try:
+        if not args.skip_demo:
+            run = args.run
+            if run is None:
+                demo = make_demo_dataset(work / "demo", num_classes=args.demo_classes, per_class=args.demo_per_class, seed=0)
+                run = train_short_run(demo, args.demo_minutes, work, args.seed)
+            rows, info = demo_localization(run, args.limit, args.seed)
+            results["demo_localization"] = {"rows": rows, **info}
+            tables.append(format_table(
+                [{**r, **{k: (None if r.get(k) is None else f"{100 * r[k]:.1f}") for k in ("pointing", "energy", "iou_mass", "iou_half_max")}} for r in rows],
+                [("model", "model"), ("map", "map"), ("pointing", "pointing game %"), ("energy", "energy in box %"),
+                 ("iou_mass", "IoU (50% mass) %"), ("constant", "constant maps"), ("images", "images")],
+                title=f"Demo set localization ({info['test_images']} test images, learned scale weights {info['scale_weights']})",
+            ))
+        if not args.skip_cub:
+            if not data.exists():
+                results["deletion_insertion"] = {"skipped": f"{relative(data)} not found"}
+            else:
+                cub_run = args.cub_run or train_short_run(data, args.cub_minutes, work, args.seed)
+                rows, info = deletion_insertion(cub_run, data, args.images, args.steps, args.seed)
+                results["deletion_insertion"] = {"rows": rows, **info}
+                tables.append(format_table(
+                    [{"order": r["order"], "deletion": f"{r.get('deletion_auc', float('nan')):.3f}",
+                      "insertion": f"{r.get('insertion_auc', float('nan')):.3f}"} for r in rows],
+                    [("order", "pixel order"), ("deletion", "deletion AUC (lower better)"), ("insertion", "insertion AUC (higher better)")],
+                    title=f"cub50 deletion / insertion, kNN probability of the true class ({info['images']} test images)",
+                ))
+        notes = ["Random weights: random backbone and random attention gates; a map that localizes no better than this shows architecture bias, not learning."]
+        report.write(results, tables, notes)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
