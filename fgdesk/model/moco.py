@@ -97,7 +97,8 @@ class MoCo(nn.Module):
             return info_nce(query, key, negatives, self.temperature, mask, self.decoupled)
 
         global_results = [loss_against(self.query(global_views[i]), keys[(i + 1) % count]) for i in query_views]
-        local_results = [loss_against(self.query(view), key) for view in local_views for key in keys.values()]
+        local_queries = [self.query(view) for view in local_views]
+        local_results = [loss_against(query, key) for query in local_queries for key in keys.values()]
         results = global_results + local_results
         loss = torch.stack([r[0] for r in results]).mean()
         accuracy = torch.stack([r[1] for r in global_results]).mean()
