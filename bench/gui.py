@@ -192,6 +192,8 @@ def run_benchmarks(args, scratch: Path) -> dict:
     home = scratch / "home-folder"
     folder_runs = {}
     for label in ("cold_cache", "warm_cache"):
+        # Same window both times: drop the saved settings (geometry), keep the thumbnail cache.
+        shutil.rmtree(home / "config", ignore_errors=True)
         started, markers, rss = launch({"FGDESK_HOME": str(home), "FGDESK_BENCH_STARTUP": "1",
                                         "FGDESK_BENCH_DATASET": str(folder)})
         if THUMBNAILS not in markers or INDEXED not in markers:

@@ -10,6 +10,7 @@ import logging
 import logging.handlers
 import os
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -38,10 +39,11 @@ def configure_logging() -> Path | None:
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(threadName)s %(name)s: %(message)s"))
         root.addHandler(handler)
-    console = logging.StreamHandler()
-    console.setLevel(logging.WARNING)
-    console.setFormatter(logging.Formatter("fgdesk: %(levelname)s: %(message)s"))
-    root.addHandler(console)
+    if not logging.getLogger().handlers:  # the CLI may already log to the console
+        console = logging.StreamHandler()
+        console.setLevel(logging.WARNING)
+        console.setFormatter(logging.Formatter("fgdesk: %(levelname)s: %(message)s"))
+        root.addHandler(console)
     return log_path
 
 
@@ -79,6 +81,8 @@ def install_excepthook(window_getter) -> None:
             return
         text = "".join(traceback.format_exception(kind, value, trace))
         log.error("unexpected error:\n%s", text)
+        if threading.current_thread() is not threading.main_thread():
+            return  # widgets only on the GUI thread; workers report their errors through signals
         try:
             from fgdesk.gui.qtutil import show_error
             from fgdesk.gui.workers import gui_log_path
@@ -98,7 +102,6 @@ class _StartupProbe:
         from PySide6.QtCore import QEvent, QObject, QTimer
 
         self.app, self.window = app, window
-        self.started = time.time()
         probe = self
 
         class Filter(QObject):
@@ -138,8 +141,14 @@ class _StartupProbe:
         model = view.thumbnail_model
         if view.index is None or model.rowCount() == 0:
             return
-        rows = view.thumbnail_view.visible_rows()
-        if rows and all(model.has_thumbnail(row) for row in rows):
+        grid = view.thumbnail_view
+        rows = grid.visible_rows()
+        # A first screen is complete when every full line of cells the viewport holds is there.
+        cell = grid.gridSize()
+        columns = max(1, grid.viewport().width() // max(1, cell.width()))
+        full_lines = max(1, grid.viewport().height() // max(1, cell.height()))
+        expected = min(model.rowCount(), columns * full_lines)
+        if len(rows) >= expected and all(model.has_thumbnail(row) for row in rows):
             self._timer.stop()
             print(f"{THUMBNAILS_MARKER} {time.time():.6f} {len(rows)} {model.rowCount()}", flush=True)
             QTimer.singleShot(0, self.app.quit)
@@ -182,8 +191,18 @@ def main(argv: list[str] | None = None) -> int:
         window.windowHandle().installEventFilter(probe._filter)
     if options.path:
         window.open_path(options.path)
-    code = app.exec()
-    return int(code)
+    code = int(app.exec())
+    # Background tasks (a classifier fit, the first torch import) must not outlive the
+    # interpreter: wait a while, and if one is still busy, leave without tearing Qt down.
+    from PySide6.QtCore import QThreadPool
+
+    if not QThreadPool.globalInstance().waitForDone(10_000):
+        log.warning("background work still running at exit; leaving without waiting for it")
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 if __name__ == "__main__":

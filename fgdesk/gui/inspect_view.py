@@ -60,7 +60,7 @@ DEFAULT_COLORMAPS = ("inferno", "viridis", "magma", "jet")
 IMAGE_LAYER = "image"
 
 
-NORMALIZE_MODES = {"per_map": "each map to its peak", "shared": "one peak for all scales"}
+NORMALIZE_MODES = {"per_map": "Own peak per map", "shared": "Shared peak"}
 
 
 def layer_title(key: str) -> str:
@@ -235,6 +235,7 @@ class InspectView(QWidget):
         self._layer_boxes: dict[str, QCheckBox] = {}
         self._csv_task = None
         self._pending_run: str | None = None
+        self._active_run: str | None = None
         self._colormaps: tuple[str, ...] = DEFAULT_COLORMAPS
         self.last_error_box = None
         self.last_csv_result: tuple[str, int] | None = None
@@ -325,7 +326,7 @@ class InspectView(QWidget):
         self.image_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.image_list.currentItemChanged.connect(self._on_item_changed)
         images.body.addWidget(self.image_list, 1)
-        images.setMinimumWidth(220)
+        images.setMinimumWidth(190)
         splitter.addWidget(images)
 
         centre = Card(margins=12)
@@ -363,17 +364,16 @@ class InspectView(QWidget):
         self.opacity_slider = QSlider(Qt.Orientation.Horizontal)
         self.opacity_slider.setRange(0, 100)
         self.opacity_slider.setValue(50)
-        self.opacity_slider.setFixedWidth(110)
+        self.opacity_slider.setFixedWidth(100)
+        self.opacity_slider.setToolTip("Opacity of the heatmap over the image")
         self.opacity_slider.valueChanged.connect(lambda _: self._render_timer.start())
         controls.addWidget(self.opacity_slider)
-        controls.addSpacing(8)
-        controls.addWidget(muted_label("Colormap", wrap=False))
+        controls.addSpacing(6)
         self.colormap_combo = QComboBox()
+        self.colormap_combo.setToolTip("Colormap of the heatmaps")
         self.colormap_combo.addItems(list(DEFAULT_COLORMAPS))
         self.colormap_combo.currentIndexChanged.connect(lambda _: self._render_timer.start())
         controls.addWidget(self.colormap_combo)
-        controls.addSpacing(8)
-        controls.addWidget(muted_label("Scale", wrap=False))
         self.normalize_combo = QComboBox()
         for mode, text in NORMALIZE_MODES.items():
             self.normalize_combo.addItem(text, mode)
@@ -384,7 +384,7 @@ class InspectView(QWidget):
         self.normalize_combo.currentIndexChanged.connect(lambda _: self.repredict())
         controls.addWidget(self.normalize_combo)
         controls.addStretch(1)
-        self.save_button = QPushButton("Save overlay…")
+        self.save_button = QPushButton("Save PNG…")
         self.save_button.setToolTip("Save the selected layer (click a panel to select it) as a PNG at full resolution")
         self.save_button.clicked.connect(lambda: self.save_overlay())
         controls.addWidget(self.save_button)
@@ -392,7 +392,7 @@ class InspectView(QWidget):
         splitter.addWidget(centre)
 
         right = Card("Prediction")
-        right.setMinimumWidth(260)
+        right.setMinimumWidth(250)
         right.setMaximumWidth(380)
         self.prediction_message = muted_label("")
         right.body.addWidget(self.prediction_message)
@@ -450,7 +450,7 @@ class InspectView(QWidget):
         splitter.setStretchFactor(0, 0)
         splitter.setStretchFactor(1, 1)
         splitter.setStretchFactor(2, 0)
-        splitter.setSizes([230, 640, 300])
+        splitter.setSizes([200, 660, 270])
         self.splitter = splitter
         return splitter
 
@@ -510,7 +510,7 @@ class InspectView(QWidget):
 
     def _on_run_changed(self, _index: int = -1) -> None:
         run = self.current_run()
-        if run == getattr(self, "_active_run", None):
+        if run == self._active_run:
             self._update_hint()
             return
         self._active_run = run
@@ -829,7 +829,7 @@ class InspectView(QWidget):
                 panel = _LayerPanel(key)
                 panel.canvas.clicked.connect(lambda k=key: self.select_layer(k))
                 self._panels[key] = panel
-                box = QCheckBox(layer_title(key))
+                box = QCheckBox("Evidence" if key == "evidence" else layer_title(key))
                 box.setChecked(key not in self._hidden_layers)
                 box.toggled.connect(lambda checked, k=key: self.set_layer_visible(k, checked))
                 self.layers_row.addWidget(box)

@@ -276,6 +276,12 @@ class TrainingView(QWidget):
         holder_layout = QVBoxLayout(holder)
         holder_layout.setContentsMargins(0, 0, 0, 0)
         holder_layout.addWidget(self.advanced)
+        self.glance = QLabel()
+        self.glance.setObjectName("Muted")
+        self.glance.setTextFormat(Qt.TextFormat.RichText)
+        self.glance.setContentsMargins(0, 6, 0, 0)
+        holder_layout.addWidget(self.glance)
+        self.advanced.toggled.connect(lambda expanded: self.glance.setVisible(not expanded))
         self.form_error = QLabel()
         self.form_error.setObjectName("Error")
         self.form_error.setWordWrap(True)
@@ -415,7 +421,7 @@ class TrainingView(QWidget):
         runs_card.header.addWidget(refresh)
         self.runs_table = QTableWidget(0, 7)
         self.runs_table.setHorizontalHeaderLabels(
-            ["Run", "Status", "Epochs", "Best kNN top-1", "Classifier", "Dataset", "Updated"]
+            ["Run", "Status", "Epochs", "Best kNN", "Classifier", "Dataset", "Updated"]
         )
         self.runs_table.verticalHeader().hide()
         self.runs_table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
@@ -460,18 +466,22 @@ class TrainingView(QWidget):
         self.classifier_progress.setRange(0, 100)
         self.classifier_progress.hide()
         clf.body.addWidget(self.classifier_progress)
-        scores = QHBoxLayout()
-        scores.setSpacing(26)
+        results = QHBoxLayout()
+        results.setSpacing(14)
+        scores = QVBoxLayout()
+        scores.setSpacing(10)
         top1, self.top1_label = metric_block("Top-1 (test)")
         top5, self.top5_label = metric_block("Top-5 (test)")
-        scores.addWidget(top1)
-        scores.addWidget(top5)
+        scores.addWidget(top1, 0, Qt.AlignmentFlag.AlignLeft)
+        scores.addWidget(top5, 0, Qt.AlignmentFlag.AlignLeft)
+        self.confusion_legend = muted_label("")
+        self.confusion_legend.setMaximumWidth(170)
+        scores.addWidget(self.confusion_legend, 0, Qt.AlignmentFlag.AlignLeft)
         scores.addStretch(1)
-        clf.body.addLayout(scores)
+        results.addLayout(scores)
         self.confusion_plot = pg.PlotWidget()
         self.confusion_plot.setMenuEnabled(False)
         self.confusion_plot.getPlotItem().hideButtons()
-        self.confusion_plot.setTitle("Confusion matrix (share of each true class)", size="8pt", color="#1d2330")
         self.confusion_plot.setLabel("left", "true class")
         self.confusion_plot.setLabel("bottom", "predicted class")
         self.confusion_plot.getViewBox().invertY(True)
@@ -480,10 +490,12 @@ class TrainingView(QWidget):
         self.confusion_image = pg.ImageItem(axisOrder="row-major")
         self.confusion_image.setColorMap(pg.colormap.get("viridis"))
         self.confusion_plot.addItem(self.confusion_image)
-        self.confusion_plot.setMinimumHeight(140)
+        self.confusion_plot.setMinimumSize(150, 140)
+        self.confusion_plot.setToolTip("Confusion matrix: each row shows where the test images of one class went")
         self.confusion_plot.hide()
-        clf.body.addWidget(self.confusion_plot, 1)
-        clf.body.addStretch(0)
+        results.addWidget(self.confusion_plot, 1)
+        results.addStretch(0)
+        clf.body.addLayout(results, 1)
         self.classifier_card = clf
         splitter.addWidget(clf)
         splitter.setStretchFactor(0, 3)
@@ -544,6 +556,24 @@ class TrainingView(QWidget):
                 node = node[part]
             field.write(node)
         self._mark_invalid(None)
+        self._show_glance(config)
+
+    def _show_glance(self, config: RunConfig, title: str = "Settings") -> None:
+        """A short table of the settings that matter most, under the advanced options."""
+        s, d, m, c = config.schedule, config.data, config.model, config.contrastive
+        length = f"{s.epochs} epochs" + (f", at most {s.time_budget_min:g} min" if s.time_budget_min else "")
+        rows = [
+            ("Model", f"{m.backbone}, {m.weights} weights"),
+            ("Attention", f"{m.attention}, stages {', '.join(str(x) for x in m.stages)}"),
+            ("Views", f"{d.image_size} px + {d.local_crops} × {d.local_size} px crops"),
+            ("Length", length),
+            ("Batch", f"{s.batch_size}, lr {config.optim.lr:g}"),
+            ("Contrast", f"queue {c.queue_size:,}, T {c.temperature:g}"),
+            ("Device", config.device),
+        ]
+        cells = "".join(f"<tr><td style='padding-right:10px'>{k}</td><td style='color:#1d2330'>{v}</td></tr>"
+                        for k, v in rows)
+        self.glance.setText(f"<b style='color:#1d2330'>{title}</b><table style='margin-top:4px'>{cells}</table>")
 
     def config_from_form(self) -> RunConfig:
         """The run's config: defaults for the dataset with the form's values; raises ConfigError."""
@@ -586,6 +616,7 @@ class TrainingView(QWidget):
             self.status_message.emit("Fix the highlighted setting to start")
             return False
         self._mark_invalid(None)
+        self._show_glance(config, "This run")
         self._start_worker(workers.TrainingWorker(config=config, parent=self), f"Starting a run on {Path(config.data.path).name}")
         return True
 
@@ -974,12 +1005,14 @@ class TrainingView(QWidget):
         self.confusion_image.setImage(shares, levels=(0.0, 1.0))
         size = len(shares)
         self.confusion_image.setRect(0, 0, size, size)
-        numbers = [(i + 0.5, str(i)) for i in range(size)]
-        names = [(i + 0.5, f"{name[:13]}… {i}" if len(name) > 14 else f"{name} {i}") for i, name in enumerate(class_names)]
         few = size <= 12
-        self.confusion_plot.getAxis("left").setTicks([names] if few else None)
-        self.confusion_plot.getAxis("bottom").setTicks([numbers] if few else None)
-        self.confusion_image.setToolTip("\n".join(f"{i}: {name}" for i, name in enumerate(class_names[:40])))
+        numbers = [(i + 0.5, str(i)) for i in range(size)]
+        for axis in ("left", "bottom"):
+            self.confusion_plot.getAxis(axis).setTicks([numbers] if few else None)
+        legend = [f"{i} {name if len(name) <= 18 else name[:17] + '…'}" for i, name in enumerate(class_names)]
+        self.confusion_legend.setText("\n".join(legend) if few else f"{size} classes")
+        self.confusion_plot.setToolTip("Confusion matrix (rows: true class, columns: predicted class)\n"
+                                       + "\n".join(legend[:40]))
         self.confusion_plot.getViewBox().setRange(xRange=(0, size), yRange=(0, size), padding=0.02)
         self.confusion_plot.show()
 

@@ -151,9 +151,11 @@ class ImageCanvas(QWidget):
 
     clicked = Signal()
 
-    def __init__(self, placeholder: str = "", parent: QWidget | None = None, align_top: bool = False) -> None:
+    def __init__(self, placeholder: str = "", parent: QWidget | None = None, align_top: bool = False,
+                 fit_height: bool = False) -> None:
         super().__init__(parent)
         self._align_top = align_top
+        self._fit_height = fit_height  # ask the layout for the height the image needs at this width
         self._pixmap: QPixmap | None = None
         self._box: tuple[float, float, float, float] | None = None  # in pixmap pixels
         self._placeholder = placeholder
@@ -161,10 +163,21 @@ class ImageCanvas(QWidget):
         self._selected = False
         self._dim = False
         self.setMinimumSize(64, 64)
-        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        vertical = QSizePolicy.Policy.Preferred if fit_height else QSizePolicy.Policy.Expanding
+        policy = QSizePolicy(QSizePolicy.Policy.Expanding, vertical)
+        policy.setHeightForWidth(fit_height)
+        self.setSizePolicy(policy)
 
     def sizeHint(self) -> QSize:
-        return QSize(320, 240)
+        return QSize(320, self.heightForWidth(320) if self._fit_height else 240)
+
+    def hasHeightForWidth(self) -> bool:
+        return self._fit_height
+
+    def heightForWidth(self, width: int) -> int:
+        if self._pixmap is None or self._pixmap.isNull():
+            return int(width * 0.75)
+        return max(64, min(900, int(width * self._pixmap.height() / max(1, self._pixmap.width()))))
 
     def pixmap(self) -> QPixmap | None:
         return self._pixmap
@@ -172,6 +185,8 @@ class ImageCanvas(QWidget):
     def set_pixmap(self, pixmap: QPixmap | None, box: tuple[float, float, float, float] | None = None) -> None:
         self._pixmap = pixmap
         self._box = box
+        if self._fit_height:
+            self.updateGeometry()
         self.update()
 
     def set_placeholder(self, text: str) -> None:

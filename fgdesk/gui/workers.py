@@ -37,7 +37,10 @@ class TaskContext:
         self._cancel_event = cancel_event
 
     def progress(self, value: Any) -> None:
-        self._signals.progress.emit(value)
+        try:
+            self._signals.progress.emit(value)
+        except RuntimeError:  # shutting down
+            pass
 
     def cancelled(self) -> bool:
         return self._cancel_event.is_set()
@@ -63,9 +66,15 @@ class Task(QRunnable):
             result = self._fn(context)
         except BaseException as exc:  # reported, never swallowed
             log.exception("%s failed", self.name)
-            self.signals.failed.emit(describe_exception(exc), traceback.format_exc())
+            self._emit(self.signals.failed, describe_exception(exc), traceback.format_exc())
         else:
-            self.signals.done.emit(result)
+            self._emit(self.signals.done, result)
+
+    def _emit(self, signal, *args) -> None:
+        try:
+            signal.emit(*args)
+        except RuntimeError:  # the app is shutting down and nobody is listening any more
+            log.debug("%s finished after its receivers were deleted", self.name)
 
 
 def describe_exception(exc: BaseException) -> str:

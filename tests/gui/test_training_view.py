@@ -1,7 +1,6 @@
 """The training panel: one-click runs, live curves, pause/stop, validation, failures, closing."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -28,6 +27,7 @@ def test_a_short_run_from_the_button_plots_loss_and_finishes(window, qtbot, demo
     result = view.last_result
     assert type(result).__name__ == "FinishedEvent" and result.status == "finished"
     assert started and Path(started[0]) == Path(result.run_dir)
+    assert window.recent_runs.items()[0] == result.run_dir  # Run > Recent runs
     xs, ys = view.loss_curve.getData()
     assert xs is not None and len(xs) >= 2  # 2 epochs x 2 steps of 8 images
     assert len(view.loss_ema_curve.getData()[0]) == len(xs)
@@ -37,7 +37,8 @@ def test_a_short_run_from_the_button_plots_loss_and_finishes(window, qtbot, demo
     assert view.total_progress.value() == view.total_progress.maximum()
     assert view.redraw_count >= 1
     # The run shows up in the past runs table, finished, and can be opened in Inspect.
-    qtbot.waitUntil(lambda: any(str(r.path) == result.run_dir for r in view.runs()), timeout=10_000)
+    qtbot.waitUntil(lambda: any(str(r.path) == result.run_dir and r.status == "finished" for r in view.runs()),
+                    timeout=10_000)
     assert view.select_run(result.run_dir)
     assert view.runs_table.item(view.runs_table.currentRow(), 1).text() == "finished"
     assert view.inspect_button.isEnabled() and view.classifier_button.isEnabled()
@@ -156,3 +157,36 @@ def test_closing_during_training_asks_then_stops_cleanly(window, qtbot, demo_set
     assert not view.is_training()
     assert view.last_result.status == "stopped"
     assert (Path(view.last_result.run_dir) / "checkpoints" / "last.pt").is_file()
+
+
+def test_a_stopped_run_resumes_from_the_table(window, qtbot, demo_set):
+    view = window.training_view
+    ready_to_train(qtbot, window, demo_set, **{"schedule.epochs": 3, "schedule.eval_every": 0})
+    view.start_training()
+    qtbot.waitUntil(lambda: view._latest_step is not None, timeout=120_000)
+    view.stop_training()
+    qtbot.waitUntil(lambda: finished(view), timeout=120_000)
+    run_dir = view.last_result.run_dir
+    steps_before = view._latest_step.global_step
+    qtbot.waitUntil(lambda: view.select_run(run_dir) and view.resume_button.isEnabled(), timeout=10_000)
+    qtbot.mouseClick(view.resume_button, Qt.MouseButton.LeftButton)
+    assert view.is_training()
+    qtbot.waitUntil(lambda: finished(view), timeout=120_000)
+    assert view.last_result.status == "finished" and view.last_result.run_dir == run_dir
+    assert view.last_result.epochs_done == 3
+    steps = [int(x) for x in view.loss_curve.getData()[0]]
+    assert steps[0] <= steps_before < steps[-1] == 6  # the curve continues the run's history
+
+
+def test_train_classifier_shows_scores_and_a_confusion_matrix(window, qtbot, trained_run):
+    view = window.training_view
+    window.show_page("train")
+    assert view.train_classifier(trained_run)
+    assert view.classifier_progress.isVisibleTo(view)
+    qtbot.waitUntil(lambda: not view.classifier_running(), timeout=180_000)
+    report = view.classifier_report
+    assert view.top1_label.text().endswith("%") and view.top5_label.text().endswith("%")
+    assert view.confusion_plot.isVisibleTo(view)
+    assert view.confusion_image.image.shape == (3, 3)
+    assert view.confusion_legend.text().splitlines()[0] == f"0 {report.class_names[0]}"
+    assert (Path(trained_run) / "classifier.pt").is_file()
