@@ -13,8 +13,8 @@ import torch
 from fgdesk.config import RunConfig
 from fgdesk.data.augment import eval_transform
 from fgdesk.data.layouts import Sample
+from fgdesk.data.loading import SampleDataset, make_loader
 from fgdesk.fileio import atomic_write
-from fgdesk.data.loading import SampleDataset, collate_skip_bad, make_loader
 from fgdesk.model.network import FineGrainedNet
 from fgdesk.train import runs
 from fgdesk.train.checkpoint import CheckpointError, checkpoint_config, load_checkpoint
