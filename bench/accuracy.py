@@ -737,6 +737,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rows", default=None, help=f"ablation rows for --tune (default all): random, {', '.join([*ABLATIONS, *FEATURE_ROWS])}")
     parser.add_argument("--keep-runs", type=Path, default=None, help="keep run folders here instead of a temporary folder")
     parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument("--out", default=None,
+                        help="results name, e.g. accuracy_4min (writes bench/results/NAME.json and docs/NAME_*.png, "
+                             "leaving the main figures alone)")
     return parser.parse_args(argv)
 
 
@@ -838,13 +841,13 @@ def main(argv: list[str] | None = None) -> int:
         plots = []
         if not args.no_plot:
             folder = RESULTS_DIR if smoke else DOCS_DIR
-            prefix = "accuracy_smoke" if smoke else "benchmarks"
+            prefix = "accuracy_smoke" if smoke else (args.out or "benchmarks")
             plots = plot_curves(results, folder / f"{prefix}_knn_curve.png", folder / f"{prefix}_loss_curve.png", args.minutes)
         notes = ["Each fgdesk run is the engine's own: its budget clock includes the epoch-end kNN monitor and checkpoints."]
         if smoke:
             notes.append("Smoke run (budget under 5 minutes): the figures only show the script works.")
         report.write({"variants": results, "targets": targets, "plots": plots}, tables, notes,
-                     filename="accuracy_smoke.json" if smoke else "accuracy.json")
+                     filename="accuracy_smoke.json" if smoke else f"{args.out or 'accuracy'}.json")
         return 0
     finally:
         if not args.keep_runs:

@@ -4,13 +4,15 @@ One run trains once (module fixture) and the tests read it. The demo set's class
 differ only by a small dark marking on the wing, with its box recorded.
 
 Measured with this recipe (seed 0, 8 classes x 40 images at 64 px, 60 steps): the
-contrastive loss on a fixed probe falls from 3.87 (chance, log 48) to 3.56, and the
-fused attention map peaks inside the marking's box for 86% of test images (chance
-2.7%). What a run this short does NOT do is make the embedding better at telling the
-classes apart: kNN top-1 on the test split was 14-19% after training against 30-35%
-for the same network at random init (chance 12.5%), the small-data failure that
-docs/benchmarks.md measures on CUB as well. There is deliberately no kNN assertion here
-until pretraining beats random features.
+contrastive loss on a fixed probe falls, the fused attention map peaks inside the
+marking's box far more often than chance, and kNN top-1 of the trained embedding on
+the test split is 25-29% over six recipe variants (chance 12.5%). That kNN figure
+was 11-14% while demo backgrounds took any hue: a background colour is the easiest
+way to tell one image from another, so instance discrimination learned it instead of
+anything shared by a class. Backgrounds now keep to a natural foliage range. A run
+this short still does not beat the same network at random init (30-35%), the
+small-data limit docs/benchmarks.md measures on CUB as well, so the kNN assertion
+below is "clearly above chance", not "better than random features".
 """
 from __future__ import annotations
 
@@ -118,3 +120,17 @@ def test_fused_attention_points_at_the_marking(trained):
     flat = FineGrainedNet(config.model.__class__(**{**config.model.__dict__, "attention": "none"})).eval()
     flat_summary, _ = score_localization(flat, test, index.crop_bottom, config.data.eval_size, None)
     assert flat_summary["fused"].pointing == 0.0
+
+
+def test_trained_embedding_classifies_well_above_chance(trained):
+    from fgdesk.evaluate.embeddings import compute_embeddings
+    from fgdesk.evaluate.knn import knn_top1
+
+    config, index, net = trained["config"], trained["index"], trained["net"]
+    bank = compute_embeddings(net, training_samples(index), config.data.eval_size)
+    queries = compute_embeddings(net, index.test_samples(), config.data.eval_size)
+    top1 = knn_top1(bank.vectors, bank.labels, queries.vectors, queries.labels, NUM_CLASSES)
+    chance = 1.0 / NUM_CLASSES
+    # 1.6x chance is 16 of 80 test images against 10 expected by guessing (binomial p < 0.03);
+    # runs that learned the background instead of the class scored 11-14%.
+    assert top1 >= 1.6 * chance, f"kNN top-1 {top1:.3f} vs chance {chance:.3f}"
