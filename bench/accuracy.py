@@ -252,8 +252,8 @@ def fgdesk_run(cfg: RunConfig, run_dir: Path) -> tuple[dict[str, Any], Path | No
 
 
 def fgdesk_features(run_dir: Path, kind: str = "embedding") -> tuple[Callable, nn.Module]:
-    """A feature function of a run's best checkpoint: its embedding, its projection, or stage-4 pooling."""
-    net, config, path = load_encoder(run_dir, "best", "cpu")
+    """A feature function of a run's final checkpoint: its embedding, its projection, or stage-4 pooling."""
+    net, config, path = load_encoder(run_dir, device="cpu")
     net = net.to(memory_format=torch.channels_last)
     if kind == "embedding":
         return (lambda x: net(x).embedding), net
@@ -317,8 +317,8 @@ def peer_run(kind: str, seed: int, ctx: PeerContext) -> tuple[dict[str, Any], nn
     """Train lightly's MoCo v2 or the supervised baseline under the engine's budget rules.
 
     Same as the engine: the budget clock includes the epoch-end kNN monitor; the lr
-    follows warm-up + cosine over max(step progress, time progress); the best epoch by
-    validation kNN is kept; the loader is rebuilt each epoch with the same workers.
+    follows warm-up + cosine over max(step progress, time progress); the model at the end
+    of the budget is the one evaluated; the loader is rebuilt each epoch with the same workers.
     """
     cfg = ctx.cfg
     seed_everything(seed)
@@ -349,7 +349,7 @@ def peer_run(kind: str, seed: int, ctx: PeerContext) -> tuple[dict[str, Any], nn
     recorder = CurveRecorder()
     started = time.monotonic()
     elapsed = lambda: time.monotonic() - started  # noqa: E731
-    best_knn, best_state, step = None, None, 0
+    best_knn, step = None, 0
     pooled = PooledTrunk(model)
     for epoch in range(cfg.schedule.epochs):
         loader = make_loader(dataset, batch_size=batch, shuffle=True, num_workers=cfg.data.num_workers,
@@ -399,11 +399,9 @@ def peer_run(kind: str, seed: int, ctx: PeerContext) -> tuple[dict[str, Any], nn
         progress(f"  epoch {epoch + 1}: loss {sum(losses) / max(1, len(losses)):.3f}, val kNN "
                  f"{'n/a' if knn is None else f'{100 * knn:.1f}%'}, {elapsed() / 60:.1f} min")
         if knn is not None and (best_knn is None or knn > best_knn):
-            best_knn, best_state = knn, copy.deepcopy(model.state_dict())
+            best_knn = knn  # recorded only: like fgdesk, the final model is the one evaluated
         if out_of_budget:
             break
-    if best_state is not None:
-        model.load_state_dict(best_state)
     info = {"curves": recorder.as_dict(), "epochs_done": len(recorder.epochs), "train_minutes": elapsed() / 60.0,
             "best_val_knn_top1": best_knn}
     if recorder.images_per_s:
@@ -738,8 +736,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--keep-runs", type=Path, default=None, help="keep run folders here instead of a temporary folder")
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--out", default=None,
-                        help="results name, e.g. accuracy_4min (writes bench/results/NAME.json and docs/NAME_*.png, "
-                             "leaving the main figures alone)")
+                        help="results name, e.g. accuracy_3min (writes bench/results/NAME.json and NAME_*.png beside it, "
+                             "or in docs/ for budgets of 5 minutes and more; the main figures stay untouched)")
     return parser.parse_args(argv)
 
 
@@ -785,7 +783,7 @@ def main(argv: list[str] | None = None) -> int:
         "train_images": len(train), ("tune_val_images" if args.tune else "test_images"): len(query),
         "classes": len(index.classes), "knn": {"k": KNN_K, "temperature": KNN_T, "similarity": "cosine"},
         "linear_probe": "fgdesk.evaluate.linear.fit_linear (L-BFGS, weight decay chosen on a split of the training embeddings)",
-        "evaluation": f"fp32, centre crop {base.data.eval_size} px, fgdesk runs read from their best checkpoint (by validation kNN), peers from their best epoch",
+        "evaluation": f"fp32, centre crop {base.data.eval_size} px, every model read at the end of its budget (fgdesk: its final checkpoint)",
         "default_config": {k: v for k, v in base.to_dict().items() if k != "data"} | {"data": {**base.data.__dict__, "path": data_label}},
     }
     name = "ablation" if args.tune else "accuracy"
@@ -841,13 +839,13 @@ def main(argv: list[str] | None = None) -> int:
         plots = []
         if not args.no_plot:
             folder = RESULTS_DIR if smoke else DOCS_DIR
-            prefix = "accuracy_smoke" if smoke else (args.out or "benchmarks")
+            prefix = args.out or ("accuracy_smoke" if smoke else "benchmarks")
             plots = plot_curves(results, folder / f"{prefix}_knn_curve.png", folder / f"{prefix}_loss_curve.png", args.minutes)
         notes = ["Each fgdesk run is the engine's own: its budget clock includes the epoch-end kNN monitor and checkpoints."]
         if smoke:
             notes.append("Smoke run (budget under 5 minutes): the figures only show the script works.")
         report.write({"variants": results, "targets": targets, "plots": plots}, tables, notes,
-                     filename="accuracy_smoke.json" if smoke else f"{args.out or 'accuracy'}.json")
+                     filename=f"{args.out}.json" if args.out else ("accuracy_smoke.json" if smoke else "accuracy.json"))
         return 0
     finally:
         if not args.keep_runs:

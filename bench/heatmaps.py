@@ -97,7 +97,7 @@ def random_weights_net(config, seed: int) -> FineGrainedNet:
 
 
 def demo_localization(run_dir: Path, limit: int | None, seed: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    net, config, _ = load_encoder(run_dir, "best", "cpu")
+    net, config, _ = load_encoder(run_dir, device="cpu")
     index = open_dataset(run_dir, config)
     train = [s for s in index.train_samples() if s.label >= 0]
     test = [s for s in index.test_samples() if s.label >= 0]
@@ -153,7 +153,7 @@ def auc(values: np.ndarray) -> float:
 @torch.no_grad()
 def deletion_insertion(run_dir: Path | None, data: Path, images: int, steps: int, seed: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     if run_dir is not None:
-        net, config, _ = load_encoder(run_dir, "best", "cpu")
+        net, config, _ = load_encoder(run_dir, device="cpu")
     else:
         raise ValueError("a cub50 run is needed")
     index = detect(data, check_images=False)

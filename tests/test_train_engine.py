@@ -169,6 +169,18 @@ def test_a_single_non_finite_step_is_skipped_and_the_run_goes_on(tiny_data, tmp_
     assert records[1]["loss"] is None
 
 
+def test_views_too_small_for_cpu_bf16_train_in_fp32_without_skipped_steps(tiny_data, tmp_path, caplog):
+    # 16-px local crops give stage 4 a 1x1 input; CPU bf16 backward then made 8 of 20
+    # steps' gradients non-finite, and five in a row ended the run.
+    caplog.set_level("WARNING", logger="fgdesk")
+    events: list = []
+    config = tiny_config(tiny_data, **{"precision": "bf16", "schedule.epochs": 3})
+    result = Trainer(config, run_dir=tmp_path / "run", on_event=collect(events)).run()
+    assert isinstance(result, FinishedEvent) and result.status == "finished"
+    assert "training in fp32" in caplog.text and "skipped step" not in caplog.text
+    assert all(math.isfinite(e.loss) for e in events if isinstance(e, StepEvent))
+
+
 def test_out_of_memory_suggests_a_smaller_batch(tiny_data, tmp_path, monkeypatch):
     def exhausted(self, *args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")

@@ -31,8 +31,15 @@ class Embeddings:
     bad: list[int]  # positions of samples that could not be decoded
 
 
-def load_encoder(run_dir: Path, checkpoint: str = "best", device: torch.device | str = "cpu") -> tuple[FineGrainedNet, RunConfig, Path]:
-    """The query encoder of a run, in eval mode, with its config and the checkpoint path used."""
+def load_encoder(run_dir: Path, checkpoint: str = "last", device: torch.device | str = "cpu") -> tuple[FineGrainedNet, RunConfig, Path]:
+    """The query encoder of a run, in eval mode, with its config and the checkpoint path used.
+
+    Everything reads the final checkpoint by default, as self-supervised methods are
+    evaluated. best.pt (highest kNN on the small held-out monitor split) stays available,
+    but on a few thousand images that split is too small to choose by: in 3-minute cub50
+    runs it picked the first epoch, 4 kNN points below the final model on the test split
+    (docs/benchmarks.md).
+    """
     run_dir = Path(run_dir)
     path = runs.best_checkpoint(run_dir) if checkpoint == "best" else runs.last_checkpoint(run_dir)
     document = load_checkpoint(path, kind="pretrain")

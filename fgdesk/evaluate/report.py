@@ -2,7 +2,7 @@
 
 `evaluate_run` writes eval.json, confusion.csv and classifier.pt into the run folder;
 `fit_classifier` (the app's "Train classifier" button) writes only classifier.pt.
-Both share the cached embeddings of the run's best checkpoint. Progress goes to
+Both share the cached embeddings of the run's final checkpoint. Progress goes to
 `on_progress(stage, fraction)` with fraction in [0, 1]; nothing here prints.
 """
 from __future__ import annotations
@@ -254,7 +254,7 @@ def _prepare(run_dir: Path, device: str, on_progress: Progress | None, train_end
     torch_device = select_device(device)
     if on_progress:
         on_progress("loading the model", 0.0)
-    net, config, checkpoint_path = load_encoder(run_dir, "best", torch_device)
+    net, config, checkpoint_path = load_encoder(run_dir, device=torch_device)
     epoch = _checkpoint_epoch(checkpoint_path)
     index = open_dataset(run_dir, config)
     if not index.labelled():
@@ -371,7 +371,7 @@ def evaluate_run(
     device: str = "auto",
     localization_limit: int | None = None,
 ) -> EvalReport:
-    """Full evaluation of a run's best checkpoint; writes eval.json, confusion.csv and classifier.pt.
+    """Full evaluation of a run's final checkpoint; writes eval.json, confusion.csv and classifier.pt.
 
     `localization_limit` caps the test images scored for heatmaps (evenly spread), for
     a quick look at a large dataset.

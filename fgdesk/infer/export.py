@@ -84,7 +84,7 @@ def _classifier(run_dir: Path, embed_dim: int) -> tuple[torch.Tensor | None, tor
 
 def _prepare(run_dir: str | os.PathLike[str]) -> tuple[ExportedNet, dict, int]:
     run_dir = Path(run_dir)
-    net, config, checkpoint_path = load_encoder(run_dir, "best", "cpu")
+    net, config, checkpoint_path = load_encoder(run_dir, device="cpu")
     weight, bias, names = _classifier(run_dir, net.embed_dim)
     module = ExportedNet(net, weight, bias).eval()
     metadata = {

@@ -127,11 +127,11 @@ class Predictor:
     # -- construction -------------------------------------------------------------
     @classmethod
     def load(cls, run_dir: str | os.PathLike[str], device: str = "auto", on_progress: ProgressFn | None = None) -> "Predictor":
-        """Load a run's best checkpoint, its classifier (fitted now when missing or stale and the
+        """Load a run's final checkpoint, its classifier (fitted now when missing or stale and the
         dataset is labelled) and the embeddings of its training images for neighbours."""
         run_dir = Path(run_dir)
         torch_device = select_device(device)
-        net, config, checkpoint_path = load_encoder(run_dir, "best", torch_device)
+        net, config, checkpoint_path = load_encoder(run_dir, device=torch_device)
         index: DatasetIndex | None
         try:
             index = open_dataset(run_dir, config)
