@@ -37,7 +37,7 @@ def load_encoder(run_dir: Path, checkpoint: str = "last", device: torch.device |
     Everything reads the final checkpoint by default, as self-supervised methods are
     evaluated. best.pt (highest kNN on the small held-out monitor split) stays available,
     but on a few thousand images that split is too small to choose by: in 3-minute cub50
-    runs it picked the first epoch, 4 kNN points below the final model on the test split
+    runs it picked the first epoch, 3.3 kNN points below the final model on the test split
     (docs/benchmarks.md).
     """
     run_dir = Path(run_dir)

@@ -95,7 +95,9 @@ def test_pause_resume_and_stop(window, qtbot, demo_set):
     assert result.status == "stopped"
     assert (Path(result.run_dir) / "checkpoints" / "last.pt").is_file()
     assert view.train_button.isEnabled() and not view.stop_button.isEnabled()
-    qtbot.waitUntil(lambda: any(str(r.path) == result.run_dir for r in view.runs()), timeout=10_000)
+    # The run list is refreshed in the background, first while the run still says "running";
+    # wait for the refresh made after it stopped.
+    qtbot.waitUntil(lambda: any(str(r.path) == result.run_dir and r.status == "stopped" for r in view.runs()), timeout=10_000)
     view.select_run(result.run_dir)
     assert view.resume_button.isEnabled()
 
