@@ -6,8 +6,10 @@ plain Python objects through queued signals; the views never touch the core's th
 """
 from __future__ import annotations
 
+import gc
 import importlib
 import logging
+import sys
 import threading
 import traceback
 from collections.abc import Callable
@@ -155,6 +157,7 @@ class TaskRunner(QObject):
 
 # --------------------------------------------------------------------------- core calls
 _IMPORT_LOCK = threading.RLock()
+_modules_at_freeze = 0  # len(sys.modules) at the last gc.freeze()
 
 
 def core(module: str):
@@ -163,8 +166,17 @@ def core(module: str):
     Imports are serialised: two threads importing torchvision at the same moment can
     see each other's half-initialised modules and fail.
     """
+    global _modules_at_freeze
     with _IMPORT_LOCK:
-        return importlib.import_module(module)
+        imported = importlib.import_module(module)
+        if len(sys.modules) > _modules_at_freeze:
+            # torch brings ~350k long-lived objects; a full garbage collection walks them
+            # all while holding the GIL (~0.25 s here), and the GUI thread stalls. Freezing
+            # moves everything alive now out of the collector's reach, so later full
+            # collections scan only what was made since.
+            gc.freeze()
+            _modules_at_freeze = len(sys.modules)
+        return imported
 
 
 @dataclass

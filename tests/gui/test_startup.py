@@ -52,3 +52,19 @@ def test_fgdesk_without_arguments_opens_the_window(tmp_path):
     shown_at = float(marker[0].split()[1])
     assert started < shown_at < time.time()
     assert "Traceback" not in result.stderr
+
+
+def test_torch_loaded_by_a_worker_stays_out_of_the_garbage_collectors_walks():
+    """A full collection over torch's ~350k objects holds the GIL for a quarter second and
+    freezes the window; after `core()` loads torch they sit in the permanent generation."""
+    result = run_python(
+        "import gc\n"
+        "from fgdesk.gui.workers import core\n"
+        "before = len(gc.get_objects())\n"
+        "core('torch'); core('fgdesk.train.engine')\n"
+        "print(before, len(gc.get_objects()), gc.get_freeze_count())\n"
+    )
+    assert result.returncode == 0, result.stderr
+    before, tracked, frozen = map(int, result.stdout.split())
+    assert frozen > 100_000  # torch alone leaves far more than this alive
+    assert tracked < before + 10_000, f"{tracked} objects still walked by full collections (before: {before})"
