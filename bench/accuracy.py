@@ -29,6 +29,7 @@ import argparse
 import concurrent.futures
 import copy
 import hashlib
+import json
 import shutil
 import sys
 import tempfile
@@ -717,6 +718,78 @@ def run_tune(args: argparse.Namespace, setup: Setup, work: Path, report: Report)
     return 0
 
 
+def write_report(results: dict[str, Any], report: Report, minutes: float, seeds: str, threads: int,
+                 out: str | None, no_plot: bool = False, extra_notes: Sequence[str] = ()) -> None:
+    """Targets, tables, plots and the JSON for the variants measured (or merged)."""
+    smoke = minutes < 5
+    summary = {v: {m: results[v].get(m, {}) for m in ("knn_top1", "linear_top1")} for v in results}
+    targets = issue_targets(summary)
+    table_rows = []
+    for variant, entry in results.items():
+        epochs = [r.get("epochs_done") for r in entry["seeds"] if r.get("epochs_done") is not None]
+        speed = [r.get("mean_images_per_s") for r in entry["seeds"] if r.get("mean_images_per_s")]
+        table_rows.append({
+            "variant": VARIANTS[variant], "knn": pct_spread(entry.get("knn_top1", {})),
+            "linear": pct_spread(entry.get("linear_top1", {})),
+            "per_seed": " / ".join(pct(v) for v in entry.get("knn_top1", {}).get("per_seed", [])),
+            "epochs": "/".join(str(e) for e in epochs) or "-",
+            "speed": f"{sum(speed) / len(speed):.0f}" if speed else "-",
+        })
+        if variant == "random" and entry.get("stage4_gap"):
+            table_rows.append({"variant": "random init, plain stage-4 pool", "knn": pct_spread(entry["stage4_gap"].get("knn_top1", {})),
+                               "linear": pct_spread(entry["stage4_gap"].get("linear_top1", {})),
+                               "per_seed": " / ".join(pct(v) for v in entry["stage4_gap"].get("knn_top1", {}).get("per_seed", [])),
+                               "epochs": "-", "speed": "-"})
+    tables = [format_table(table_rows, [("variant", "variant"), ("knn", "kNN top-1 %"), ("per_seed", "kNN per seed"),
+                                        ("linear", "linear top-1 %"), ("epochs", "epochs"), ("speed", "train img/s")],
+                           title=f"cub50 test split, {minutes:g} min CPU budget per run, seeds {seeds}, {threads} threads")]
+    if targets:
+        tables.append(format_table([{"target": k, "met": v["met"], "points": f"{next(iter(x for x in v.values() if isinstance(x, float))):+.1f}"}
+                                    for k, v in targets.items()],
+                                   [("target", "issue 6 target"), ("points", "points"), ("met", "met")]))
+    plots = []
+    if not no_plot:
+        folder = RESULTS_DIR if smoke else DOCS_DIR
+        prefix = out or ("accuracy_smoke" if smoke else "benchmarks")
+        plots = plot_curves(results, folder / f"{prefix}_knn_curve.png", folder / f"{prefix}_loss_curve.png", minutes)
+    notes = [*extra_notes, "Each fgdesk run is the engine's own: its budget clock includes the epoch-end kNN monitor and checkpoints."]
+    if smoke:
+        notes.append("Smoke run (budget under 5 minutes): the figures only show the script works.")
+    report.write({"variants": results, "targets": targets, "plots": plots}, tables, notes,
+                 filename=f"{out}.json" if out else ("accuracy_smoke.json" if smoke else "accuracy.json"))
+
+
+def merge_reports(args: argparse.Namespace) -> int:
+    """One report from several result files of the same budget, e.g. variants run one after
+    another; nothing is trained. A variant may come from one file only."""
+    sources = [RESULTS_DIR / (name if name.endswith(".json") else f"{name}.json") for name in args.merge.split(",")]
+    documents = []
+    for path in sources:
+        if not path.is_file():
+            print(f"{relative(path)} does not exist", file=sys.stderr)
+            return 2
+        documents.append(json.loads(path.read_text(encoding="utf-8")))
+    budgets = {d["settings"]["minutes"] for d in documents}
+    threads = {d["threads"] for d in documents}
+    if len(budgets) != 1 or len(threads) != 1:
+        print(f"cannot merge runs of different budgets {sorted(budgets)} or thread counts {sorted(threads)}", file=sys.stderr)
+        return 2
+    results: dict[str, Any] = {}
+    for path, document in zip(sources, documents):
+        for variant, entry in document["results"]["variants"].items():
+            if variant in results:
+                print(f"variant {variant} appears in more than one file ({relative(path)})", file=sys.stderr)
+                return 2
+            results[variant] = {**entry, "source": relative(path)}
+    provenance = [{"file": relative(p), "commit": d["commit"], "date": d["date"], "seeds": d["settings"]["seeds"],
+                   "variants": list(d["results"]["variants"])} for p, d in zip(sources, documents)]
+    settings = {**documents[0]["settings"], "seeds": "per variant, see merged_from", "merged_from": provenance}
+    report = Report("accuracy", settings)
+    notes = [f"Merged from {', '.join(relative(p) for p in sources)}; each variant keeps the commit and date of its own run."]
+    write_report(results, report, budgets.pop(), "per variant", threads.pop(), args.out, args.no_plot, notes)
+    return 0
+
+
 # -- entry point ---------------------------------------------------------------------------
 
 
@@ -735,6 +808,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rows", default=None, help=f"ablation rows for --tune (default all): random, {', '.join([*ABLATIONS, *FEATURE_ROWS])}")
     parser.add_argument("--keep-runs", type=Path, default=None, help="keep run folders here instead of a temporary folder")
     parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument("--merge", default=None,
+                        help="combine result files of one budget (names in bench/results, comma-separated) into one "
+                             "report with targets and plots; trains nothing")
     parser.add_argument("--out", default=None,
                         help="results name, e.g. accuracy_3min (writes bench/results/NAME.json and NAME_*.png beside it, "
                              "or in docs/ for budgets of 5 minutes and more; the main figures stay untouched)")
@@ -743,6 +819,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.merge:
+        return merge_reports(args)
     threads = set_threads(args.threads)
     data = resolve_data(args.data)
     if not data.exists():
@@ -811,41 +889,7 @@ def main(argv: list[str] | None = None) -> int:
             results[variant] = {"description": VARIANTS[variant], "seeds": records, **aggregate(records)}
             if variant == "random":
                 results[variant]["stage4_gap"] = aggregate(records, "test_stage4_gap")
-        summary = {v: {m: results[v].get(m, {}) for m in ("knn_top1", "linear_top1")} for v in results}
-        targets = issue_targets(summary)
-        table_rows = []
-        for variant, entry in results.items():
-            epochs = [r.get("epochs_done") for r in entry["seeds"] if r.get("epochs_done") is not None]
-            speed = [r.get("mean_images_per_s") for r in entry["seeds"] if r.get("mean_images_per_s")]
-            table_rows.append({
-                "variant": VARIANTS[variant], "knn": pct_spread(entry.get("knn_top1", {})),
-                "linear": pct_spread(entry.get("linear_top1", {})),
-                "per_seed": " / ".join(pct(v) for v in entry.get("knn_top1", {}).get("per_seed", [])),
-                "epochs": "/".join(str(e) for e in epochs) or "-",
-                "speed": f"{sum(speed) / len(speed):.0f}" if speed else "-",
-            })
-            if variant == "random" and entry.get("stage4_gap"):
-                table_rows.append({"variant": "random init, plain stage-4 pool", "knn": pct_spread(entry["stage4_gap"].get("knn_top1", {})),
-                                   "linear": pct_spread(entry["stage4_gap"].get("linear_top1", {})),
-                                   "per_seed": " / ".join(pct(v) for v in entry["stage4_gap"].get("knn_top1", {}).get("per_seed", [])),
-                                   "epochs": "-", "speed": "-"})
-        tables = [format_table(table_rows, [("variant", "variant"), ("knn", "kNN top-1 %"), ("per_seed", "kNN per seed"),
-                                            ("linear", "linear top-1 %"), ("epochs", "epochs"), ("speed", "train img/s")],
-                               title=f"cub50 test split, {args.minutes:g} min CPU budget per run, seeds {args.seeds}, {threads} threads")]
-        if targets:
-            tables.append(format_table([{"target": k, "met": v["met"], "points": f"{next(iter(x for x in v.values() if isinstance(x, float))):+.1f}"}
-                                        for k, v in targets.items()],
-                                       [("target", "issue 6 target"), ("points", "points"), ("met", "met")]))
-        plots = []
-        if not args.no_plot:
-            folder = RESULTS_DIR if smoke else DOCS_DIR
-            prefix = args.out or ("accuracy_smoke" if smoke else "benchmarks")
-            plots = plot_curves(results, folder / f"{prefix}_knn_curve.png", folder / f"{prefix}_loss_curve.png", args.minutes)
-        notes = ["Each fgdesk run is the engine's own: its budget clock includes the epoch-end kNN monitor and checkpoints."]
-        if smoke:
-            notes.append("Smoke run (budget under 5 minutes): the figures only show the script works.")
-        report.write({"variants": results, "targets": targets, "plots": plots}, tables, notes,
-                     filename=f"{args.out}.json" if args.out else ("accuracy_smoke.json" if smoke else "accuracy.json"))
+        write_report(results, report, args.minutes, args.seeds, threads, args.out, args.no_plot)
         return 0
     finally:
         if not args.keep_runs:
