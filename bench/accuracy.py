@@ -790,6 +790,51 @@ def merge_reports(args: argparse.Namespace) -> int:
     return 0
 
 
+def plot_budgets(args: argparse.Namespace) -> int:
+    """Test top-1 against the budget, from result files of different budgets; trains nothing."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points: dict[str, list[tuple[float, float, float, int]]] = {}
+    for name in args.budget_plot.split(","):
+        path = RESULTS_DIR / (name if name.endswith(".json") else f"{name}.json")
+        document = json.loads(path.read_text(encoding="utf-8"))
+        minutes = float(document["settings"]["minutes"])
+        for variant, entry in document["results"]["variants"].items():
+            for metric in ("knn_top1", "linear_top1"):
+                stats = entry.get(metric, {})
+                if stats.get("mean") is not None:
+                    points.setdefault(f"{variant}:{metric}", []).append((minutes, 100 * stats["mean"], 100 * (stats.get("std") or 0.0), stats["n"]))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=120, sharex=True)
+    for ax, metric, title in ((axes[0], "knn_top1", "kNN top-1 (k=20)"), (axes[1], "linear_top1", "linear-probe top-1")):
+        for variant in PLOT_ORDER:
+            series = sorted(points.get(f"{variant}:{metric}", []))
+            if not series:
+                continue
+            if variant == "random":  # no training: the same figure at every budget
+                mean, std = series[0][1], series[0][2]
+                ax.axhspan(mean - std, mean + std, color=COLOURS[variant], alpha=0.15)
+                ax.axhline(mean, color=COLOURS[variant], linestyle="--", label=f"{VARIANTS[variant]}")
+                ax.axhline(mean + 10, color="black", linestyle=":", linewidth=1, label="issue 6 target: random + 10 points")
+                continue
+            xs, ys, es, ns = zip(*series)
+            label = VARIANTS[variant] + ("" if min(ns) > 1 else " (some budgets: 1 seed)")
+            ax.errorbar(xs, ys, yerr=es, color=COLOURS[variant], marker="o", capsize=3, linewidth=1.2, label=label)
+        ax.set_title(f"cub50 test split: {title}", fontsize=10)
+        ax.set_xlabel("pretraining budget (CPU minutes, 2 threads)")
+        ax.set_ylabel("top-1 % (mean ± std over seeds)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8, loc="best")
+    fig.tight_layout()
+    target = DOCS_DIR / f"{args.out or 'accuracy_budgets'}.png"
+    fig.savefig(target)
+    plt.close(fig)
+    print(f"wrote {relative(target)}")
+    return 0
+
+
 # -- entry point ---------------------------------------------------------------------------
 
 
@@ -808,6 +853,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rows", default=None, help=f"ablation rows for --tune (default all): random, {', '.join([*ABLATIONS, *FEATURE_ROWS])}")
     parser.add_argument("--keep-runs", type=Path, default=None, help="keep run folders here instead of a temporary folder")
     parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument("--budget-plot", default=None,
+                        help="plot test top-1 against the budget from result files of different budgets "
+                             "(names in bench/results, comma-separated) into docs/OUT.png; trains nothing")
     parser.add_argument("--merge", default=None,
                         help="combine result files of one budget (names in bench/results, comma-separated) into one "
                              "report with targets and plots; trains nothing")
@@ -821,6 +869,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.merge:
         return merge_reports(args)
+    if args.budget_plot:
+        return plot_budgets(args)
     threads = set_threads(args.threads)
     data = resolve_data(args.data)
     if not data.exists():
