@@ -759,10 +759,15 @@ def write_report(results: dict[str, Any], report: Report, minutes: float, seeds:
                  filename=f"{out}.json" if out else ("accuracy_smoke.json" if smoke else "accuracy.json"))
 
 
+def result_file(name: str) -> Path:
+    """bench/results/NAME.json for a name given with or without the suffix."""
+    return RESULTS_DIR / (name if name.endswith(".json") else f"{name}.json")
+
+
 def merge_reports(args: argparse.Namespace) -> int:
     """One report from several result files of the same budget, e.g. variants run one after
     another; nothing is trained. A variant may come from one file only."""
-    sources = [RESULTS_DIR / (name if name.endswith(".json") else f"{name}.json") for name in args.merge.split(",")]
+    sources = [result_file(name) for name in args.merge.split(",")]
     documents = []
     for path in sources:
         if not path.is_file():
@@ -799,7 +804,7 @@ def plot_budgets(args: argparse.Namespace) -> int:
 
     points: dict[str, list[tuple[float, float, float, int]]] = {}
     for name in args.budget_plot.split(","):
-        path = RESULTS_DIR / (name if name.endswith(".json") else f"{name}.json")
+        path = result_file(name)
         document = json.loads(path.read_text(encoding="utf-8"))
         minutes = float(document["settings"]["minutes"])
         for variant, entry in document["results"]["variants"].items():
