@@ -170,7 +170,7 @@ def core(module: str):
     with _IMPORT_LOCK:
         imported = importlib.import_module(module)
         if len(sys.modules) > _modules_at_freeze:
-            # torch brings ~350k long-lived objects; a full garbage collection walks them
+            # torch brings ~350k long-lived objects (~380k with Qt); a full garbage collection walks them
             # all while holding the GIL (~0.25 s here), and the GUI thread stalls. Freezing
             # moves everything alive now out of the collector's reach, so later full
             # collections scan only what was made since.
