@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import platform
+import sys
 from pathlib import Path
 
 from PySide6 import __version__ as pyside_version
@@ -45,6 +46,10 @@ class MainWindow(QMainWindow):
 
     def __init__(self, settings=None, app_icon: QIcon | None = None) -> None:
         super().__init__()
+        # Worker threads run Python between torch calls, and the GUI thread gives up the GIL
+        # on each Qt call, then waits up to one switch interval to get it back. 1 ms instead
+        # of Python's 5 ms halved the worst event-loop stall measured during a run.
+        sys.setswitchinterval(min(sys.getswitchinterval(), 0.001))
         self.settings = settings if settings is not None else app_settings()
         self.recent_datasets = RecentList(self.settings, "recent/datasets")
         self.recent_runs = RecentList(self.settings, "recent/runs")
