@@ -764,9 +764,29 @@ def result_file(name: str) -> Path:
     return RESULTS_DIR / (name if name.endswith(".json") else f"{name}.json")
 
 
+def pooling_problem(entry: dict[str, Any], other: dict[str, Any]) -> str | None:
+    """Why two result entries of one variant cannot be pooled as seeds of one run, or None."""
+    seeds = {r["seed"] for r in entry["seeds"]} & {r["seed"] for r in other["seeds"]}
+    if seeds:
+        return f"seed(s) {sorted(seeds)} measured twice"
+
+    def recipe(record: dict[str, Any]) -> Any:
+        config = copy.deepcopy(record.get("config"))
+        if isinstance(config, dict):
+            config.pop("seed", None)
+            config.pop("name", None)
+        return config
+
+    recipes = {json.dumps(recipe(r), sort_keys=True) for r in entry["seeds"] + other["seeds"]}
+    if len(recipes) > 1:
+        return "the runs used different configurations"
+    return None
+
+
 def merge_reports(args: argparse.Namespace) -> int:
-    """One report from several result files of the same budget, e.g. variants run one after
-    another; nothing is trained. A variant may come from one file only."""
+    """One report from several result files of the same budget, e.g. variants or seeds run one
+    after another; nothing is trained. A variant found in several files pools their seeds, which
+    must differ, and whose run configurations must agree apart from the seed and the run name."""
     sources = [result_file(name) for name in args.merge.split(",")]
     documents = []
     for path in sources:
@@ -782,10 +802,17 @@ def merge_reports(args: argparse.Namespace) -> int:
     results: dict[str, Any] = {}
     for path, document in zip(sources, documents):
         for variant, entry in document["results"]["variants"].items():
-            if variant in results:
-                print(f"variant {variant} appears in more than one file ({relative(path)})", file=sys.stderr)
+            if variant not in results:
+                results[variant] = {**entry, "source": relative(path)}
+                continue
+            problem = pooling_problem(results[variant], entry)
+            if problem:
+                print(f"cannot pool {variant} from {relative(path)}: {problem}", file=sys.stderr)
                 return 2
-            results[variant] = {**entry, "source": relative(path)}
+            records = sorted(results[variant]["seeds"] + entry["seeds"], key=lambda r: r["seed"])
+            stage4 = {"stage4_gap": aggregate(records, "test_stage4_gap")} if "stage4_gap" in entry else {}
+            results[variant] = {"description": entry["description"], "seeds": records, **aggregate(records),
+                                **stage4, "source": f"{results[variant]['source']}, {relative(path)}"}
     provenance = [{"file": relative(p), "commit": d["commit"], "date": d["date"], "seeds": d["settings"]["seeds"],
                    "variants": list(d["results"]["variants"])} for p, d in zip(sources, documents)]
     settings = {**documents[0]["settings"], "seeds": "per variant, see merged_from", "merged_from": provenance}
