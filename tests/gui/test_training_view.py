@@ -79,7 +79,7 @@ def test_the_event_loop_stays_responsive_during_training(window, qtbot, demo_set
 def test_live_curves_keep_the_reference_count_of_none(window, qtbot):
     """Redrawing the curves must not drop references to None.
 
-    PySide6 6.12.0 loses a few on many calls (~400 per redraw here); on Python 3.11, where
+    PySide6 6.12.0 loses a few on many calls (100-400 per redraw of these plots); on Python 3.11, where
     None is an ordinary object, the app then aborts with "deallocating None" within a minute
     of a run. This test fails with that release.
     """
