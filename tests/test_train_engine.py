@@ -17,7 +17,7 @@ from fgdesk.train import checkpoint as checkpoint_module
 from fgdesk.train import runs
 from fgdesk.train.checkpoint import load_checkpoint
 from fgdesk.train.engine import Trainer
-from fgdesk.train.events import CheckpointEvent, EpochEvent, FailedEvent, FinishedEvent, StepEvent, TrainingControl
+from fgdesk.train.events import CheckpointEvent, EpochEvent, FailedEvent, FinishedEvent, PausedEvent, StepEvent, TrainingControl
 
 
 @pytest.fixture(scope="module")
@@ -103,8 +103,11 @@ def test_stop_mid_epoch_then_resume_continues_exactly_where_it_stopped(tiny_data
 def test_pause_holds_the_loop_and_resume_lets_it_finish(tiny_data, tmp_path):
     control = TrainingControl()
     times: dict[int, float] = {}
+    parked: list[int] = []
 
     def pause_at_step_two(event):
+        if isinstance(event, PausedEvent):
+            parked.append(event.global_step)
         if isinstance(event, StepEvent):
             times[event.global_step] = time.monotonic()
             if event.global_step == 2:
@@ -114,6 +117,7 @@ def test_pause_holds_the_loop_and_resume_lets_it_finish(tiny_data, tmp_path):
     result = Trainer(tiny_config(tiny_data, **{"schedule.epochs": 1}), run_dir=tmp_path / "run", on_event=pause_at_step_two, control=control).run()
     assert result.status == "finished"
     assert times[3] - times[2] >= 0.55
+    assert parked == [2]  # said once, after the step in flight
 
 
 def test_stop_while_paused_saves_and_returns(tiny_data, tmp_path):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from array import array
 from collections.abc import Callable
@@ -143,6 +144,34 @@ def nice_limit(value: float) -> float:
     return limit
 
 
+def nice_step(value: float) -> float:
+    """The smallest of 1, 2, 5 x 10^k at or above `value` (> 0)."""
+    power = 10.0 ** math.floor(math.log10(value))
+    for factor in (1.0, 2.0, 5.0, 10.0):
+        if factor * power >= value * (1 - 1e-9):
+            return factor * power
+    return 10.0 * power
+
+
+def stepped_range(current: tuple[float, float] | None, low: float, high: float) -> tuple[float, float] | None:
+    """A y range for data in [low, high], on a coarse grid, kept while the data still fills it.
+
+    Auto-ranging on every new point makes each repaint regenerate the axis's tick labels;
+    this range changes only when the data leaves it or fills less than half of it.
+    """
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return current
+    if current is not None:
+        bottom, top = current
+        if bottom <= low and high <= top and high - low >= 0.5 * (top - bottom):
+            return current
+    step = nice_step(max(high - low, abs(high) * 0.02, 1e-12) / 4)
+    bottom, top = math.floor(low / step) * step, math.ceil(high / step) * step
+    if top - bottom < step / 2:
+        top = bottom + step
+    return bottom, top
+
+
 class _Field:
     """A form widget bound to a dotted config key."""
 
@@ -183,9 +212,11 @@ class TrainingView(QWidget):
         self._shown_run: str | None = None
         self._classifier_task = None
         self._paused = False
+        self.paused_at_step: int | None = None  # the step the engine last parked after
         self.redraw_count = 0
         self._x_limit = 0.0
         self._epoch_limit = 0.0
+        self._y_ranges: dict[str, tuple[float, float] | None] = {}
 
         self._redraw_timer = QTimer(self)
         self._redraw_timer.setInterval(REDRAW_INTERVAL_MS)
@@ -404,7 +435,7 @@ class TrainingView(QWidget):
         plot.setMinimumHeight(120)
         plot.setMenuEnabled(False)
         plot.setTitle(title, size="9pt", color="#1d2330")
-        plot.showGrid(x=True, y=True, alpha=0.15)
+        plot.showGrid(x=False, y=True, alpha=0.15)  # vertical lines would double the axis repaint cost
         plot.setLabel("bottom", x_label)
         plot.setClipToView(True)
         plot.setDownsampling(auto=True, mode="peak")
@@ -642,6 +673,7 @@ class TrainingView(QWidget):
         self.last_result = None
         self.bad_images = []
         self._paused = False
+        self.paused_at_step = None
         self._pending_steps.clear()
         self._pending_epochs.clear()
         self._latest_step = None
@@ -661,6 +693,7 @@ class TrainingView(QWidget):
         worker.epoch.connect(self._on_epoch)
         worker.checkpoint.connect(self._on_checkpoint)
         worker.bad_image.connect(self._on_bad_image)
+        worker.paused.connect(self._on_paused)
         worker.run_finished.connect(self._on_finished)
         worker.run_failed.connect(self._on_failed)
         worker.finished.connect(self._on_thread_finished)
@@ -681,7 +714,7 @@ class TrainingView(QWidget):
         else:
             self.worker.pause()
             self._paused = True
-            self.state_label.setText("Paused after the current step. Resume continues where it left off.")
+            self.state_label.setText("Pausing after the current step…")
             self.status_message.emit("Training paused")
         self._update_buttons()
 
@@ -730,6 +763,11 @@ class TrainingView(QWidget):
 
     def _on_epoch(self, event) -> None:
         self._pending_epochs.append(event)
+
+    def _on_paused(self, event) -> None:
+        self.paused_at_step = event.global_step
+        if self._paused:  # not resumed meanwhile
+            self.state_label.setText(f"Paused at step {event.global_step:,}. Resume continues where it left off.")
 
     def _on_checkpoint(self, event) -> None:
         self.status_message.emit(f"Checkpoint saved at step {event.global_step:,}")
@@ -819,10 +857,15 @@ class TrainingView(QWidget):
                 self._x_limit = limit
                 for plot in (self.loss_plot, self.lr_plot, self.speed_plot):
                     plot.setXRange(0, limit, padding=0.01)
-            self.loss_curve.setData(*self.curves.loss.arrays())
+            loss, lr, speed = self.curves.loss.arrays(), self.curves.lr.arrays(), self.curves.speed.arrays()
+            self.loss_curve.setData(*loss)
             self.loss_ema_curve.setData(*self.curves.loss_ema.arrays())
-            self.lr_curve.setData(*self.curves.lr.arrays())
-            self.speed_curve.setData(*self.curves.speed.arrays())
+            self.lr_curve.setData(*lr)
+            self.speed_curve.setData(*speed)
+            # lr and speed are never negative; their axes start at 0 so a restart reads true.
+            self._step_y_range("loss", self.loss_plot, loss[1], from_zero=False)
+            self._step_y_range("lr", self.lr_plot, lr[1], from_zero=True)
+            self._step_y_range("speed", self.speed_plot, speed[1], from_zero=True)
         if epochs:
             last_epoch = self.curves.epochs[-1][0] if self.curves.epochs else 0
             epoch_limit = max(2, nice_limit(last_epoch))
@@ -830,6 +873,19 @@ class TrainingView(QWidget):
                 self._epoch_limit = epoch_limit
                 self.knn_plot.setXRange(0, epoch_limit, padding=0.02)
             self.knn_curve.setData(*self.curves.knn.arrays())
+
+    def _step_y_range(self, name: str, plot: pg.PlotWidget, values: np.ndarray, from_zero: bool) -> None:
+        finite = values[np.isfinite(values)]
+        if finite.size == 0:
+            self._y_ranges[name] = None
+            plot.enableAutoRange(axis="y")
+            return
+        low = 0.0 if from_zero else float(finite.min())
+        current = self._y_ranges.get(name)
+        wanted = stepped_range(current, low, float(finite.max()))
+        if wanted != current and wanted is not None:
+            self._y_ranges[name] = wanted
+            plot.setYRange(*wanted, padding=0.02)
 
     # ================================================================== past runs
     def refresh_runs(self) -> None:

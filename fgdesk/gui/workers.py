@@ -257,6 +257,7 @@ class TrainingWorker(QThread):
     epoch = Signal(object)  # EpochEvent
     checkpoint = Signal(object)  # CheckpointEvent
     bad_image = Signal(object)  # BadImageEvent
+    paused = Signal(object)  # PausedEvent: the step in flight is done and the run waits
     run_finished = Signal(object)  # FinishedEvent
     run_failed = Signal(object)  # FailedEvent or WorkerFailure
 
@@ -340,6 +341,8 @@ class TrainingWorker(QThread):
             self.checkpoint.emit(event)
         elif kind == "BadImageEvent":
             self.bad_image.emit(event)
+        elif kind == "PausedEvent":
+            self.paused.emit(event)
         elif kind == "FinishedEvent":
             if not self._final_sent:
                 self._final_sent = True

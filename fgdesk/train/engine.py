@@ -37,6 +37,7 @@ from fgdesk.train.events import (
     Event,
     FailedEvent,
     FinishedEvent,
+    PausedEvent,
     StepEvent,
     TrainingControl,
     event_record,
@@ -418,6 +419,7 @@ class Trainer:
                     stopped = True
                     break
                 if self.control.paused:
+                    self._emit(PausedEvent(epoch, state["global_step"]), record=False)
                     paused_for = self._wait_while_paused(LONG_PAUSE_S)
                     paused_s += paused_for
                     if self.control.stopped:

@@ -42,6 +42,14 @@ class BadImageEvent:
 
 
 @dataclass
+class PausedEvent:
+    """The engine has finished the step in flight and is now waiting for resume or stop."""
+
+    epoch: int  # 0-based
+    global_step: int
+
+
+@dataclass
 class FinishedEvent:
     run_dir: str
     status: str  # "finished" | "stopped"
@@ -57,7 +65,7 @@ class FailedEvent:
     log_path: str
 
 
-Event = StepEvent | EpochEvent | CheckpointEvent | BadImageEvent | FinishedEvent | FailedEvent
+Event = StepEvent | EpochEvent | CheckpointEvent | BadImageEvent | PausedEvent | FinishedEvent | FailedEvent
 
 
 def event_record(event: Event) -> dict:

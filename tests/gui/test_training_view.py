@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gc
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -52,27 +53,47 @@ def test_a_short_run_from_the_button_plots_loss_and_finishes(window, qtbot, demo
 
 
 def test_the_event_loop_stays_responsive_during_training(window, qtbot, demo_set):
-    """A 20 ms QTimer keeps firing on time while a run goes on: its worst delay stays under 200 ms."""
+    """A 20 ms QTimer keeps firing while a run goes on, and no pass of the event loop does long work.
+
+    Two measures, because a shared CI machine can stall any process for a moment:
+    - the GUI thread's own CPU time between two ticks (work we put on it: redraws, slots) stays
+      under 100 ms, whatever else the machine does;
+    - by the wall clock, at most one tick is late by more than 150 ms and none by a second. A
+      slot that blocks (waiting on the worker, reading a checkpoint) does so at every step,
+      epoch or checkpoint, i.e. several times in this run.
+    """
     view = window.training_view
     ready_to_train(qtbot, window, demo_set, **{"schedule.epochs": 3})
     interval_ms = 20
     delays: list[int] = []
+    cpu_ms: list[float] = []
     clock = QElapsedTimer()
+    cpu_clock = [0.0]
+
+    def tick():
+        delays.append(clock.restart() - interval_ms)
+        now = time.thread_time()
+        cpu_ms.append(1000.0 * (now - cpu_clock[0]))
+        cpu_clock[0] = now
+
     ticker = QTimer()
     ticker.setTimerType(Qt.TimerType.PreciseTimer)
     ticker.setInterval(interval_ms)
-    ticker.timeout.connect(lambda: delays.append(clock.restart() - interval_ms))
+    ticker.timeout.connect(tick)
     view.start_training()
     # The worker imports torch and builds the model before the first step; measure from there on,
     # through steps, kNN monitor passes, checkpoints and the end of the run.
     qtbot.waitUntil(lambda: view._latest_step is not None, timeout=120_000)
     clock.start()
+    cpu_clock[0] = time.thread_time()
     ticker.start()
     qtbot.waitUntil(lambda: finished(view), timeout=120_000)
     ticker.stop()
     assert view.last_result.status == "finished"
     assert len(delays) >= 10, "the run was too short to measure"
-    assert max(delays) < 200, f"worst event-loop delay {max(delays)} ms"
+    assert max(cpu_ms) < 100, f"the GUI thread worked {max(cpu_ms):.0f} ms without returning to the event loop"
+    late = sorted(d for d in delays if d > 150)
+    assert len(late) <= 1 and max(delays) < 1000, f"ticks late by {late} ms"
 
 
 @pytest.mark.skipif(sys.version_info >= (3, 12), reason="None is immortal from Python 3.12 on")
@@ -125,15 +146,20 @@ def test_pause_resume_and_stop(window, qtbot, demo_set):
     view.start_training()
     view.worker.step.connect(lambda event: steps.append(event.global_step))
     qtbot.waitUntil(lambda: len(steps) >= 1, timeout=120_000)
+    seen_at_click = steps[-1]
     qtbot.mouseClick(view.pause_button, Qt.MouseButton.LeftButton)
     assert view.is_paused() and view.pause_button.text() == "Resume"
-    qtbot.wait(400)  # a step in flight may still finish
-    paused_at = len(steps)
+    assert "Pausing" in view.state_label.text()
+    # The engine finishes the step in flight (its event may still be queued), then says it waits.
+    qtbot.waitUntil(lambda: view.paused_at_step is not None, timeout=60_000)
+    paused_at = view.paused_at_step
+    assert paused_at - seen_at_click <= 3, "the run went on for several steps after Pause"
+    assert f"Paused at step {paused_at}" in view.state_label.text()
     qtbot.wait(1500)
-    assert len(steps) == paused_at, "steps continued while paused"
+    assert steps[-1] <= paused_at, "steps continued while paused"
     qtbot.mouseClick(view.pause_button, Qt.MouseButton.LeftButton)
     assert not view.is_paused()
-    qtbot.waitUntil(lambda: len(steps) > paused_at, timeout=60_000)
+    qtbot.waitUntil(lambda: steps[-1] > paused_at, timeout=60_000)
     qtbot.mouseClick(view.stop_button, Qt.MouseButton.LeftButton)
     assert "Stopping" in view.state_label.text()
     qtbot.waitUntil(lambda: finished(view), timeout=120_000)
@@ -238,3 +264,24 @@ def test_train_classifier_shows_scores_and_a_confusion_matrix(window, qtbot, tra
     assert view.confusion_image.image.shape == (3, 3)
     assert view.confusion_legend.text().splitlines()[0] == f"0 {report.class_names[0]}"
     assert (Path(trained_run) / "classifier.pt").is_file()
+
+
+def test_the_y_range_of_a_falling_loss_changes_rarely():
+    """A loss falling over 3,000 steps re-ranges its axis a dozen times, not on every point,
+    and the range always holds the data and is at least half filled by it."""
+    import numpy as np
+
+    from fgdesk.gui.training_view import stepped_range
+
+    rng = np.random.default_rng(0)
+    losses = 8 * np.exp(-np.arange(3000) / 800) + 1 + 0.3 * rng.standard_normal(3000)
+    current, changes = None, 0
+    for seen in range(1, len(losses) + 1):
+        low, high = losses[:seen].min(), losses[:seen].max()
+        wanted = stepped_range(current, low, high)
+        changes += wanted != current
+        current = wanted
+        bottom, top = current
+        assert bottom <= low and high <= top and high - low >= 0.5 * (top - bottom) - 1e-9 or seen == 1
+    assert changes <= 20
+    assert stepped_range((0.0, 1.0), float("nan"), 2.0) == (0.0, 1.0)  # a skipped step's NaN changes nothing
