@@ -714,7 +714,7 @@ def run_tune(args: argparse.Namespace, setup: Setup, work: Path, report: Report)
                          title=f"Ablations on tune-validation ({len(setup.query)} images carved from train), {args.minutes:g} min, seeds {args.seeds}")
     report.write({"rows": results, "tune_train_images": len(setup.train), "tune_val_images": len(setup.query)},
                  [table], ["Scores are on a validation split carved from the training images; the test split was not used."],
-                 filename="ablation.json" if args.minutes >= 5 else "ablation_smoke.json")
+                 filename=f"{args.out}.json" if args.out else ("ablation.json" if args.minutes >= 5 else "ablation_smoke.json"))
     return 0
 
 
