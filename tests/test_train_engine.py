@@ -219,3 +219,27 @@ def test_a_folder_without_images_fails_with_the_path(tmp_path):
     result = Trainer(config, run_dir=tmp_path / "run").run()
     assert isinstance(result, FailedEvent)
     assert str(tmp_path / "empty") in result.reason
+
+
+def test_the_knn_monitor_decodes_its_images_once_and_scores_as_before(tiny_data, tmp_path, monkeypatch):
+    """The monitor keeps its images decoded between epochs; its kNN scores equal those of
+    decoding every epoch (what it does when the images do not fit the memory cap)."""
+    from fgdesk.train import engine
+
+    decoded: list[int] = []
+    original = engine.decode_images
+    monkeypatch.setattr(engine, "decode_images", lambda samples, *a, **k: decoded.append(len(samples)) or original(samples, *a, **k))
+    config = tiny_config(tiny_data, **{"schedule.epochs": 3})
+
+    def knn_per_epoch(run_dir):
+        events: list = []
+        Trainer(config, run_dir=run_dir, on_event=collect(events)).run()
+        return [e.knn_top1 for e in events if isinstance(e, EpochEvent)]
+
+    kept = knn_per_epoch(tmp_path / "kept")
+    assert len(decoded) == 2 and sum(decoded) > 0  # the bank and the held-out images, once, for 3 epochs
+    monkeypatch.setattr(engine, "MONITOR_CACHE_BYTES", 0)
+    streamed = knn_per_epoch(tmp_path / "streamed")
+    assert len(decoded) == 2
+    assert len(kept) == 3 and None not in kept
+    assert kept == streamed

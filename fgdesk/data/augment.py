@@ -64,14 +64,20 @@ class ContrastiveViews:
         return f"ContrastiveViews(global={self.num_global}, local={self.num_local})\n{self.global_view}"
 
 
+def eval_pixels(size: int) -> v2.Compose:
+    """The geometric half of `eval_transform`: shorter side to size*1.14, centre crop, uint8 tensor.
+
+    uint8 pixels take a quarter of the memory of the normalised float tensor, so a list of
+    evaluation images can be decoded once and kept (the kNN monitor runs every epoch).
+    """
+    return v2.Compose([v2.Resize(int(size * EVAL_RESIZE_RATIO), antialias=True), v2.CenterCrop(size), v2.ToImage()])
+
+
+def eval_normalise() -> v2.Compose:
+    """The other half: uint8 pixels to the float, ImageNet-normalised network input."""
+    return v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGE_MEAN, IMAGE_STD)])
+
+
 def eval_transform(size: int) -> v2.Compose:
     """Deterministic: shorter side to size*1.14, centre crop, tensor, ImageNet normalisation."""
-    return v2.Compose(
-        [
-            v2.Resize(int(size * EVAL_RESIZE_RATIO), antialias=True),
-            v2.CenterCrop(size),
-            v2.ToImage(),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(IMAGE_MEAN, IMAGE_STD),
-        ]
-    )
+    return v2.Compose([*eval_pixels(size).transforms, *eval_normalise().transforms])

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from fgdesk.config import RunConfig
-from fgdesk.data.augment import eval_transform
+from fgdesk.data.augment import eval_normalise, eval_pixels, eval_transform
 from fgdesk.data.layouts import Sample
 from fgdesk.data.loading import SampleDataset, make_loader
 from fgdesk.fileio import atomic_write
@@ -76,18 +76,78 @@ def compute_embeddings(
     for batch in loader:
         bad.extend(batch.bad)
         if len(batch.indices):
-            images = batch.views.to(device, non_blocking=True)
-            if device.type in ("cpu", "cuda"):
-                images = images.contiguous(memory_format=torch.channels_last)
-            with autocast(device, dtype):
-                embedding = net(images).embedding
-            vectors.append(embedding.float().cpu())
+            vectors.append(_embed_batch(net, batch.views, device, dtype))
             labels.append(batch.labels)
             indices.append(batch.indices)
         done += len(batch.indices) + len(batch.bad)
         if on_progress:
             on_progress(done, len(dataset))
     net.train(was_training)
+    return _collect(net, vectors, labels, indices, bad)
+
+
+@dataclass
+class DecodedImages:
+    """Evaluation images decoded once: resized and centre-cropped uint8 pixels (N, 3, S, S)."""
+
+    pixels: torch.Tensor
+    labels: torch.Tensor  # (N,)
+    sample_indices: torch.Tensor  # (N,) positions in the sample list given
+    bad: list[int]  # positions of samples that could not be decoded
+
+    @staticmethod
+    def size_in_bytes(num_images: int, image_size: int) -> int:
+        return num_images * 3 * image_size * image_size
+
+
+def decode_images(samples: Sequence[Sample], image_size: int, crop_bottom: int = 0, batch_size: int = 128) -> DecodedImages:
+    """Decode `samples` for evaluation and keep them; `embed_decoded` then gives what
+    `compute_embeddings` gives, without reading or decoding a file again."""
+    dataset = SampleDataset(list(samples), eval_pixels(image_size), crop_bottom)
+    loader = make_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=0, drop_last=False, seed=0)
+    pixels, labels, indices, bad = [], [], [], []
+    for batch in loader:
+        bad.extend(batch.bad)
+        if len(batch.indices):
+            pixels.append(batch.views)
+            labels.append(batch.labels)
+            indices.append(batch.indices)
+    if not pixels:
+        empty = torch.zeros(0, dtype=torch.long)
+        return DecodedImages(torch.zeros(0, 3, image_size, image_size, dtype=torch.uint8), empty, empty.clone(), bad)
+    return DecodedImages(torch.cat(pixels), torch.cat(labels), torch.cat(indices), bad)
+
+
+@torch.no_grad()
+def embed_decoded(
+    net: FineGrainedNet,
+    images: DecodedImages,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype | None = None,
+    batch_size: int = 128,
+) -> Embeddings:
+    device = torch.device(device)
+    was_training = net.training
+    net.eval()
+    normalise = eval_normalise()
+    vectors = [
+        _embed_batch(net, normalise(images.pixels[start:start + batch_size]), device, dtype)
+        for start in range(0, len(images.pixels), batch_size)
+    ]
+    net.train(was_training)
+    return _collect(net, vectors, [images.labels], [images.sample_indices], list(images.bad))
+
+
+def _embed_batch(net: FineGrainedNet, images: torch.Tensor, device: torch.device, dtype: torch.dtype | None) -> torch.Tensor:
+    images = images.to(device, non_blocking=True)
+    if device.type in ("cpu", "cuda"):
+        images = images.contiguous(memory_format=torch.channels_last)
+    with autocast(device, dtype):
+        embedding = net(images).embedding
+    return embedding.float().cpu()
+
+
+def _collect(net: FineGrainedNet, vectors: list, labels: list, indices: list, bad: list[int]) -> Embeddings:
     if not vectors:
         empty = torch.zeros(0, dtype=torch.long)
         return Embeddings(torch.zeros(0, getattr(net, "embed_dim", 1)), empty, empty, bad)
