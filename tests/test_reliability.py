@@ -12,7 +12,7 @@ from fgdesk.config import RunConfig
 from fgdesk.data.synthetic import make_demo_dataset
 from fgdesk.train import engine as engine_module
 from fgdesk.train.engine import Trainer
-from fgdesk.train.events import BadImageEvent, FinishedEvent, StepEvent, TrainingControl
+from fgdesk.train.events import BadImageEvent, EpochEvent, FinishedEvent, StepEvent, TrainingControl
 
 
 def corrupt_corpus(folder, count: int = 12, seed: int = 0) -> list:
@@ -86,27 +86,36 @@ def test_predictor_reports_each_bad_file_and_classifies_the_rest(messy_data, tmp
 
 
 def test_long_pause_shuts_down_loader_workers_and_resume_restarts_them(messy_data, tmp_path, monkeypatch):
+    """A long pause lets go of the loader's worker processes and of the kNN monitor's decoded images."""
     monkeypatch.setattr(engine_module, "LONG_PAUSE_S", 0.3)
     control = TrainingControl()
-    seen: dict[str, int] = {}
+    seen: dict[str, object] = {}
+    config = small_config(messy_data, **{"data.num_workers": 1, "schedule.epochs": 2})
+    trainer = Trainer(config, run_dir=tmp_path / "run", control=control)
 
     def pause_once(event):
-        if isinstance(event, StepEvent) and event.global_step == 1:
+        if isinstance(event, EpochEvent):
+            seen.setdefault("monitored", event.knn_top1 is not None)
+        if isinstance(event, StepEvent) and "monitored" in seen and "workers_running" not in seen:
             seen["workers_running"] = len(multiprocessing.active_children())
+            seen["images_kept"] = trainer._monitor_images is not None
             control.pause()
 
             def check_and_resume():
                 time.sleep(1.5)  # well past the long-pause limit
                 seen["workers_paused"] = len(multiprocessing.active_children())
+                seen["images_kept_paused"] = trainer._monitor_images is not None
                 control.resume()
 
             threading.Thread(target=check_and_resume, daemon=True).start()
 
-    config = small_config(messy_data, **{"data.num_workers": 1, "schedule.epochs": 2})
-    result = Trainer(config, run_dir=tmp_path / "run", on_event=pause_once, control=control).run()
+    trainer.on_event = pause_once
+    result = trainer.run()
     assert result.status == "finished"
+    assert seen["monitored"] and seen["images_kept"]
     assert seen["workers_running"] >= 1
     assert seen["workers_paused"] == 0
+    assert seen["images_kept_paused"] is False
 
 
 def test_stopping_releases_loader_workers(messy_data, tmp_path):

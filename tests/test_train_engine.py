@@ -108,6 +108,9 @@ def test_pause_holds_the_loop_and_resume_lets_it_finish(tiny_data, tmp_path):
     def pause_at_step_two(event):
         if isinstance(event, PausedEvent):
             parked.append(event.global_step)
+            if len(parked) == 1:  # Resume then Pause again before the loop wakes: a new request
+                control.resume()
+                control.pause()
         if isinstance(event, StepEvent):
             times[event.global_step] = time.monotonic()
             if event.global_step == 2:
@@ -117,7 +120,7 @@ def test_pause_holds_the_loop_and_resume_lets_it_finish(tiny_data, tmp_path):
     result = Trainer(tiny_config(tiny_data, **{"schedule.epochs": 1}), run_dir=tmp_path / "run", on_event=pause_at_step_two, control=control).run()
     assert result.status == "finished"
     assert times[3] - times[2] >= 0.55
-    assert parked == [2]  # said once, after the step in flight
+    assert parked == [2, 2]  # said once per request, after the step in flight
 
 
 def test_stop_while_paused_saves_and_returns(tiny_data, tmp_path):

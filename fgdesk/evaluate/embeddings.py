@@ -105,17 +105,23 @@ def decode_images(samples: Sequence[Sample], image_size: int, crop_bottom: int =
     `compute_embeddings` gives, without reading or decoding a file again."""
     dataset = SampleDataset(list(samples), eval_pixels(image_size), crop_bottom)
     loader = make_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=0, drop_last=False, seed=0)
-    pixels, labels, indices, bad = [], [], [], []
+    # Filled in place: joining a list of batches would briefly hold every image twice.
+    pixels = torch.empty(len(dataset), 3, image_size, image_size, dtype=torch.uint8)
+    labels = torch.empty(len(dataset), dtype=torch.long)
+    indices = torch.empty(len(dataset), dtype=torch.long)
+    bad: list[int] = []
+    kept = 0
     for batch in loader:
         bad.extend(batch.bad)
-        if len(batch.indices):
-            pixels.append(batch.views)
-            labels.append(batch.labels)
-            indices.append(batch.indices)
-    if not pixels:
-        empty = torch.zeros(0, dtype=torch.long)
-        return DecodedImages(torch.zeros(0, 3, image_size, image_size, dtype=torch.uint8), empty, empty.clone(), bad)
-    return DecodedImages(torch.cat(pixels), torch.cat(labels), torch.cat(indices), bad)
+        count = len(batch.indices)
+        if count:
+            pixels[kept:kept + count] = batch.views
+            labels[kept:kept + count] = batch.labels
+            indices[kept:kept + count] = batch.indices
+            kept += count
+    if kept < len(dataset):
+        pixels, labels, indices = pixels[:kept].clone(), labels[:kept].clone(), indices[:kept].clone()
+    return DecodedImages(pixels, labels, indices, bad)
 
 
 @torch.no_grad()

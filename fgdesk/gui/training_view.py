@@ -86,9 +86,11 @@ class TrainingCurves:
     def add_step(self, step: float, loss: float, lr: float, speed: float) -> None:
         self.steps.append((step, loss, lr, speed))
         self.loss.append(step, loss)
-        self._ema_count += 1
-        self._ema_raw = EMA_BETA * self._ema_raw + (1.0 - EMA_BETA) * loss
-        self.loss_ema.append(step, self._ema_raw / (1.0 - EMA_BETA**self._ema_count))  # bias-corrected
+        if math.isfinite(loss):  # a skipped step's NaN would poison the average for good
+            self._ema_count += 1
+            self._ema_raw = EMA_BETA * self._ema_raw + (1.0 - EMA_BETA) * loss
+        if self._ema_count:
+            self.loss_ema.append(step, self._ema_raw / (1.0 - EMA_BETA**self._ema_count))  # bias-corrected
         self.lr.append(step, lr)
         if speed > 0:
             self.speed.append(step, speed)
@@ -108,8 +110,9 @@ class TrainingCurves:
         curves = cls()
         for record in records:
             if record.get("type") == "step":
-                curves.add_step(record.get("global_step", 0), record.get("loss", float("nan")),
-                                record.get("lr", 0.0), record.get("images_per_s", 0.0))
+                loss = record.get("loss")  # null for a skipped (non-finite) step
+                curves.add_step(record.get("global_step", 0), float("nan") if loss is None else loss,
+                                record.get("lr") or 0.0, record.get("images_per_s") or 0.0)
             elif record.get("type") == "epoch":
                 curves.add_epoch(int(record.get("epoch", 0)) + 1, record.get("knn_top1"))
         return curves
@@ -601,7 +604,7 @@ class TrainingView(QWidget):
         rows = [
             ("Model", f"{m.backbone}, {m.weights} weights"),
             ("Attention", f"{m.attention}, stages {', '.join(str(x) for x in m.stages)}"),
-            ("Views", f"{d.image_size} px + {d.local_crops} × {d.local_size} px crops"),
+            ("Views", f"2 × {d.image_size} px" + (f" + {d.local_crops} × {d.local_size} px local crops" if d.local_crops else ", no local crops")),
             ("Length", length),
             ("Batch", f"{s.batch_size}, lr {config.optim.lr:g}"),
             ("Contrast", f"queue {c.queue_size:,}, T {c.temperature:g}"),
@@ -709,6 +712,7 @@ class TrainingView(QWidget):
         if self._paused:
             self.worker.resume()
             self._paused = False
+            self.paused_at_step = None
             self.state_label.setText("Training…")
             self.status_message.emit("Training resumed")
         else:
@@ -758,6 +762,11 @@ class TrainingView(QWidget):
     def _on_step(self, event) -> None:
         if self._latest_step is None:
             self.refresh_runs()  # the run folder now says "running"
+        if self.paused_at_step is not None and event.global_step > self.paused_at_step:
+            # Events arrive in order: a step after the pause report means the run went on.
+            self.paused_at_step = None
+            if self._paused:
+                self.state_label.setText("Pausing after the current step…")
         self._pending_steps.append(event)
         self._latest_step = event
 

@@ -137,6 +137,7 @@ class Trainer:
         self._bad_reported = 0
         self._log_handler: logging.Handler | None = None
         self._monitor_images: tuple[DecodedImages, DecodedImages] | None = None
+        self._announced_pause = 0  # the control's pause_count last announced with a PausedEvent
 
     @classmethod
     def resume(
@@ -424,8 +425,7 @@ class Trainer:
                     stopped = True
                     break
                 if self.control.paused:
-                    self._emit(PausedEvent(epoch, state["global_step"]), record=False)
-                    paused_for = self._wait_while_paused(LONG_PAUSE_S)
+                    paused_for = self._wait_while_paused(LONG_PAUSE_S, epoch, state["global_step"])
                     paused_s += paused_for
                     if self.control.stopped:
                         stopped = True
@@ -438,7 +438,8 @@ class Trainer:
             if stopped:
                 break
             if interrupted_for_pause:
-                paused_s += self._wait_while_paused(None)
+                self._monitor_images = None  # like the loader's workers, freed during a long pause
+                paused_s += self._wait_while_paused(None, epoch, state["global_step"])
                 if self.control.stopped:
                     stopped = True
                     break
@@ -471,9 +472,14 @@ class Trainer:
         self._emit(result)
         return result
 
-    def _wait_while_paused(self, limit_s: float | None) -> float:
+    def _wait_while_paused(self, limit_s: float | None, epoch: int, global_step: int) -> float:
+        """Wait while paused, saying so once per pause request (a Resume then Pause that
+        lands while this waits is a new request, announced again)."""
         started = time.monotonic()
         while self.control.paused and not self.control.stopped:
+            if self.control.pause_count != self._announced_pause:
+                self._announced_pause = self.control.pause_count
+                self._emit(PausedEvent(epoch, global_step), record=False)
             if limit_s is not None and time.monotonic() - started >= limit_s:
                 break
             self.control.wait_while_paused(0.2)
@@ -493,6 +499,9 @@ class Trainer:
         size = self.config.data.eval_size
         if self._monitor_images is None and DecodedImages.size_in_bytes(len(bank) + len(validation), size) <= MONITOR_CACHE_BYTES:
             self._monitor_images = (decode_images(bank, size, index.crop_bottom), decode_images(validation, size, index.crop_bottom))
+            unreadable = sum(len(images.bad) for images in self._monitor_images)
+            if unreadable:
+                log.warning("the kNN monitor leaves out %d unreadable image(s) for this session of the run", unreadable)
         if self._monitor_images is not None:
             bank_embeddings, val_embeddings = (embed_decoded(model.net, images, self.device, dtype) for images in self._monitor_images)
         else:

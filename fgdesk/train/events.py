@@ -81,9 +81,18 @@ class TrainingControl:
         self._running = threading.Event()
         self._running.set()
         self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._pauses = 0
 
     def pause(self) -> None:
-        self._running.clear()
+        with self._lock:
+            self._pauses += 1
+            self._running.clear()
+
+    @property
+    def pause_count(self) -> int:
+        """How many times pause() was called: each call is a request the engine answers once."""
+        return self._pauses
 
     def resume(self) -> None:
         self._running.set()

@@ -57,7 +57,8 @@ def test_the_event_loop_stays_responsive_during_training(window, qtbot, demo_set
 
     Two measures, because a shared CI machine can stall any process for a moment:
     - the GUI thread's own CPU time between two ticks (work we put on it: redraws, slots) stays
-      under 100 ms, whatever else the machine does;
+      under 150 ms, whatever else the machine does (the heaviest pass, a run's first frame,
+      measured 30-70 ms here);
     - by the wall clock, at most one tick is late by more than 150 ms and none by a second. A
       slot that blocks (waiting on the worker, reading a checkpoint) does so at every step,
       epoch or checkpoint, i.e. several times in this run.
@@ -91,7 +92,7 @@ def test_the_event_loop_stays_responsive_during_training(window, qtbot, demo_set
     ticker.stop()
     assert view.last_result.status == "finished"
     assert len(delays) >= 10, "the run was too short to measure"
-    assert max(cpu_ms) < 100, f"the GUI thread worked {max(cpu_ms):.0f} ms without returning to the event loop"
+    assert max(cpu_ms) < 150, f"the GUI thread worked {max(cpu_ms):.0f} ms without returning to the event loop"
     late = sorted(d for d in delays if d > 150)
     assert len(late) <= 1 and max(delays) < 1000, f"ticks late by {late} ms"
 
@@ -154,9 +155,10 @@ def test_pause_resume_and_stop(window, qtbot, demo_set):
     qtbot.waitUntil(lambda: view.paused_at_step is not None, timeout=60_000)
     paused_at = view.paused_at_step
     assert paused_at - seen_at_click <= 3, "the run went on for several steps after Pause"
-    assert f"Paused at step {paused_at}" in view.state_label.text()
+    assert steps[-1] == paused_at  # every step is reported (log_every_steps 1), in order
+    assert f"Paused at step {paused_at:,}" in view.state_label.text()
     qtbot.wait(1500)
-    assert steps[-1] <= paused_at, "steps continued while paused"
+    assert steps[-1] == paused_at, "steps continued while paused"
     qtbot.mouseClick(view.pause_button, Qt.MouseButton.LeftButton)
     assert not view.is_paused()
     qtbot.waitUntil(lambda: steps[-1] > paused_at, timeout=60_000)
@@ -285,3 +287,20 @@ def test_the_y_range_of_a_falling_loss_changes_rarely():
         assert bottom <= low and high <= top and high - low >= 0.5 * (top - bottom) - 1e-9 or seen == 1
     assert changes <= 20
     assert stepped_range((0.0, 1.0), float("nan"), 2.0) == (0.0, 1.0)  # a skipped step's NaN changes nothing
+
+
+def test_curves_from_a_saved_run_with_a_skipped_step():
+    """A skipped step is saved with a null loss: the curves show a gap there, and the
+    smoothed loss goes on from the finite steps instead of turning NaN for good."""
+    import math
+
+    from fgdesk.gui.training_view import TrainingCurves
+
+    records = [{"type": "step", "global_step": s, "loss": None if s == 2 else 5.0 - 0.1 * s, "lr": 0.1,
+                "images_per_s": 10.0} for s in range(1, 6)]
+    curves = TrainingCurves.from_records(records)
+    losses = curves.loss.arrays()[1]
+    assert math.isnan(losses[1]) and len(losses) == 5
+    smoothed = curves.loss_ema.arrays()[1]
+    assert len(smoothed) == 5 and all(math.isfinite(v) for v in smoothed)
+    assert 4.4 < smoothed[-1] < 4.9
