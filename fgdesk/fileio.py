@@ -78,6 +78,40 @@ def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
                 yield record
 
 
+def drop_torn_jsonl_line(path: Path) -> bool:
+    """Cut a torn last line off a JSON-lines file, so the next append starts a line of its own.
+
+    Without this, a record appended after a kill mid-write would share the torn line and be
+    skipped with it. Returns whether anything was cut.
+    """
+    try:
+        handle = open(path, "r+b")
+    except FileNotFoundError:
+        return False
+    with handle:
+        size = handle.seek(0, os.SEEK_END)
+        if size == 0:
+            return False
+        handle.seek(size - 1)
+        if handle.read(1) == b"\n":
+            return False
+        # Scan back in blocks for the end of the last complete line.
+        end = size
+        while end > 0:
+            start = max(0, end - 65536)
+            handle.seek(start)
+            block = handle.read(end - start)
+            newline = block.rfind(b"\n")
+            if newline >= 0:
+                end = start + newline + 1
+                break
+            end = start
+        handle.truncate(end)
+        handle.flush()
+        os.fsync(handle.fileno())
+    return True
+
+
 def remove_stale_temp_files(directory: Path) -> list[Path]:
     """Delete temp files left by a writer that was killed; return what was removed."""
     removed = []

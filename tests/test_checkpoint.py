@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fgdesk.config import RunConfig
-from fgdesk.fileio import append_jsonl, atomic_write_bytes, read_jsonl
+from fgdesk.fileio import append_jsonl, atomic_write_bytes, drop_torn_jsonl_line, read_jsonl
 from fgdesk.train.checkpoint import CheckpointError, check_compatible, load_checkpoint, save_checkpoint
 
 
@@ -113,3 +113,8 @@ def test_a_torn_last_metrics_line_is_ignored(tmp_path):
     with open(path, "a", encoding="utf-8") as handle:
         handle.write('{"step": 3, "lo')  # killed mid-write
     assert [r["step"] for r in read_jsonl(path)] == [1, 2]
+    # A resumed run cuts the torn line first, so its own first record is not lost with it.
+    assert drop_torn_jsonl_line(path)
+    append_jsonl(path, {"step": 3})
+    assert [r["step"] for r in read_jsonl(path)] == [1, 2, 3]
+    assert not drop_torn_jsonl_line(path) and not drop_torn_jsonl_line(tmp_path / "missing.jsonl")

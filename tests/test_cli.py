@@ -41,6 +41,7 @@ def test_help_documents_every_train_option():
     assert fgdesk("--version").stdout.startswith("fgdesk ")
 
 
+@pytest.mark.timeout(900)  # several interpreters import torch; slow on a loaded machine
 def test_train_eval_predict_export_end_to_end(demo, tmp_path):
     run = tmp_path / "run"
     train = fgdesk("train", "--data", demo, "--out", run, *TINY_TRAIN)
@@ -83,6 +84,7 @@ def test_bad_input_gives_a_clear_message_not_a_traceback(demo, tmp_path):
     assert bad_value.returncode == 2 and "schedule.batch_size" in bad_value.stderr
 
 
+@pytest.mark.timeout(900)  # several interpreters import torch; slow on a loaded machine
 def test_two_process_torchrun_training_on_cpu(demo, tmp_path):
     run = tmp_path / "ddp"
     result = fgdesk(

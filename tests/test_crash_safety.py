@@ -32,10 +32,15 @@ def start(*args: str) -> subprocess.Popen:
     )
 
 
-def wait_for_steps(run, minimum: int, process: subprocess.Popen, timeout: float = 120) -> int:
+def step_records(run) -> list[int]:
+    return [r["global_step"] for r in read_jsonl(run / runs.METRICS_FILE) if r["type"] == "step"]
+
+
+def wait_for_steps(run, minimum: int, process: subprocess.Popen, timeout: float = 120, after: int = 0) -> int:
+    """The last logged step once it is at least `minimum`, counting only records past the first `after`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        steps = [r["global_step"] for r in read_jsonl(run / runs.METRICS_FILE) if r["type"] == "step"]
+        steps = step_records(run)[after:]
         if steps and steps[-1] >= minimum:
             return steps[-1]
         if process.poll() is not None:
@@ -44,11 +49,15 @@ def wait_for_steps(run, minimum: int, process: subprocess.Popen, timeout: float 
     raise AssertionError("training made no progress")
 
 
-def wait_for_checkpoint_write(run, process: subprocess.Popen, timeout: float = 60) -> None:
+def stop_during_checkpoint_write(run, process: subprocess.Popen, timeout: float = 60) -> None:
+    """Freeze the process (SIGSTOP) while its last.pt temp file exists, so a kill lands mid-write."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and process.poll() is None:
         if list((run / runs.CHECKPOINT_DIR).glob(".last.pt.*.tmp")):
-            return
+            process.send_signal(signal.SIGSTOP)
+            if list((run / runs.CHECKPOINT_DIR).glob(".last.pt.*.tmp")):
+                return  # still writing, and now frozen there
+            process.send_signal(signal.SIGCONT)  # the rename won the race; catch the next write
         time.sleep(0.002)
     raise AssertionError("no checkpoint write was seen")
 
@@ -65,6 +74,7 @@ def assert_folder_consistent(run) -> int | None:
     return load_checkpoint(checkpoint)["global_step"]  # raises if half-written
 
 
+@pytest.mark.timeout(900)  # several interpreters import torch; slow on a loaded machine
 def test_sigkill_at_random_moments_then_resume_every_time(tmp_path):
     data = make_demo_dataset(tmp_path / "demo", num_classes=4, per_class=10, size=48, seed=2)
     run = tmp_path / "run"
@@ -75,7 +85,7 @@ def test_sigkill_at_random_moments_then_resume_every_time(tmp_path):
     while kills < 5:
         reached = wait_for_steps(run, previous_checkpoint_step + 1, process)
         if kills in (1, 3):
-            wait_for_checkpoint_write(run, process)  # kill in the middle of writing last.pt
+            stop_during_checkpoint_write(run, process)  # kill in the middle of writing last.pt
         else:
             time.sleep(rng.uniform(0.0, 0.6))  # somewhere in the next step or checkpoint write
         if process.poll() is not None:
@@ -94,12 +104,13 @@ def test_sigkill_at_random_moments_then_resume_every_time(tmp_path):
             checkpoint_step = 0
         assert checkpoint_step >= reached - 1
         previous_checkpoint_step = checkpoint_step
+        logged_before = len(step_records(run))
         process = start("--resume", run)
-        first = wait_for_steps(run, checkpoint_step + 1, process)
-        resumed = [r["global_step"] for r in read_jsonl(run / runs.METRICS_FILE) if r["type"] == "step"]
-        # The resumed process starts right after the checkpoint: nothing is skipped or done twice.
-        tail = resumed[resumed.index(checkpoint_step + 1, len(resumed) - (first - checkpoint_step)):]
-        assert tail == list(range(checkpoint_step + 1, checkpoint_step + 1 + len(tail)))
+        wait_for_steps(run, checkpoint_step + 1, process, after=logged_before)
+        # The resumed process starts right after the checkpoint: nothing is skipped or done twice,
+        # and its records are not lost to a line the kill tore.
+        tail = step_records(run)[logged_before:]
+        assert tail and tail == list(range(checkpoint_step + 1, checkpoint_step + 1 + len(tail)))
     assert process.wait(timeout=300) == 0, process.stderr.read().decode()[-2000:]
     info = runs.run_info(run)
     assert info.status == "finished" and info.epochs_done == 3

@@ -102,7 +102,11 @@ def test_long_pause_shuts_down_loader_workers_and_resume_restarts_them(messy_dat
             control.pause()
 
             def check_and_resume():
-                time.sleep(1.5)  # well past the long-pause limit
+                time.sleep(0.5)  # past the long-pause limit
+                # The loop lets its workers go, then drops the images: wait for that, not a fixed time.
+                deadline = time.monotonic() + 60
+                while trainer._monitor_images is not None and time.monotonic() < deadline:
+                    time.sleep(0.05)
                 seen["workers_paused"] = len(multiprocessing.active_children())
                 seen["images_kept_paused"] = trainer._monitor_images is not None
                 control.resume()

@@ -111,11 +111,12 @@ def test_pause_holds_the_loop_and_resume_lets_it_finish(tiny_data, tmp_path):
             if len(parked) == 1:  # Resume then Pause again before the loop wakes: a new request
                 control.resume()
                 control.pause()
+            else:  # parked for good: time the pause from here, not from the step (a checkpoint may follow it)
+                threading.Timer(0.6, control.resume).start()
         if isinstance(event, StepEvent):
             times[event.global_step] = time.monotonic()
             if event.global_step == 2:
                 control.pause()
-                threading.Timer(0.6, control.resume).start()
 
     result = Trainer(tiny_config(tiny_data, **{"schedule.epochs": 1}), run_dir=tmp_path / "run", on_event=pause_at_step_two, control=control).run()
     assert result.status == "finished"

@@ -150,7 +150,7 @@ def nice_limit(value: float) -> float:
 def nice_step(value: float) -> float:
     """The smallest of 1, 2, 5 x 10^k at or above `value` (> 0)."""
     power = 10.0 ** math.floor(math.log10(value))
-    for factor in (1.0, 2.0, 5.0, 10.0):
+    for factor in (1.0, 2.0, 5.0):
         if factor * power >= value * (1 - 1e-9):
             return factor * power
     return 10.0 * power

@@ -25,7 +25,7 @@ from fgdesk.data.layouts import DatasetIndex, Sample, detect
 from fgdesk.data.loading import SampleDataset, make_loader
 from fgdesk.evaluate.embeddings import DecodedImages, compute_embeddings, decode_images, embed_decoded
 from fgdesk.evaluate.knn import knn_top1
-from fgdesk.fileio import append_jsonl, remove_stale_temp_files
+from fgdesk.fileio import append_jsonl, drop_torn_jsonl_line, remove_stale_temp_files
 from fgdesk.model.moco import MoCo, cosine_momentum
 from fgdesk.train import distributed, runs
 from fgdesk.train.checkpoint import CheckpointError, checkpoint_config, load_checkpoint, save_checkpoint
@@ -295,6 +295,7 @@ class Trainer:
             cfg.save(self.run_dir / runs.CONFIG_FILE)
         if self.dist.is_main:
             remove_stale_temp_files(self.run_dir / runs.CHECKPOINT_DIR)
+            drop_torn_jsonl_line(self.run_dir / runs.METRICS_FILE)
             runs.mark_running(
                 self.run_dir, epochs=cfg.schedule.epochs, epochs_done=state["epoch"], dataset=str(cfg.data.path),
                 best_knn_top1=state["best_knn_top1"], num_images=len(samples), layout=index.layout,

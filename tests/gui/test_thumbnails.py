@@ -71,7 +71,7 @@ def test_ten_thousand_images_only_visible_cells_ask_for_thumbnails(qtbot, tmp_pa
     model = ThumbnailModel()
     requested = []
     model.loader.request = lambda path, crop_bottom=0: requested.append(path)
-    started = time.perf_counter()
+    started = time.thread_time()  # GUI-thread CPU: a busy machine's waits do not count
     model.set_samples(samples, [f"class {i}" for i in range(50)])
     view = ThumbnailView()
     qtbot.addWidget(view)
@@ -79,13 +79,13 @@ def test_ten_thousand_images_only_visible_cells_ask_for_thumbnails(qtbot, tmp_pa
     view.setModel(model)
     view.show()
     qtbot.waitExposed(view)
-    qtbot.wait(50)
-    elapsed = time.perf_counter() - started
+    qtbot.waitUntil(lambda: len(requested) > 0, timeout=10_000)  # the cells' first paint
+    elapsed = time.thread_time() - started
     assert model.rowCount() == 10_000
     assert elapsed < 2.0
     visible = len(view.visible_rows())
     assert 0 < len(set(requested)) <= visible + 12
-    started = time.perf_counter()
+    started = time.thread_time()
     model.set_filter(label=7, text="missing_00")
-    assert time.perf_counter() - started < 0.5
+    assert time.thread_time() - started < 0.5
     assert model.rowCount() == 20  # label 7: files 00007, 00057, ..., 00957

@@ -59,9 +59,10 @@ def test_the_event_loop_stays_responsive_during_training(window, qtbot, demo_set
     - the GUI thread's own CPU time between two ticks (work we put on it: redraws, slots) stays
       under 150 ms, whatever else the machine does (the heaviest pass, a run's first frame,
       measured 30-70 ms here);
-    - by the wall clock, at most one tick is late by more than 150 ms and none by a second. A
-      slot that blocks (waiting on the worker, reading a checkpoint) does so at every step,
-      epoch or checkpoint, i.e. several times in this run.
+    - by the wall clock, at most three ticks are late by more than 150 ms and none by two
+      seconds. A slot that blocks (waiting on the worker, reading a checkpoint) does so at every
+      step, epoch or checkpoint, i.e. more often than that in this run (a 300 ms sleep at each
+      checkpoint made 4 late ticks).
     """
     view = window.training_view
     ready_to_train(qtbot, window, demo_set, **{"schedule.epochs": 3})
@@ -94,7 +95,7 @@ def test_the_event_loop_stays_responsive_during_training(window, qtbot, demo_set
     assert len(delays) >= 10, "the run was too short to measure"
     assert max(cpu_ms) < 150, f"the GUI thread worked {max(cpu_ms):.0f} ms without returning to the event loop"
     late = sorted(d for d in delays if d > 150)
-    assert len(late) <= 1 and max(delays) < 1000, f"ticks late by {late} ms"
+    assert len(late) <= 3 and max(delays) < 2000, f"ticks late by {late} ms"
 
 
 @pytest.mark.skipif(sys.version_info >= (3, 12), reason="None is immortal from Python 3.12 on")
@@ -142,12 +143,14 @@ def test_live_curves_keep_the_reference_count_of_none(window, qtbot):
 def test_pause_resume_and_stop(window, qtbot, demo_set):
     view = window.training_view
     ready_to_train(qtbot, window, demo_set, **{"schedule.epochs": 200, "schedule.eval_every": 0})
-    steps = []
+    steps, emitted = [], []
     view.worker_steps = steps
     view.start_training()
+    # What the engine has done, recorded on its own thread: a starved GUI thread sees steps late.
+    view.worker.step.connect(lambda event: emitted.append(event.global_step), Qt.ConnectionType.DirectConnection)
     view.worker.step.connect(lambda event: steps.append(event.global_step))
     qtbot.waitUntil(lambda: len(steps) >= 1, timeout=120_000)
-    seen_at_click = steps[-1]
+    seen_at_click = emitted[-1]
     qtbot.mouseClick(view.pause_button, Qt.MouseButton.LeftButton)
     assert view.is_paused() and view.pause_button.text() == "Resume"
     assert "Pausing" in view.state_label.text()
@@ -239,6 +242,10 @@ def test_a_stopped_run_resumes_from_the_table(window, qtbot, demo_set):
     view = window.training_view
     ready_to_train(qtbot, window, demo_set, **{"schedule.epochs": 3, "schedule.eval_every": 0})
     view.start_training()
+    # Stop at the first step on the engine's thread too: a starved GUI thread might otherwise see
+    # that step only after the short run has finished, and a finished run is not resumable.
+    worker = view.worker
+    worker.step.connect(lambda _event: worker.stop(), Qt.ConnectionType.DirectConnection)
     qtbot.waitUntil(lambda: view._latest_step is not None, timeout=120_000)
     view.stop_training()
     qtbot.waitUntil(lambda: finished(view), timeout=120_000)
