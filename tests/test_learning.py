@@ -3,18 +3,13 @@
 One run trains once (module fixture) and the tests read it. The demo set's classes
 differ only by a small dark marking on the wing, with its box recorded.
 
-Measured with this recipe (seed 0, 8 classes x 40 images at 64 px, 60 steps): the
-contrastive loss on a fixed probe falls, the fused attention map peaks inside the
-marking's box far more often than chance, and kNN top-1 of the trained embedding on
-the test split is 25-29% over six recipe variants (chance 12.5%). That kNN figure
-was 11-14% while demo backgrounds took any hue: a background colour is the easiest
-way to tell one image from another, so instance discrimination learned it instead of
-anything shared by a class. Backgrounds now keep to a natural foliage range. A run
-this short still does not beat the same network at random init (30-35%), the
-small-data limit docs/benchmarks.md measures on CUB as well, so the kNN assertion
-below is "clearly above chance", not "better than random features". Seed 0 is also the
-best of three seeds measured (25.0 / 16.2 / 16.2%): the margin over chance is real for
-this seeded run, not yet robust across seeds (docs/benchmarks.md §6).
+The recipe is the CPU defaults' (no local crops) for 16 epochs (112 steps, about two
+minutes on one thread). Measured with it over seeds 0 / 1 / 2 (docs/benchmarks.md §6):
+kNN top-1 of the fused embedding on the test split 27.5 / 37.5 / 28.7% (chance 12.5%;
+the same network at random init 33.8 / 21.3 / 25.0%), the fused map's peak inside the
+marking's box for 97.5 / 96.3 / 85.0% of the test images (chance 2.7%), and the probe
+loss falling 3.87 -> 3.08 / 3.58 / 3.40. The former recipe (2 local crops, 8 epochs)
+scored 25.0 / 16.2 / 16.2% kNN: above chance for seed 0 only.
 """
 from __future__ import annotations
 
@@ -34,7 +29,7 @@ NUM_CLASSES = 8
 PER_CLASS = 40  # 30 train + 10 test images per class
 IMAGE_SIZE = 64
 BATCH = 32
-EPOCHS = 8
+EPOCHS = 16
 
 
 def learning_config(data_path: str, seed: int = 0) -> RunConfig:
@@ -43,11 +38,12 @@ def learning_config(data_path: str, seed: int = 0) -> RunConfig:
     config.data.num_workers = 0
     config.data.image_size = config.data.eval_size = IMAGE_SIZE
     config.data.local_size = IMAGE_SIZE // 2
+    config.data.local_crops = 0  # as the CPU defaults: steps matter more than crops (docs/benchmarks.md §6)
     config.schedule.batch_size = BATCH
     config.schedule.epochs = EPOCHS
     config.schedule.eval_every = 0
     # GeM pooling (power 4) over the fine stages 1-3, where the 10-px marking still has
-    # a shape, and a learning rate fit for ~60 steps rather than thousands. Stronger
+    # a shape, and a learning rate fit for ~100 steps rather than thousands. Stronger
     # colour jitter or grayscale at 0.5 stopped the probe loss from falling in runs
     # this short (measurements in docs/benchmarks.md). fp32 keeps the run repeatable.
     config.model.stages = [1, 2, 3]
@@ -133,6 +129,7 @@ def test_trained_embedding_classifies_well_above_chance(trained):
     queries = compute_embeddings(net, index.test_samples(), config.data.eval_size)
     top1 = knn_top1(bank.vectors, bank.labels, queries.vectors, queries.labels, NUM_CLASSES)
     chance = 1.0 / NUM_CLASSES
-    # 1.6x chance is 16 of 80 test images against 10 expected by guessing (binomial p < 0.03);
-    # runs that learned the background instead of the class scored 11-14%.
-    assert top1 >= 1.6 * chance, f"kNN top-1 {top1:.3f} vs chance {chance:.3f}"
+    # 2x chance is 20 of 80 test images against 10 expected by guessing (binomial p < 0.001);
+    # this recipe scored 2.2-3x chance over three seeds, runs that learned the background
+    # instead of the class 0.9-1.1x.
+    assert top1 >= 2 * chance, f"kNN top-1 {top1:.3f} vs chance {chance:.3f}"
