@@ -90,7 +90,7 @@ VARIANTS = {
 # Earlier defaults, kept in merged reports for comparison (renamed with --merge FILE:old=new).
 FORMER_VARIANTS = {
     "fgdesk_on_2local": "fgdesk defaults until 2026-12-01 (2 local crops)",
-    "fgdesk_off_2local": "the same, attention off",
+    "fgdesk_off_2local": "fgdesk defaults until 2026-12-01, attention off",
 }
 LABELS = {**VARIANTS, **FORMER_VARIANTS}
 PLOT_ORDER = ("random", "fgdesk_off_2local", "fgdesk_on_2local", "fgdesk_off", "fgdesk_on", "lightly", "supervised")
@@ -905,7 +905,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--lightly-temperature", type=float, default=0.2)
     parser.add_argument("--tune", action="store_true", help="ablations on a validation split carved from train (writes ablation.json)")
     parser.add_argument("--rows", default=None, help=f"ablation rows for --tune (default all): random, {', '.join([*ABLATIONS, *FEATURE_ROWS])}")
-    parser.add_argument("--keep-runs", type=Path, default=None, help="keep run folders here instead of a temporary folder")
+    parser.add_argument("--keep-runs", type=Path, default=None, help="keep run folders in DIR/NAME (NAME: --out, or accuracy / ablation) instead of a temporary folder")
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--budget-plot", default=None,
                         help="plot test top-1 against the budget from result files of different budgets "
@@ -936,7 +936,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     train = [s for s in index.train_samples() if s.label >= 0]
     test = [s for s in index.test_samples() if s.label >= 0]
-    work = Path(args.keep_runs) if args.keep_runs else Path(tempfile.mkdtemp(prefix="fgdesk-accuracy-"))
+    # Kept runs sit under the results name, so sittings with different --out never share folders.
+    results_name = args.out or ("ablation" if args.tune else "accuracy")
+    work = Path(args.keep_runs) / results_name if args.keep_runs else Path(tempfile.mkdtemp(prefix="fgdesk-accuracy-"))
     work.mkdir(parents=True, exist_ok=True)
     smoke = args.minutes < 5
 
