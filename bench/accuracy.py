@@ -107,6 +107,8 @@ ABLATIONS: dict[str, tuple[str, dict[str, Any] | Callable[[RunConfig], None]]] =
     "stages_4": ("attention on stage 4 only", {"model.stages": [4]}),
     "gem_3": ("generalised-mean attention pooling, power 3", {"model.pool_power": 3.0}),
     "image_64": ("64 px views (more steps per minute)", {"data.image_size": 64, "data.eval_size": 64, "data.local_size": 32}),
+    "image_64_eval_96": ("64 px training views, 96 px evaluation (more steps per minute, same test input)",
+                         {"data.image_size": 64, "data.local_size": 32}),
     "image_128": ("128 px views", {"data.image_size": 128, "data.eval_size": 128, "data.local_size": 64}),
     "local_crops_0": ("no local crops", {"data.local_crops": 0}),
     "local_crops_4": ("4 local crops", {"data.local_crops": 4}),
@@ -793,29 +795,38 @@ def pooling_problem(entry: dict[str, Any], other: dict[str, Any]) -> str | None:
     return None
 
 
+def load_result_files(spec: str) -> tuple[list[Path], list[dict[str, Any]]] | None:
+    """Result files named by a comma list of NAME or NAME:variant=former_name[:...], the second
+    form renaming variants measured with former defaults; None (after a message) on a bad item."""
+    sources, documents = [], []
+    for item in spec.split(","):
+        name, *renames = item.split(":")
+        rename = dict(r.partition("=")[::2] for r in renames)
+        if any(old not in VARIANTS or new not in FORMER_VARIANTS for old, new in rename.items()):
+            print(f"{item}: rename one of {', '.join(VARIANTS)} to one of {', '.join(FORMER_VARIANTS)}", file=sys.stderr)
+            return None
+        path = result_file(name)
+        if not path.is_file():
+            print(f"{relative(path)} does not exist", file=sys.stderr)
+            return None
+        document = json.loads(path.read_text(encoding="utf-8"))
+        document["results"]["variants"] = {
+            rename.get(k, k): ({**v, "description": FORMER_VARIANTS[rename[k]]} if k in rename else v)
+            for k, v in document["results"]["variants"].items()
+        }
+        sources.append(path)
+        documents.append(document)
+    return sources, documents
+
+
 def merge_reports(args: argparse.Namespace) -> int:
     """One report from several result files of the same budget, e.g. variants or seeds run one
     after another; nothing is trained. A variant found in several files pools their seeds, which
     must differ, and whose run configurations must agree apart from the seed and the run name."""
-    sources, renames = [], []
-    for item in args.merge.split(","):
-        name, _, rename = item.partition(":")  # NAME or NAME:variant=new_name
-        old_name, _, new_name = rename.partition("=")
-        if rename and (old_name not in VARIANTS or new_name not in FORMER_VARIANTS):
-            print(f"{item}: rename one of {', '.join(VARIANTS)} to one of {', '.join(FORMER_VARIANTS)}", file=sys.stderr)
-            return 2
-        sources.append(result_file(name))
-        renames.append({old_name: new_name} if rename else {})
-    documents = []
-    for path, rename in zip(sources, renames):
-        if not path.is_file():
-            print(f"{relative(path)} does not exist", file=sys.stderr)
-            return 2
-        document = json.loads(path.read_text(encoding="utf-8"))
-        variants = document["results"]["variants"]
-        document["results"]["variants"] = {rename.get(k, k): ({**v, "description": FORMER_VARIANTS[rename[k]]} if k in rename else v)
-                                           for k, v in variants.items()}
-        documents.append(document)
+    loaded = load_result_files(args.merge)
+    if loaded is None:
+        return 2
+    sources, documents = loaded
     budgets = {d["settings"]["minutes"] for d in documents}
     threads = {d["threads"] for d in documents}
     if len(budgets) != 1 or len(threads) != 1:
@@ -851,10 +862,11 @@ def plot_budgets(args: argparse.Namespace) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    loaded = load_result_files(args.budget_plot)
+    if loaded is None:
+        return 2
     points: dict[str, list[tuple[float, float, float, int]]] = {}
-    for name in args.budget_plot.split(","):
-        path = result_file(name)
-        document = json.loads(path.read_text(encoding="utf-8"))
+    for document in loaded[1]:
         minutes = float(document["settings"]["minutes"])
         for variant, entry in document["results"]["variants"].items():
             for metric in ("knn_top1", "linear_top1"):
@@ -909,10 +921,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--no-plot", action="store_true")
     parser.add_argument("--budget-plot", default=None,
                         help="plot test top-1 against the budget from result files of different budgets "
-                             "(names in bench/results, comma-separated) into docs/OUT.png; trains nothing")
+                             "(names in bench/results, comma-separated; NAME:variant=former renames as in --merge) "
+                             "into docs/OUT.png; trains nothing")
     parser.add_argument("--merge", default=None,
                         help="combine result files of one budget (names in bench/results, comma-separated) into one "
-                             "report with targets and plots; trains nothing")
+                             "report with targets and plots; NAME:variant=former renames a variant measured with former "
+                             "defaults, e.g. accuracy_25min:fgdesk_on=fgdesk_on_2local; trains nothing")
     parser.add_argument("--out", default=None,
                         help="results name, e.g. accuracy_3min (writes bench/results/NAME.json and NAME_*.png beside it, "
                              "or in docs/ for budgets of 5 minutes and more; the main figures stay untouched)")
