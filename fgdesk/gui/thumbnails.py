@@ -2,8 +2,10 @@
 
 - Only items the view paints ask for a thumbnail (a QListView with uniform item sizes
   calls `data()` for visible rows only).
-- Requests go to a bounded queue served newest first, so scrolling fast through 10,000
-  images loads what is on screen now and drops requests for rows long gone.
+- Requests go to a bounded queue. The requests of one pass of the event loop (one paint of
+  the grid) form a screen; the newest screen is served first, top to bottom. Scrolling fast
+  through 10,000 images loads what is on screen now and drops requests for rows long gone,
+  and a screen fills in reading order.
 - Worker threads decode at thumbnail size (`QImageReader.setScaledSize`, falling back to
   `fgdesk.data.load_rgb` for files Qt cannot read) and build `QImage`s only; pixmaps are
   made on the GUI thread.
@@ -33,6 +35,7 @@ from PySide6.QtCore import (
     Qt,
     QThread,
     QThreadPool,
+    QTimer,
     Signal,
 )
 from PySide6.QtGui import QColor, QFont, QImage, QImageReader, QPainter, QPainterPath, QPen, QPixmap
@@ -154,10 +157,11 @@ def _decode_with_core(path: str | Path, size: int, crop_bottom: int) -> QImage:
 class _Request:
     path: str
     crop_bottom: int
+    screen: int  # requests of one event-loop pass share a number; later passes have larger ones
 
 
 class _DrainQueue(QRunnable):
-    """A pool worker that keeps taking the newest pending request until none is left."""
+    """A pool worker that keeps taking the next pending request until none is left."""
 
     def __init__(self, loader: "ThumbnailLoader") -> None:
         super().__init__()
@@ -173,7 +177,7 @@ class _DrainQueue(QRunnable):
 
 
 class ThumbnailLoader(QObject):
-    """Loads thumbnails on a private pool from a bounded, newest-first request queue."""
+    """Loads thumbnails on a private pool from a bounded queue: the newest screen first, in order."""
 
     loaded = Signal(str, QImage)  # path, image
     failed = Signal(str, str)  # path, reason
@@ -193,33 +197,42 @@ class ThumbnailLoader(QObject):
         self._pool = QThreadPool(self)
         self._pool.setMaxThreadCount(threads or max(1, min(4, QThread.idealThreadCount())))
         self._lock = threading.Lock()
-        self._pending: OrderedDict[str, _Request] = OrderedDict()  # oldest first
+        self._pending: OrderedDict[str, _Request] = OrderedDict()  # oldest first; screens ascend along it
         self._in_flight: set[str] = set()
+        self._screen = 0
+        self._screen_open = False
         self._workers = 0
         self.dropped = 0  # requests pushed out of the bounded queue (for tests and benches)
 
     def request(self, path: str, crop_bottom: int = 0) -> None:
-        """Ask for a thumbnail; a repeated request moves it to the front of the queue."""
+        """Ask for a thumbnail (GUI thread); a repeated request moves it to the newest screen."""
+        if not self._screen_open:
+            # Everything asked for until the event loop turns belongs to this screen.
+            self._screen_open = True
+            QTimer.singleShot(0, self, self._close_screen)
         with self._lock:
             if path in self._in_flight:
                 return
-            if path in self._pending:
-                self._pending.move_to_end(path)
-            else:
-                self._pending[path] = _Request(path, crop_bottom)
-                while len(self._pending) > self.max_pending:
-                    self._pending.popitem(last=False)
-                    self.dropped += 1
+            self._pending.pop(path, None)
+            self._pending[path] = _Request(path, crop_bottom, self._screen)
+            while len(self._pending) > self.max_pending:
+                self._pending.popitem(last=False)
+                self.dropped += 1
             start_worker = self._workers < self._pool.maxThreadCount()
             if start_worker:
                 self._workers += 1
         if start_worker:
             self._pool.start(_DrainQueue(self))
 
+    def _close_screen(self) -> None:
+        self._screen += 1
+        self._screen_open = False
+
     def pending(self) -> list[str]:
-        """Queued paths, the next one to load first."""
+        """Queued paths, the next one to load first: newest screen first, each top to bottom."""
         with self._lock:
-            return list(reversed(self._pending))
+            requests = list(self._pending.values())
+        return [r.path for r in sorted(requests, key=lambda r: -r.screen)]  # stable: request order within a screen
 
     def clear(self) -> None:
         """Forget queued requests (loads already running still report)."""
@@ -235,7 +248,14 @@ class ThumbnailLoader(QObject):
             if not self._pending:
                 self._workers -= 1
                 return None
-            _, request = self._pending.popitem(last=True)  # newest first
+            # The first request of the newest screen: walk back from the end while the screen holds.
+            newest = next(reversed(self._pending.values())).screen
+            request = None
+            for candidate in reversed(self._pending.values()):
+                if candidate.screen != newest:
+                    break
+                request = candidate
+            del self._pending[request.path]
             self._in_flight.add(request.path)
             return request
 

@@ -1,4 +1,4 @@
-"""Thumbnail loading: newest requests first, a bounded queue, a valid disk cache, odd files."""
+"""Thumbnail loading: the newest screen first, a bounded queue, a valid disk cache, odd files."""
 from __future__ import annotations
 
 import os
@@ -21,15 +21,20 @@ class FakeSample:
     box: tuple | None = None
 
 
-def test_queue_is_bounded_and_serves_the_newest_request_first(qtbot, tmp_path):
+def test_queue_is_bounded_and_serves_the_newest_screen_first_top_to_bottom(qtbot, tmp_path):
     loader = ThumbnailLoader(max_pending=3, cache=ThumbnailCache(tmp_path))
     loader._workers = loader._pool.maxThreadCount()  # hold the workers back so the queue only fills
-    for name in ("a", "b", "c", "d", "e"):
+    for name in ("a", "b"):  # one paint of the grid asks for its cells in reading order
         loader.request(name)
-    assert loader.pending() == ["e", "d", "c"]  # newest first; the two oldest were dropped
-    assert loader.dropped == 2
-    loader.request("c")  # asked again: it moves to the front
-    assert loader.pending() == ["c", "e", "d"]
+    qtbot.wait(20)  # the event loop turns: the next requests belong to a new screen
+    for name in ("c", "d"):
+        loader.request(name)
+    assert loader.pending() == ["c", "d", "b"]  # newest screen first, in order; the oldest request dropped
+    assert loader.dropped == 1
+    qtbot.wait(20)
+    loader.request("b")  # asked again on a later screen: it moves to the front
+    assert loader.pending() == ["b", "c", "d"]
+    assert loader._take().path == "b" and loader._take().path == "c"
     loader._workers = 0
     loader.clear()
 
