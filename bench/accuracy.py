@@ -113,6 +113,7 @@ ABLATIONS: dict[str, tuple[str, dict[str, Any] | Callable[[RunConfig], None]]] =
     "image_128": ("128 px views", {"data.image_size": 128, "data.eval_size": 128, "data.local_size": 64}),
     "local_crops_0": ("no local crops", {"data.local_crops": 0}),
     "local_crops_4": ("4 local crops", {"data.local_crops": 4}),
+    "temperature_0.05": ("temperature 0.05", {"contrastive.temperature": 0.05}),
     "temperature_0.1": ("temperature 0.1", {"contrastive.temperature": 0.1}),
     "temperature_0.4": ("temperature 0.4", {"contrastive.temperature": 0.4}),
     "queue_256": ("queue 256", {"contrastive.queue_size": 256}),
