@@ -92,10 +92,14 @@ VARIANTS = {
 FORMER_VARIANTS = {
     "fgdesk_on_2local": "fgdesk defaults until 2026-12-01 (2 local crops)",
     "fgdesk_off_2local": "fgdesk defaults until 2026-12-01, attention off",
+    "fgdesk_on_t02": "fgdesk defaults with temperature 0.2 (until 0935cfd)",
+    "fgdesk_off_t02": "fgdesk defaults with temperature 0.2, attention off",
 }
 LABELS = {**VARIANTS, **FORMER_VARIANTS}
-PLOT_ORDER = ("random", "fgdesk_off_2local", "fgdesk_on_2local", "fgdesk_off", "fgdesk_on", "lightly", "supervised")
+PLOT_ORDER = ("random", "fgdesk_off_2local", "fgdesk_on_2local", "fgdesk_off_t02", "fgdesk_on_t02", "fgdesk_off", "fgdesk_on",
+              "lightly", "supervised")
 COLOURS = {"random": "#7f7f7f", "fgdesk_off": "#1f77b4", "fgdesk_off_2local": "#aec7e8", "fgdesk_on_2local": "#ff9896", "fgdesk_on": "#d62728",
+           "fgdesk_off_t02": "#9edae5", "fgdesk_on_t02": "#ffbb78",
            "lightly": "#2ca02c", "supervised": "#9467bd"}
 TUNE_VAL_FRACTION = 0.2
 LOSS_WINDOW_S = 20.0  # step losses are averaged over windows of this many seconds for the curves
@@ -568,7 +572,8 @@ def issue_targets(summary: dict[str, dict[str, Any]]) -> dict[str, Any]:
             out[f"{metric}: fgdesk_on >= random + 10 points"] = {"margin_points": 100 * (on - rnd), "met": on >= rnd + 0.10,
                                                                   "seeds": seeds("fgdesk_on", "random", metric)}
         # Attention on against off, within one recipe: the current defaults, or the former ones.
-        for on_name, off_name, label in (("fgdesk_on", "fgdesk_off", ""), ("fgdesk_on_2local", "fgdesk_off_2local", " (former defaults)")):
+        for on_name, off_name, label in (("fgdesk_on", "fgdesk_off", ""), ("fgdesk_on_t02", "fgdesk_off_t02", " (temperature 0.2 defaults)"),
+                                         ("fgdesk_on_2local", "fgdesk_off_2local", " (former defaults)")):
             pair_on, pair_off = mean(on_name, metric), mean(off_name, metric)
             if pair_on is not None and pair_off is not None:
                 spread = max(std(on_name, metric), std(off_name, metric))
