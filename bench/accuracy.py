@@ -131,6 +131,9 @@ ABLATIONS: dict[str, tuple[str, dict[str, Any] | Callable[[RunConfig], None]]] =
     "no_color_jitter": ("no colour jitter (colour kept)", {"data.color_jitter": 0.0}),
     "textbook_color": ("textbook colour: jitter p 0.8, grayscale p 0.2", {"data.color_jitter_prob": 0.8, "data.grayscale_prob": 0.2}),
     "min_scale_0.08": ("global crops down to 8% of the image", {"data.min_scale": 0.08}),
+    # About 700 steps make a 25-minute run; MoCo's 0.99 rising to 1 along a cosine leaves
+    # the key encoder nearly frozen for the last third of such a run.
+    "momentum_0.95": ("key-encoder momentum 0.95 at the start (default 0.99), still rising to 1", {"contrastive.momentum": 0.95}),
     "bn_unshuffled": ("key batch norm over the whole batch (no shuffled chunks)", {"contrastive.shuffle_bn_chunks": 1}),
     "asymmetric": ("asymmetric loss (one query view)", {"contrastive.symmetric": False}),
     "dcl": ("decoupled contrastive loss", {"contrastive.loss": "dcl"}),

@@ -122,14 +122,32 @@ def test_fused_attention_points_at_the_marking(trained):
 
 def test_trained_embedding_classifies_well_above_chance(trained):
     from fgdesk.evaluate.embeddings import compute_embeddings
-    from fgdesk.evaluate.knn import knn_top1
+    from fgdesk.evaluate.linear import fit_linear
 
     config, index, net = trained["config"], trained["index"], trained["net"]
     bank = compute_embeddings(net, training_samples(index), config.data.eval_size)
     queries = compute_embeddings(net, index.test_samples(), config.data.eval_size)
-    top1 = knn_top1(bank.vectors, bank.labels, queries.vectors, queries.labels, NUM_CLASSES)
     chance = 1.0 / NUM_CLASSES
-    # 2x chance is 20 of 80 test images against 10 expected by guessing (binomial p < 0.001);
-    # this recipe scored 2.2-3x chance over three seeds, runs that learned the background
-    # instead of the class 0.9-1.1x.
-    assert top1 >= 2 * chance, f"kNN top-1 {top1:.3f} vs chance {chance:.3f}"
+    # Leave-one-out kNN over all 320 labelled images has about half the noise of the 80-image
+    # test split. 1.5x chance is 60 of 320 against 40 expected by guessing (binomial p < 0.001);
+    # this recipe scored 2.0-2.8x over six seeds, runs that learned the background 0.9-1.1x.
+    loo = leave_one_out_knn(torch.cat([bank.vectors, queries.vectors]), torch.cat([bank.labels, queries.labels]), NUM_CLASSES)
+    assert loo >= 1.5 * chance, f"leave-one-out kNN top-1 {loo:.3f} vs chance {chance:.3f}"
+    # The linear classifier the app trains, fitted on the training split, scored on test:
+    # 2.5-3.6x chance over the same six seeds; 2x is 20 of 80 test images.
+    probe = fit_linear(bank.vectors, bank.labels, NUM_CLASSES, seed=config.seed)
+    linear = (probe.logits(queries.vectors).argmax(dim=1) == queries.labels).float().mean().item()
+    assert linear >= 2 * chance, f"linear-probe top-1 {linear:.3f} vs chance {chance:.3f}"
+
+
+def leave_one_out_knn(vectors: torch.Tensor, labels: torch.Tensor, num_classes: int, k: int = 20, temperature: float = 0.07) -> float:
+    """kNN top-1 where every image is classified by its k nearest others (itself left out)."""
+    from fgdesk.evaluate.knn import knn_scores
+
+    hits = 0
+    for i in range(len(vectors)):
+        others = torch.ones(len(vectors), dtype=torch.bool)
+        others[i] = False
+        scores = knn_scores(vectors[others], labels[others], vectors[i:i + 1], num_classes, k, temperature)
+        hits += int(scores.argmax(dim=1).item() == labels[i].item())
+    return hits / max(1, len(vectors))
