@@ -69,6 +69,7 @@ from fgdesk.data.layouts import Sample, detect  # noqa: E402
 from fgdesk.data.loading import SampleDataset, make_loader  # noqa: E402
 from fgdesk.evaluate.embeddings import compute_embeddings, load_encoder  # noqa: E402
 from fgdesk.evaluate.knn import knn_scores, knn_top1, topk_accuracy  # noqa: E402
+from fgdesk.evaluate.knn import leave_one_out_knn_top1 as knn_leave_one_out  # noqa: E402
 from fgdesk.evaluate.linear import fit_linear  # noqa: E402
 from fgdesk.model.moco import EncoderWithHead, cosine_momentum  # noqa: E402
 from fgdesk.model.network import FineGrainedNet  # noqa: E402
@@ -208,16 +209,9 @@ def score_features(train_vectors: torch.Tensor, train_labels: torch.Tensor, quer
 
 
 def leave_one_out_knn_top1(vectors: torch.Tensor, labels: torch.Tensor, num_classes: int) -> float:
-    """kNN top-1 of every image against all the others (same k, temperature and vote as
-    knn_scores). On the tune split it scores all 1,452 training images instead of the 292
-    held out: its standard error is about half as large, so rows closer than about two
-    points can be told apart."""
-    unit = torch.nn.functional.normalize(vectors.float(), dim=1)
-    similarity = unit @ unit.t()
-    similarity.fill_diagonal_(float("-inf"))
-    nearest, neighbour = similarity.topk(min(KNN_K, len(unit) - 1), dim=1)
-    votes = torch.zeros(len(unit), num_classes).scatter_add_(1, labels[neighbour], (nearest / KNN_T).exp())
-    return (votes.argmax(dim=1) == labels).float().mean().item()
+    """On the tune split it scores all 1,452 training images instead of the 292 held out: its
+    standard error is about half as large, so rows closer than about two points can be told apart."""
+    return knn_leave_one_out(vectors, labels, num_classes, KNN_K, KNN_T)
 
 
 # -- curves -------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from fgdesk.evaluate.knn import knn_scores, knn_top1, topk_accuracy
+from fgdesk.evaluate.knn import knn_scores, knn_top1, leave_one_out_knn_top1, topk_accuracy
 
 
 def separable(num_classes: int, per_class: int, dim: int = 32, noise: float = 0.3, seed: int = 0):
@@ -56,3 +56,17 @@ def test_topk_accuracy_counts_a_hit_anywhere_in_the_top_k():
     labels = torch.tensor([2, 2])
     accuracy = topk_accuracy(scores, labels, (1, 2, 3))
     assert accuracy == {1: 0.0, 2: 0.5, 3: 1.0}
+
+
+def test_leave_one_out_classifies_each_image_by_the_others_alone():
+    vectors, labels = separable(4, 12, noise=1.2, seed=5)
+    hits = 0
+    for i in range(len(vectors)):
+        others = torch.arange(len(vectors)) != i
+        scores = brute_force_scores(vectors[others], labels[others], vectors[i:i + 1], 4, k=20, temperature=0.07)
+        hits += int(scores.argmax(dim=1).item() == labels[i].item())
+    assert leave_one_out_knn_top1(vectors, labels, 4) == hits / len(vectors)
+    # With itself in the bank every image would find its own vote first; left out, duplicates
+    # of one image under different labels can only be told apart by chance.
+    twins = torch.cat([vectors[:1], vectors[:1]])
+    assert leave_one_out_knn_top1(twins, torch.tensor([0, 1]), 2) == 0.0
