@@ -22,6 +22,10 @@ defaults) is scored on tune-validation. The test split is not even opened.
     python3 dev.py bench bench/accuracy.py --minutes 25 --seeds 0,1,2          # the issue-6 protocol
     python3 dev.py bench bench/accuracy.py --minutes 0.5 --seeds 0              # smoke run
     python3 dev.py bench bench/accuracy.py --tune --minutes 10 --seeds 0,1,2 --rows default,attention_none
+    python3 dev.py bench bench/accuracy.py --epochs 30 --seeds 0 --variants fgdesk_on,fgdesk_off   # equal training
+
+`--epochs N` trains every run for N epochs instead of a time budget: a machine whose speed
+drifts between runs then cannot hand one variant more training than another.
 """
 from __future__ import annotations
 
@@ -115,6 +119,7 @@ ABLATIONS: dict[str, tuple[str, dict[str, Any] | Callable[[RunConfig], None]]] =
     "image_64": ("64 px views (more steps per minute)", {"data.image_size": 64, "data.eval_size": 64, "data.local_size": 32}),
     "image_64_eval_96": ("64 px training views, 96 px evaluation (more steps per minute, same test input)",
                          {"data.image_size": 64, "data.local_size": 32}),
+    "res_schedule_64": ("resolution schedule: 64 px views for the first half of the budget, then 96 px", {"data.early_size": 64}),
     "image_128": ("128 px views", {"data.image_size": 128, "data.eval_size": 128, "data.local_size": 64}),
     "local_crops_0": ("no local crops", {"data.local_crops": 0}),
     "local_crops_4": ("4 local crops", {"data.local_crops": 4}),
@@ -583,7 +588,16 @@ def issue_targets(summary: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def plot_curves(results: dict[str, Any], knn_path: Path, loss_path: Path, minutes: float) -> list[str]:
+def budget_label(minutes: float | None, epochs: int | None = None) -> str:
+    """'25 min' for a time budget, '40 epochs' for a fixed number of epochs."""
+    return f"{epochs} epochs" if epochs else f"{minutes:g} min"
+
+
+def is_smoke(minutes: float | None, epochs: int | None = None) -> bool:
+    return epochs < 3 if epochs else (minutes or 0.0) < 5
+
+
+def plot_curves(results: dict[str, Any], knn_path: Path, loss_path: Path, budget: str) -> list[str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -609,7 +623,7 @@ def plot_curves(results: dict[str, Any], knn_path: Path, loss_path: Path, minute
                         label=LABELS[variant] if index == 0 else None)
     ax.set_xlabel("minutes of training (CPU, budget includes the kNN monitor)")
     ax.set_ylabel("kNN top-1 on held-out training images (%)")
-    ax.set_title(f"cub50: validation kNN top-1 against time ({minutes:g}-minute budget, one line per seed)")
+    ax.set_title(f"cub50: validation kNN top-1 against time ({budget} per run, one line per seed)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
@@ -747,7 +761,7 @@ def run_tune(args: argparse.Namespace, setup: Setup, work: Path, report: Report)
                 progress(f"tune row {row} ({description}), seed {seed}: evaluating the kept run {relative(work / cfg.name)}")
                 info, run = reused, work / cfg.name
             else:
-                progress(f"tune row {row} ({description}), seed {seed}, {cfg.schedule.time_budget_min:g} min")
+                progress(f"tune row {row} ({description}), seed {seed}, {budget_label(args.minutes, args.epochs)}")
                 info, run = fgdesk_run(cfg, work / cfg.name)
             record = {"seed": seed, **info}
             if run is not None:
@@ -781,17 +795,17 @@ def run_tune(args: argparse.Namespace, setup: Setup, work: Path, report: Report)
     table = format_table(table_rows, [("row", "row"), ("change", "one change"), ("knn", "val kNN %"), ("delta", "vs default"),
                                       ("linear", "val linear %"), ("loo", "leave-one-out kNN %"), ("loo_delta", "vs default"),
                                       ("epochs", "epochs per seed")],
-                         title=f"Ablations on tune-validation ({len(setup.query)} images carved from train), {args.minutes:g} min, seeds {args.seeds}")
+                         title=f"Ablations on tune-validation ({len(setup.query)} images carved from train), {budget_label(args.minutes, args.epochs)}, seeds {args.seeds}")
     report.write({"rows": results, "tune_train_images": len(setup.train), "tune_val_images": len(setup.query)},
                  [table], ["Scores are on a validation split carved from the training images; the test split was not used."],
-                 filename=f"{args.out}.json" if args.out else ("ablation.json" if args.minutes >= 5 else "ablation_smoke.json"))
+                 filename=f"{args.out}.json" if args.out else ("ablation_smoke.json" if is_smoke(args.minutes, args.epochs) else "ablation.json"))
     return 0
 
 
-def write_report(results: dict[str, Any], report: Report, minutes: float, seeds: str, threads: int,
-                 out: str | None, no_plot: bool = False, extra_notes: Sequence[str] = ()) -> None:
+def write_report(results: dict[str, Any], report: Report, minutes: float | None, seeds: str, threads: int,
+                 out: str | None, no_plot: bool = False, extra_notes: Sequence[str] = (), epochs: int | None = None) -> None:
     """Targets, tables, plots and the JSON for the variants measured (or merged)."""
-    smoke = minutes < 5
+    smoke = is_smoke(minutes, epochs)
     summary = {v: {m: results[v].get(m, {}) for m in ("knn_top1", "linear_top1")} for v in results}
     targets = issue_targets(summary)
     table_rows = []
@@ -812,7 +826,8 @@ def write_report(results: dict[str, Any], report: Report, minutes: float, seeds:
                                "epochs": "-", "speed": "-"})
     tables = [format_table(table_rows, [("variant", "variant"), ("knn", "kNN top-1 %"), ("per_seed", "kNN per seed"),
                                         ("linear", "linear top-1 %"), ("epochs", "epochs"), ("speed", "train img/s")],
-                           title=f"cub50 test split, {minutes:g} min CPU budget per run, seeds {seeds}, {threads} threads")]
+                           title=f"cub50 test split, {budget_label(minutes, epochs)}{'' if epochs else ' CPU budget'} per run, "
+                                 f"seeds {seeds}, {threads} threads")]
     if targets:
         tables.append(format_table([{"target": k, "met": v["met"], "seeds": v["seeds"],
                                      "points": f"{next(iter(x for x in v.values() if isinstance(x, float))):+.1f}"}
@@ -822,10 +837,10 @@ def write_report(results: dict[str, Any], report: Report, minutes: float, seeds:
     if not no_plot:
         folder = RESULTS_DIR if smoke else DOCS_DIR
         prefix = out or ("accuracy_smoke" if smoke else "benchmarks")
-        plots = plot_curves(results, folder / f"{prefix}_knn_curve.png", folder / f"{prefix}_loss_curve.png", minutes)
+        plots = plot_curves(results, folder / f"{prefix}_knn_curve.png", folder / f"{prefix}_loss_curve.png", budget_label(minutes, epochs))
     notes = [*extra_notes, "Each fgdesk run is the engine's own: its budget clock includes the epoch-end kNN monitor and checkpoints."]
     if smoke:
-        notes.append("Smoke run (budget under 5 minutes): the figures only show the script works.")
+        notes.append("Smoke run (under 5 minutes or 3 epochs): the figures only show the script works.")
     report.write({"variants": results, "targets": targets, "plots": plots}, tables, notes,
                  filename=f"{out}.json" if out else ("accuracy_smoke.json" if smoke else "accuracy.json"))
 
@@ -886,10 +901,15 @@ def merge_reports(args: argparse.Namespace) -> int:
     if loaded is None:
         return 2
     sources, documents = loaded
-    budgets = {d["settings"]["minutes"] for d in documents}
+    budgets = {(d["settings"]["minutes"], d["settings"].get("epochs")) for d in documents}
     threads = {d["threads"] for d in documents}
+    cpus = {d.get("machine", {}).get("cpu") for d in documents}
     if len(budgets) != 1 or len(threads) != 1:
-        print(f"cannot merge runs of different budgets {sorted(budgets)} or thread counts {sorted(threads)}", file=sys.stderr)
+        print(f"cannot merge runs of different budgets {sorted(map(str, budgets))} or thread counts {sorted(threads)}", file=sys.stderr)
+        return 2
+    if len(cpus) != 1:
+        # A time budget buys different training on different processors.
+        print(f"cannot merge runs made on different CPUs ({', '.join(sorted(map(str, cpus)))})", file=sys.stderr)
         return 2
     results: dict[str, Any] = {}
     for path, document in zip(sources, documents):
@@ -910,7 +930,8 @@ def merge_reports(args: argparse.Namespace) -> int:
     settings = {**documents[0]["settings"], "seeds": "per variant, see merged_from", "merged_from": provenance}
     report = Report("accuracy", settings)
     notes = [f"Merged from {', '.join(relative(p) for p in sources)}; each variant keeps the commit and date of its own run."]
-    write_report(results, report, budgets.pop(), "per variant", threads.pop(), args.out, args.no_plot, notes)
+    minutes, epochs = budgets.pop()
+    write_report(results, report, minutes, "per variant", threads.pop(), args.out, args.no_plot, notes, epochs)
     return 0
 
 
@@ -925,7 +946,10 @@ def plot_budgets(args: argparse.Namespace) -> int:
     if loaded is None:
         return 2
     points: dict[str, list[tuple[float, float, float, int]]] = {}
-    for document in loaded[1]:
+    for path, document in zip(*loaded):
+        if document["settings"].get("minutes") is None:
+            print(f"{relative(path)} trained a fixed number of epochs, not a time budget; left out", file=sys.stderr)
+            continue
         minutes = float(document["settings"]["minutes"])
         for variant, entry in document["results"]["variants"].items():
             for metric in ("knn_top1", "linear_top1"):
@@ -967,6 +991,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", default=None, help="CUB-layout dataset (default ../shared/data/cub50/CUB_200_2011)")
     parser.add_argument("--minutes", type=float, default=20.0, help="pretraining budget per run (minutes)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="train every run for this many epochs instead of --minutes, for comparisons at equal "
+                             "training that a machine's changing speed cannot skew")
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--variants", default=",".join(VARIANTS), help=f"subset of {', '.join(VARIANTS)}")
     parser.add_argument("--device", default="cpu", help="device for training (the benchmark is about CPUs)")
@@ -1015,7 +1042,7 @@ def main(argv: list[str] | None = None) -> int:
     results_name = args.out or ("ablation" if args.tune else "accuracy")
     work = Path(args.keep_runs) / results_name if args.keep_runs else Path(tempfile.mkdtemp(prefix="fgdesk-accuracy-"))
     work.mkdir(parents=True, exist_ok=True)
-    smoke = args.minutes < 5
+    smoke = is_smoke(args.minutes, args.epochs)
 
     if args.tune:
         fit, val = tune_split(train)
@@ -1028,7 +1055,10 @@ def main(argv: list[str] | None = None) -> int:
         train_path, query = data, test
 
     base = default_config(str(train_path), len(train), args.device)
-    base.schedule.time_budget_min = args.minutes
+    if args.epochs:
+        base.schedule.epochs, base.schedule.time_budget_min = args.epochs, 0.0
+    else:
+        base.schedule.time_budget_min = args.minutes
     if args.workers is not None:
         base.data.num_workers = args.workers
     device = select_device(args.device)
@@ -1037,7 +1067,8 @@ def main(argv: list[str] | None = None) -> int:
     setup = Setup(train_path, index, train, query, len(index.classes), base, device, dtype, data_label, tune=args.tune)
 
     settings = {
-        "data": relative(data), "mode": "tune" if args.tune else "test", "minutes": args.minutes, "seeds": args.seeds,
+        "data": relative(data), "mode": "tune" if args.tune else "test",
+        "minutes": None if args.epochs else args.minutes, "epochs": args.epochs, "seeds": args.seeds,
         "device": str(device), "precision": "bf16 autocast + channels_last" if dtype == torch.bfloat16 else "fp32",
         "train_images": len(train), ("tune_val_images" if args.tune else "test_images"): len(query),
         "classes": len(index.classes), "knn": {"k": KNN_K, "temperature": KNN_T, "similarity": "cosine"},
@@ -1060,7 +1091,7 @@ def main(argv: list[str] | None = None) -> int:
         for variant in variants:
             records = []
             for seed in seeds:
-                progress(f"{variant} ({VARIANTS[variant]}), seed {seed}, budget {args.minutes:g} min, {threads} threads")
+                progress(f"{variant} ({VARIANTS[variant]}), seed {seed}, {budget_label(args.minutes, args.epochs)}, {threads} threads")
                 record = run_variant(variant, seed, setup, args, work)
                 if variant in ("fgdesk_on", "fgdesk_off") and not args.keep_runs:
                     shutil.rmtree(work / f"{variant}-seed{seed}", ignore_errors=True)
@@ -1070,7 +1101,7 @@ def main(argv: list[str] | None = None) -> int:
             results[variant] = {"description": VARIANTS[variant], "seeds": records, **aggregate(records)}
             if variant == "random":
                 results[variant]["stage4_gap"] = aggregate(records, "test_stage4_gap")
-        write_report(results, report, args.minutes, args.seeds, threads, args.out, args.no_plot)
+        write_report(results, report, args.minutes, args.seeds, threads, args.out, args.no_plot, epochs=args.epochs)
         return 0
     finally:
         if not args.keep_runs:

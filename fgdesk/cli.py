@@ -21,6 +21,8 @@ TRAIN_OPTIONS: list[tuple[str, str, type, str]] = [
     ("--checkpoint-every", "schedule.checkpoint_every_steps", int, "steps between checkpoints (also at every epoch end)"),
     ("--image-size", "data.image_size", int, "side of the global crops in pixels"),
     ("--eval-size", "data.eval_size", int, "side of the centre crop used for embeddings"),
+    ("--early-size", "data.early_size", int, "resolution schedule: global crops of this side first (0: off)"),
+    ("--early-fraction", "data.early_fraction", float, "share of the run (budget or steps) spent at --early-size"),
     ("--local-crops", "data.local_crops", int, "number of small local crops per image (0: off)"),
     ("--local-size", "data.local_size", int, "side of the local crops in pixels"),
     ("--workers", "data.num_workers", int, "data loader worker processes (-1: automatic)"),

@@ -34,6 +34,11 @@ class DataConfig:
     grayscale_prob: float = 0.0
     blur_prob: float = 0.2
     eval_size: int = 96  # side of the centre crop for embeddings and prediction
+    # Resolution schedule: global views of early_size px for the first early_fraction of the
+    # run (by the budget clock, or by steps without a budget), image_size after; 0 is off.
+    # Small views buy more steps early on, full-size ones match what evaluation sees.
+    early_size: int = 0
+    early_fraction: float = 0.5
     num_workers: int = -1  # -1: pick from the machine
 
 
@@ -108,6 +113,9 @@ class RunConfig:
         check.range("data.grayscale_prob", d.grayscale_prob, 0.0, 1.0)
         check.range("data.blur_prob", d.blur_prob, 0.0, 1.0)
         check.range("data.eval_size", d.eval_size, 32, 1024)
+        if d.early_size:
+            check.range("data.early_size", d.early_size, 32, d.image_size)
+        check.range("data.early_fraction", d.early_fraction, 0.0, 1.0)
         check.range("data.num_workers", d.num_workers, -1, 64)
         check.choice("model.backbone", m.backbone, BACKBONES)
         check.choice("model.attention", m.attention, ATTENTION_KINDS)

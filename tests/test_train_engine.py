@@ -247,3 +247,30 @@ def test_the_knn_monitor_decodes_its_images_once_and_scores_as_before(tiny_data,
     assert len(decoded) == 2
     assert len(kept) == 3 and None not in kept
     assert kept == streamed
+
+
+def test_the_resolution_schedule_trains_small_views_first_then_full_size(tiny_data, tmp_path, monkeypatch):
+    sizes: list[tuple[int, int]] = []
+    forward = MoCo.forward
+
+    def recording(self, global_views, local_views, ids):
+        sizes.append((global_views[0].shape[-1], local_views[0].shape[-1]))
+        return forward(self, global_views, local_views, ids)
+
+    monkeypatch.setattr(MoCo, "forward", recording)
+    config = tiny_config(tiny_data, **{"data.image_size": 40, "data.early_size": 32, "data.local_size": 36,
+                                       "data.early_fraction": 0.5, "schedule.epochs": 4})
+    result = Trainer(config, run_dir=tmp_path / "run").run()
+    assert isinstance(result, FinishedEvent) and result.status == "finished"
+    per_epoch = len(sizes) // 4
+    # Epochs 1-2 start before half of the run: 32 px global views, local crops no larger.
+    assert set(sizes[:2 * per_epoch]) == {(32, 32)}
+    assert set(sizes[2 * per_epoch:]) == {(40, 36)}
+    assert runs.read_state(tmp_path / "run")["epochs_done"] == 4
+
+
+def test_a_resolution_schedule_larger_than_the_views_is_refused(tiny_data):
+    from fgdesk.config import ConfigError
+
+    with pytest.raises(ConfigError, match="data.early_size"):
+        tiny_config(tiny_data, **{"data.early_size": 64})

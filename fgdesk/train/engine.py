@@ -6,6 +6,7 @@ checkpoint after a stop, a crash or a kill.
 """
 from __future__ import annotations
 
+import dataclasses
 import errno
 import hashlib
 import logging
@@ -19,7 +20,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Sampler
 
-from fgdesk.config import RunConfig
+from fgdesk.config import DataConfig, RunConfig
 from fgdesk.data.augment import ContrastiveViews
 from fgdesk.data.layouts import DatasetIndex, Sample, detect
 from fgdesk.data.loading import SampleDataset, make_loader
@@ -58,6 +59,14 @@ MONITOR_CACHE_BYTES = 768 * 2**20
 MAX_BAD_IMAGE_EVENTS = 200
 MAX_NONFINITE_STEPS = 5
 RESUMABLE_CHANGES = ("schedule.", "device", "precision", "data.num_workers")
+
+
+def view_size(data: DataConfig, progress: float) -> int:
+    """The global view side at this point of the run: the resolution schedule's early size
+    before `early_fraction` of the run, the full `image_size` after (and when it is off)."""
+    if data.early_size and progress < data.early_fraction:
+        return data.early_size
+    return data.image_size
 
 
 class TrainingFailure(RuntimeError):
@@ -257,6 +266,8 @@ class Trainer:
         random.seed(cfg.seed + self.dist.rank)
         dtype = resolve_precision(cfg.precision, self.device)
         smallest_view = min(cfg.data.image_size, cfg.data.local_size) if cfg.data.local_crops else cfg.data.image_size
+        if cfg.data.early_size:
+            smallest_view = min(smallest_view, cfg.data.early_size)
         if dtype == torch.bfloat16 and self.device.type == "cpu" and smallest_view < MIN_CPU_BF16_VIEW:
             log.warning("training in fp32: bf16 on the CPU is unstable for views under %d px (smallest here: %d px)",
                         MIN_CPU_BF16_VIEW, smallest_view)
@@ -305,7 +316,8 @@ class Trainer:
             len(samples), index.layout, len(index.classes), self.device, dtype or "fp32", batch_size, self.dist.world_size, steps_per_epoch,
         )
 
-        dataset = SampleDataset(samples, ContrastiveViews(cfg.data), index.crop_bottom)
+        views_size = 0  # the global view side the dataset below makes; set per epoch
+        dataset: SampleDataset | None = None
         num_global = 2
         loop_started = time.monotonic()
         elapsed_at_start = state["elapsed_s"]
@@ -352,6 +364,13 @@ class Trainer:
         bad_steps = 0
         while state["epoch"] < cfg.schedule.epochs and not out_of_budget:
             epoch = state["epoch"]
+            size = view_size(cfg.data, progress(state["global_step"]))
+            if size != views_size:
+                if views_size:
+                    log.info("epoch %d: global views of %d px from here on (were %d px)", epoch + 1, size, views_size)
+                views_size = size
+                data_cfg = dataclasses.replace(cfg.data, image_size=size, local_size=min(cfg.data.local_size, size))
+                dataset = SampleDataset(samples, ContrastiveViews(data_cfg), index.crop_bottom)
             sampler.set_position(epoch, state["step_in_epoch"])
             loader = make_loader(
                 dataset, batch_size=batch_size, shuffle=False, num_workers=cfg.data.num_workers,
