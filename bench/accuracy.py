@@ -810,13 +810,13 @@ def write_report(results: dict[str, Any], report: Report, minutes: float | None,
     targets = issue_targets(summary)
     table_rows = []
     for variant, entry in results.items():
-        epochs = [r.get("epochs_done") for r in entry["seeds"] if r.get("epochs_done") is not None]
+        done = [r.get("epochs_done") for r in entry["seeds"] if r.get("epochs_done") is not None]
         speed = [r.get("mean_images_per_s") for r in entry["seeds"] if r.get("mean_images_per_s")]
         table_rows.append({
             "variant": LABELS[variant], "knn": pct_spread(entry.get("knn_top1", {})),
             "linear": pct_spread(entry.get("linear_top1", {})),
             "per_seed": " / ".join(pct(v) for v in entry.get("knn_top1", {}).get("per_seed", [])),
-            "epochs": "/".join(str(e) for e in epochs) or "-",
+            "epochs": "/".join(str(e) for e in done) or "-",
             "speed": f"{sum(speed) / len(speed):.0f}" if speed else "-",
         })
         if variant == "random" and entry.get("stage4_gap"):
@@ -929,6 +929,7 @@ def merge_reports(args: argparse.Namespace) -> int:
                    "variants": list(d["results"]["variants"])} for p, d in zip(sources, documents)]
     settings = {**documents[0]["settings"], "seeds": "per variant, see merged_from", "merged_from": provenance}
     report = Report("accuracy", settings)
+    report.header["machine"] = documents[0].get("machine")  # where the runs were made, not where they were merged
     notes = [f"Merged from {', '.join(relative(p) for p in sources)}; each variant keeps the commit and date of its own run."]
     minutes, epochs = budgets.pop()
     write_report(results, report, minutes, "per variant", threads.pop(), args.out, args.no_plot, notes, epochs)
@@ -1025,6 +1026,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.merge:
         return merge_reports(args)
+    if args.epochs and not args.out:
+        # Never over the time-budget reports (accuracy.json, ablation.json) and their plots.
+        args.out = f"{'ablation' if args.tune else 'accuracy'}_{args.epochs}ep"
     if args.budget_plot:
         return plot_budgets(args)
     threads = set_threads(args.threads)

@@ -115,7 +115,7 @@ class RunConfig:
         check.range("data.eval_size", d.eval_size, 32, 1024)
         if d.early_size:
             check.range("data.early_size", d.early_size, 32, d.image_size)
-        check.range("data.early_fraction", d.early_fraction, 0.0, 1.0)
+        check.range("data.early_fraction", d.early_fraction, 0.0, 0.99)
         check.range("data.num_workers", d.num_workers, -1, 64)
         check.choice("model.backbone", m.backbone, BACKBONES)
         check.choice("model.attention", m.attention, ATTENTION_KINDS)

@@ -36,7 +36,7 @@ def test_help_documents_every_train_option():
     text = fgdesk("train", "--help").stdout
     for flag in ("--data", "--config", "--resume", "--out", "--epochs", "--batch-size", "--image-size", "--lr",
                  "--temperature", "--queue-size", "--momentum", "--stages", "--local-crops", "--attention",
-                 "--backbone", "--weights", "--device", "--precision", "--time-budget"):
+                 "--backbone", "--weights", "--device", "--precision", "--time-budget", "--early-size", "--early-fraction"):
         assert flag in text
     assert fgdesk("--version").stdout.startswith("fgdesk ")
 

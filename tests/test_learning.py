@@ -129,9 +129,13 @@ def test_trained_embedding_classifies_well_above_chance(trained):
     bank = compute_embeddings(net, training_samples(index), config.data.eval_size)
     queries = compute_embeddings(net, index.test_samples(), config.data.eval_size)
     chance = 1.0 / NUM_CLASSES
+    # The bars hold the trained embedding well above chance: a collapsed run, or one that
+    # learned the demo's backgrounds (0.9-1.1x chance on test kNN), fails them. They do not ask
+    # it to beat random features, which clear them too (lowest seed 1.6x and 2.3x); on this set
+    # 112 steps do not reliably do that, and cub50 in bench/accuracy.py is where it is measured.
     # Leave-one-out kNN over all 320 labelled images has about half the noise of the 80-image
     # test split. 1.5x chance is 60 of 320 against 40 expected by guessing (binomial p < 0.001);
-    # this recipe scored 2.0-2.8x over six seeds, runs that learned the background 0.9-1.1x.
+    # this recipe scored 2.0-2.8x over six seeds.
     loo = leave_one_out_knn_top1(torch.cat([bank.vectors, queries.vectors]), torch.cat([bank.labels, queries.labels]), NUM_CLASSES)
     assert loo >= 1.5 * chance, f"leave-one-out kNN top-1 {loo:.3f} vs chance {chance:.3f}"
     # The linear classifier the app trains, fitted on the training split, scored on test:
@@ -139,4 +143,3 @@ def test_trained_embedding_classifies_well_above_chance(trained):
     probe = fit_linear(bank.vectors, bank.labels, NUM_CLASSES, seed=config.seed)
     linear = (probe.logits(queries.vectors).argmax(dim=1) == queries.labels).float().mean().item()
     assert linear >= 2 * chance, f"linear-probe top-1 {linear:.3f} vs chance {chance:.3f}"
-

@@ -249,7 +249,7 @@ def test_the_knn_monitor_decodes_its_images_once_and_scores_as_before(tiny_data,
     assert kept == streamed
 
 
-def test_the_resolution_schedule_trains_small_views_first_then_full_size(tiny_data, tmp_path, monkeypatch):
+def test_the_resolution_schedule_switches_mid_epoch_and_a_resume_keeps_the_switch_step(tiny_data, tmp_path, monkeypatch):
     sizes: list[tuple[int, int]] = []
     forward = MoCo.forward
 
@@ -259,14 +259,28 @@ def test_the_resolution_schedule_trains_small_views_first_then_full_size(tiny_da
 
     monkeypatch.setattr(MoCo, "forward", recording)
     config = tiny_config(tiny_data, **{"data.image_size": 40, "data.early_size": 32, "data.local_size": 36,
-                                       "data.early_fraction": 0.5, "schedule.epochs": 4})
-    result = Trainer(config, run_dir=tmp_path / "run").run()
+                                       "data.early_fraction": 0.5, "schedule.epochs": 3})
+    events: list = []
+    result = Trainer(config, run_dir=tmp_path / "uninterrupted", on_event=collect(events)).run()
     assert isinstance(result, FinishedEvent) and result.status == "finished"
-    per_epoch = len(sizes) // 4
-    # Epochs 1-2 start before half of the run: 32 px global views, local crops no larger.
-    assert set(sizes[:2 * per_epoch]) == {(32, 32)}
-    assert set(sizes[2 * per_epoch:]) == {(40, 36)}
-    assert runs.read_state(tmp_path / "run")["epochs_done"] == 4
+    total = [e for e in events if isinstance(e, StepEvent)][-1].total_steps
+    assert total % 3 == 0 and (total // 2) % (total // 3) != 0  # the switch falls inside an epoch
+    # Steps before half of the run see 32 px global views and local crops shrunk in proportion
+    # (36 * 32 / 40 = 29 px); every step after sees the full sizes.
+    switch = math.ceil(total / 2)
+    assert sizes == [(32, 29)] * switch + [(40, 36)] * (total - switch)
+
+    # Stopped before the switch and resumed: the switch comes at the same step.
+    uninterrupted, sizes[:] = list(sizes), []
+    control = TrainingControl()
+
+    def stop_at_step_two(event):
+        if isinstance(event, StepEvent) and event.global_step == 2:
+            control.stop()
+
+    assert Trainer(config, run_dir=tmp_path / "run", on_event=stop_at_step_two, control=control).run().status == "stopped"
+    assert Trainer.resume(tmp_path / "run").run().status == "finished"
+    assert sizes == uninterrupted
 
 
 def test_a_resolution_schedule_larger_than_the_views_is_refused(tiny_data):

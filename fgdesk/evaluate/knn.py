@@ -57,5 +57,5 @@ def leave_one_out_knn_top1(embeddings: torch.Tensor, labels: torch.Tensor, num_c
     similarity = unit @ unit.t()
     similarity.fill_diagonal_(float("-inf"))
     nearest, neighbour = similarity.topk(min(k, len(unit) - 1), dim=1)
-    votes = torch.zeros(len(unit), num_classes).scatter_add_(1, labels.long()[neighbour], (nearest / temperature).exp())
+    votes = torch.zeros(len(unit), num_classes, device=unit.device).scatter_add_(1, labels.long()[neighbour], (nearest / temperature).exp())
     return (votes.argmax(dim=1) == labels.long()).float().mean().item()

@@ -606,7 +606,8 @@ class TrainingView(QWidget):
         rows = [
             ("Model", f"{m.backbone}, {m.weights} weights"),
             ("Attention", f"{m.attention}, stages {', '.join(str(x) for x in m.stages)}"),
-            ("Views", f"2 × {d.image_size} px" + (f" + {d.local_crops} × {d.local_size} px local crops" if d.local_crops else ", no local crops")),
+            ("Views", f"2 × {d.image_size} px" + (f" + {d.local_crops} × {d.local_size} px local crops" if d.local_crops else ", no local crops")
+             + (f"; {d.early_size} px for the first {d.early_fraction:.0%}" if d.early_size else "")),
             ("Length", length),
             ("Batch", f"{s.batch_size}, lr {config.optim.lr:g}"),
             ("Contrast", f"queue {c.queue_size:,}, T {c.temperature:g}"),

@@ -69,6 +69,14 @@ def view_size(data: DataConfig, progress: float) -> int:
     return data.image_size
 
 
+def views_at(data: DataConfig, size: int) -> DataConfig:
+    """The data settings for global views of `size` px; local crops shrink in proportion."""
+    if size == data.image_size:
+        return data
+    local = max(16, round(data.local_size * size / data.image_size))
+    return dataclasses.replace(data, image_size=size, local_size=min(local, size))
+
+
 class TrainingFailure(RuntimeError):
     """A run cannot go on; the message tells the user why and what to change."""
 
@@ -364,13 +372,13 @@ class Trainer:
         bad_steps = 0
         while state["epoch"] < cfg.schedule.epochs and not out_of_budget:
             epoch = state["epoch"]
-            size = view_size(cfg.data, progress(state["global_step"]))
-            if size != views_size:
+            # A run that reached full size stays there for the rest of this session.
+            size = views_size if views_size == cfg.data.image_size else view_size(cfg.data, progress(state["global_step"]))
+            if dataset is None or size != views_size:
                 if views_size:
-                    log.info("epoch %d: global views of %d px from here on (were %d px)", epoch + 1, size, views_size)
+                    log.info("step %d: global views of %d px from here on (were %d px)", state["global_step"], size, views_size)
                 views_size = size
-                data_cfg = dataclasses.replace(cfg.data, image_size=size, local_size=min(cfg.data.local_size, size))
-                dataset = SampleDataset(samples, ContrastiveViews(data_cfg), index.crop_bottom)
+                dataset = SampleDataset(samples, ContrastiveViews(views_at(cfg.data, size)), index.crop_bottom)
             sampler.set_position(epoch, state["step_in_epoch"])
             loader = make_loader(
                 dataset, batch_size=batch_size, shuffle=False, num_workers=cfg.data.num_workers,
@@ -454,6 +462,8 @@ class Trainer:
                         interrupted_for_pause = True  # leaving the loop shuts the workers down
                         break
                     window_start, window_images = time.monotonic(), 0
+                if views_size != cfg.data.image_size and view_size(cfg.data, progress(state["global_step"])) != views_size:
+                    break  # the resolution schedule switches here; the loader restarts at this step
             del loader
             if stopped:
                 break
