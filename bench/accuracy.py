@@ -590,7 +590,7 @@ def issue_targets(summary: dict[str, dict[str, Any]]) -> dict[str, Any]:
 
 def budget_label(minutes: float | None, epochs: int | None = None) -> str:
     """'25 min' for a time budget, '40 epochs' for a fixed number of epochs."""
-    return f"{epochs} epochs" if epochs else f"{minutes:g} min"
+    return f"{epochs} epoch{'' if epochs == 1 else 's'}" if epochs else f"{minutes:g} min"
 
 
 def is_smoke(minutes: float | None, epochs: int | None = None) -> bool:

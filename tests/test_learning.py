@@ -3,7 +3,7 @@
 One run trains once (module fixture) and the tests read it. The demo set's classes
 differ only by a small dark marking on the wing, with its box recorded.
 
-The recipe is the CPU defaults' (no local crops) for 16 epochs (112 steps, about 70
+The recipe is the CPU defaults' (no local crops) for 16 epochs (112 steps, about 80
 seconds on one thread). Over seeds 0-5 on an Intel CPU with AMX (docs/benchmarks.md §6):
 leave-one-out kNN over all 320 images 25.3-35.3% and the linear probe on the test split
 31.2-45.0% (chance 12.5%). Test-split kNN alone (80 images, one image 1.25 points) ranged
