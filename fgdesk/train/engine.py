@@ -372,7 +372,7 @@ class Trainer:
         bad_steps = 0
         while state["epoch"] < cfg.schedule.epochs and not out_of_budget:
             epoch = state["epoch"]
-            # A run that reached full size stays there for the rest of this session.
+            # A run that reached full size stays there until this process ends.
             size = views_size if views_size == cfg.data.image_size else view_size(cfg.data, progress(state["global_step"]))
             if dataset is None or size != views_size:
                 if views_size:
