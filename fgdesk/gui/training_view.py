@@ -288,6 +288,8 @@ class TrainingView(QWidget):
         self._add_spin("data.image_size", "Image size (px)", 1, 4096, 16)
         self._add_spin("data.early_size", "Early image size (px)", 0, 4096, 16,
                        "Resolution schedule: smaller views for the first part of the run buy more steps; 0 is off")
+        self._add_double("data.early_fraction", "Early share of the run", 0, 0.99, 2, 0.05,
+                         "How much of the run (by the time budget, or by steps) uses the early image size")
         self._add_spin("schedule.epochs", "Epochs", 0, 1_000_000)
         self._add_double("schedule.time_budget_min", "Time budget (min)", 0, 1e6, 1, 5,
                          "Stop after this many minutes; 0 means no limit. The schedule adapts to the budget.")
