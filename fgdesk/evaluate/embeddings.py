@@ -149,7 +149,7 @@ def _embed_batch(net: FineGrainedNet, images: torch.Tensor, device: torch.device
     if device.type in ("cpu", "cuda"):
         images = images.contiguous(memory_format=torch.channels_last)
     with autocast(device, dtype):
-        embedding = net(images).embedding
+        embedding = net.embed(images)
     return embedding.float().cpu()
 
 

@@ -392,7 +392,7 @@ class Predictor:
         tensors = [(position, item) for position, item in enumerate(loaded) if not isinstance(item, str)]
         for batch in bucketed(tensors, key=lambda pair: tuple(pair[1].shape), batch_size=batch_size):
             images = torch.stack([tensor for _, tensor in batch]).to(self.device)
-            embedding = self.net(images).embedding.float()
+            embedding = self.net.embed(images).float()
             logits = embedding @ self.weight.t() + self.bias if self.weight is not None else None
             probabilities = self._probabilities(embedding, logits)
             for row, (position, _) in enumerate(batch):

@@ -38,7 +38,7 @@ class SpatialAttentionPool(nn.Module):
         nn.init.zeros_(self.gate[-1].weight)
         nn.init.zeros_(self.gate[-1].bias)
 
-    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, features: torch.Tensor, with_map: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch, _, height, width = features.shape
         scores = self.gate(features).float().flatten(1)  # softmax in fp32 for stability
         attention = scores.softmax(dim=1)
@@ -46,6 +46,8 @@ class SpatialAttentionPool(nn.Module):
         flat = features.float().flatten(2)
         if self.power == 1.0:
             descriptor = torch.einsum("bcn,bn->bc", flat, attention)
+            if not with_map:  # training reads only the descriptor
+                return descriptor, None
             share = flat * attention.unsqueeze(1) / descriptor.unsqueeze(2).clamp_min(1e-12)
         else:
             # Scaled by each channel's maximum first so that x^p stays finite at any p.
@@ -53,6 +55,8 @@ class SpatialAttentionPool(nn.Module):
             powered = (flat.clamp_min(0) / peak).pow(self.power) * attention.unsqueeze(1)
             mass = powered.sum(dim=2)
             descriptor = mass.clamp_min(1e-30).pow(1.0 / self.power) * peak.squeeze(2)
+            if not with_map:
+                return descriptor, None
             share = powered / mass.unsqueeze(2).clamp_min(1e-30)
         # Channels that are zero everywhere give no evidence of place: weigh the others.
         alive = (flat.amax(dim=2) > 0).float()
@@ -67,9 +71,11 @@ class GlobalAveragePool(nn.Module):
     def __init__(self, channels: int = 0) -> None:
         super().__init__()
 
-    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, features: torch.Tensor, with_map: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         batch, _, height, width = features.shape
         descriptor = features.float().mean(dim=(2, 3))
+        if not with_map:
+            return descriptor, None
         uniform = features.new_full((batch, height, width), 1.0 / (height * width), dtype=torch.float32)
         return descriptor, uniform
 
@@ -99,15 +105,20 @@ class MultiScaleAttention(nn.Module):
     def scale_weights(self) -> torch.Tensor:
         return self.scale_logits.float().softmax(dim=0)
 
-    def forward(self, stage_features: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
-        """Return (embedding, descriptors, attention maps) for features of stages 1..N."""
+    def forward(self, stage_features: list[torch.Tensor], with_maps: bool = True
+                ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor] | None]:
+        """Return (embedding, descriptors, attention maps) for features of stages 1..N.
+
+        Without maps (training, embedding extraction) the maps are None and the
+        per-location shares behind them are never computed.
+        """
         weights = self.scale_weights().sqrt()
         descriptors, maps, parts, gates = [], [], [], []
         for index, (stage, pool) in enumerate(zip(self.stages, self.pools)):
-            descriptor, attention = pool(stage_features[stage - 1])
+            descriptor, attention = pool(stage_features[stage - 1], with_maps)
             gates.append(getattr(pool, "last_gate", None))
             descriptors.append(descriptor)
             maps.append(attention)
             parts.append(F.normalize(descriptor, dim=1) * weights[index])
         self.last_gates = gates if all(g is not None for g in gates) else None
-        return torch.cat(parts, dim=1), descriptors, maps
+        return torch.cat(parts, dim=1), descriptors, maps if with_maps else None

@@ -10,12 +10,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from fgdesk.config import RunConfig
+from fgdesk.model.chunked_bn import bn_chunk_count, chunk_batch_norms
 from fgdesk.model.heads import ProjectionHead
 from fgdesk.model.losses import info_nce
 from fgdesk.model.network import FineGrainedNet
 
-
-MIN_BN_CHUNK = 16
 
 
 @dataclass
@@ -33,7 +32,7 @@ class EncoderWithHead(nn.Module):
         self.head = ProjectionHead(self.net.embed_dim, cfg.model.proj_hidden, cfg.model.proj_dim)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.head(self.net(images).embedding).float(), dim=1)
+        return F.normalize(self.head(self.net.embed(images)).float(), dim=1)
 
 
 class MoCo(nn.Module):
@@ -53,7 +52,8 @@ class MoCo(nn.Module):
         self.symmetric = c.symmetric
         self.bn_chunks = c.shuffle_bn_chunks
         self.query = EncoderWithHead(cfg)
-        self.key = copy.deepcopy(self.query)
+        # The key's batch norms normalise over sub-batches (shuffled in encode_keys).
+        self.key = chunk_batch_norms(copy.deepcopy(self.query), self.bn_chunks)
         for param in self.key.parameters():
             param.requires_grad_(False)
         size = c.queue_size if queue_size is None else queue_size
@@ -74,13 +74,11 @@ class MoCo(nn.Module):
     def encode_keys(self, images: torch.Tensor) -> torch.Tensor:
         """Keys with batch norm over shuffled sub-batches, so BN statistics cannot leak
         which key belongs to which query (MoCo's shuffle BN on a single device)."""
-        # Batch norm over fewer than ~16 images is mostly noise, so small batches get fewer chunks.
-        chunks = max(1, min(self.bn_chunks, len(images) // MIN_BN_CHUNK))
-        if chunks == 1:
+        # One pass over the whole batch: only the batch norms split it (chunked_bn).
+        if bn_chunk_count(len(images), self.bn_chunks) == 1:
             return self.key(images)
         order = torch.randperm(len(images), device=images.device)
-        keys = torch.cat([self.key(part) for part in images[order].chunk(chunks)])
-        return keys[torch.argsort(order)]
+        return self.key(images[order])[torch.argsort(order)]
 
     def forward(self, global_views: list[torch.Tensor], local_views: list[torch.Tensor], ids: torch.Tensor) -> ContrastiveOutput:
         count = len(global_views)

@@ -15,7 +15,7 @@ from fgdesk.model.backbone import ResNetStages
 @dataclass
 class NetOutput:
     embedding: torch.Tensor  # (B, D), unit norm
-    attention_maps: list[torch.Tensor]  # per chosen stage, (B, h_s, w_s), each sums to 1
+    attention_maps: list[torch.Tensor] | None  # per chosen stage, (B, h_s, w_s), each sums to 1; None without maps
     descriptors: list[torch.Tensor]  # per chosen stage, (B, C_s), before normalisation
     stage_features: list[torch.Tensor]  # per chosen stage, (B, C_s, h_s, w_s)
     gate_maps: list[torch.Tensor] | None = None  # per chosen stage, the gate's softmax (B, h_s, w_s)
@@ -31,16 +31,16 @@ class FineGrainedNet(nn.Module):
         self.embed_dim = self.attention.out_dim
         self.stage_dims = [self.backbone.channels[s] for s in self.stages]
 
-    def forward(self, images: torch.Tensor) -> NetOutput:
+    def forward(self, images: torch.Tensor, with_maps: bool = True) -> NetOutput:
         features = self.backbone(images)
-        embedding, descriptors, maps = self.attention(features)
+        embedding, descriptors, maps = self.attention(features, with_maps)
         return NetOutput(
             embedding, maps, descriptors, [features[s - 1] for s in self.stages],
             gate_maps=self.attention.last_gates, pool_powers=self.attention.powers(),
         )
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        return self.forward(images).embedding
+        return self.forward(images, with_maps=False).embedding
 
 
 def fuse_maps(maps: list[torch.Tensor], size: tuple[int, int], weights: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
