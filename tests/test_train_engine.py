@@ -288,3 +288,21 @@ def test_a_resolution_schedule_larger_than_the_views_is_refused(tiny_data):
 
     with pytest.raises(ConfigError, match="data.early_size"):
         tiny_config(tiny_data, **{"data.early_size": 64})
+
+
+def test_the_time_budget_is_read_from_the_clock_all_processes_share(tiny_data, tmp_path, monkeypatch):
+    # Under torchrun each process has its own clock; the stop must come from the reduced
+    # one, or processes that stop at different steps would wait for each other forever.
+    # Here the reduction reports an hour gone while this process's clock says seconds.
+    from fgdesk.train import distributed
+
+    def reduced_clock_an_hour_ahead(values, context, device):
+        loss, seconds = values
+        return [loss, seconds + 3600.0]
+
+    monkeypatch.setattr(distributed, "all_reduce_mean", reduced_clock_an_hour_ahead)
+    events: list = []
+    config = tiny_config(tiny_data, **{"schedule.time_budget_min": 30.0})
+    result = Trainer(config, run_dir=tmp_path / "run", on_event=collect(events)).run()
+    assert isinstance(result, FinishedEvent)
+    assert [e.global_step for e in events if isinstance(e, StepEvent)][-1] == 1

@@ -65,9 +65,10 @@ def broadcast_object(value: Any, context: DistContext) -> Any:
     return box[0]
 
 
-def all_reduce_mean(value: float, context: DistContext, device: torch.device) -> float:
+def all_reduce_mean(values: list[float], context: DistContext, device: torch.device) -> list[float]:
+    """The mean of each value over every rank, in one collective; the same result on every rank."""
     if not context.enabled:
-        return value
-    tensor = torch.tensor([value], dtype=torch.float64, device=device)
+        return list(values)
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(tensor)
-    return float(tensor.item()) / context.world_size
+    return [float(v) / context.world_size for v in tensor.tolist()]

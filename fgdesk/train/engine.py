@@ -334,9 +334,15 @@ class Trainer:
         def elapsed() -> float:
             return elapsed_at_start + time.monotonic() - loop_started - paused_s
 
+        # Time-driven decisions (learning rate, resolution switch, end of the budget) read
+        # the clock as of the last step, averaged over the processes: each process's own
+        # clock differs slightly, and processes that stopped at different steps would
+        # wait for each other forever.
+        clock = {"s": elapsed_at_start}
+
         def progress(step: int) -> float:
             by_steps = step / max(1, total_steps)
-            return max(by_steps, elapsed() / budget_s) if budget_s > 0 else by_steps
+            return max(by_steps, clock["s"] / budget_s) if budget_s > 0 else by_steps
 
         def save(kind: str = "last") -> None:
             if not self.dist.is_main:
@@ -404,7 +410,7 @@ class Trainer:
                     output = query_for_step(views[:num_global], views[num_global:], ids)
                 loss = output.loss
                 # NaN on any process makes the mean NaN, so every process skips together.
-                loss_value = distributed.all_reduce_mean(loss.item(), self.dist, self.device)
+                loss_value, clock["s"] = distributed.all_reduce_mean([loss.item(), elapsed()], self.dist, self.device)
                 optimizer.zero_grad(set_to_none=True)
                 healthy = math.isfinite(loss_value)
                 if healthy:
@@ -446,7 +452,7 @@ class Trainer:
                     ))
                 if state["global_step"] % cfg.schedule.checkpoint_every_steps == 0:
                     save()
-                if budget_s > 0 and elapsed() >= budget_s:
+                if budget_s > 0 and clock["s"] >= budget_s:
                     out_of_budget = True
                     break
                 if self.control.stopped:
