@@ -75,11 +75,13 @@ def test_key_encoder_normalises_over_shuffled_sub_batches_and_keeps_its_state_di
     assert torch.allclose(keys, expected, atol=1e-5)
 
 
-def test_embedding_without_maps_is_the_embedding_with_maps():
-    net = FineGrainedNet(ModelConfig(stages=[2, 3, 4])).train()
+@pytest.mark.parametrize("attention, power", [("multiscale", 1.0), ("multiscale", 3.0), ("none", 1.0)])
+def test_embedding_without_maps_is_the_embedding_with_maps(attention, power):
+    net = FineGrainedNet(ModelConfig(stages=[2, 3, 4], attention=attention, pool_power=power)).train()
     with torch.no_grad():
         for pool in net.attention.pools:
-            pool.gate[-1].weight.normal_()  # a gate that is not uniform
+            if attention == "multiscale":
+                pool.gate[-1].weight.normal_()  # a gate that is not uniform
     images = torch.randn(4, 3, 64, 64)
     state = copy.deepcopy(net.state_dict())
     full = net(images)

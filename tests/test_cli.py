@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -86,18 +87,27 @@ def test_bad_input_gives_a_clear_message_not_a_traceback(demo, tmp_path):
 
 @pytest.mark.timeout(900)  # several interpreters import torch; slow on a loaded machine
 def test_two_process_torchrun_training_on_cpu(demo, tmp_path):
+    # Unreadable files leave the two processes with batches of different sizes, which
+    # their collectives must still pair up.
+    data = tmp_path / "demo"
+    shutil.copytree(demo, data)
+    broken_class = sorted((data / "train").iterdir())[0]
+    (broken_class / "broken 0.jpg").write_bytes(b"not an image")
+    good = sorted(broken_class.glob("*.png"))[0].read_bytes()
+    (broken_class / "broken 1.png").write_bytes(good[: len(good) // 2])
     run = tmp_path / "ddp"
     result = fgdesk(
-        "--standalone", "--nproc_per_node=2", "-m", "fgdesk", "train", "--data", demo, "--out", run, *TINY_TRAIN,
+        "--standalone", "--nproc_per_node=2", "-m", "fgdesk", "train", "--data", data, "--out", run, *TINY_TRAIN,
         "--device", "cpu", module=("-m", "torch.distributed.run"), timeout=400,
     )
     assert "finished after 2 epoch(s)" in result.stdout
+    assert "broken 0.jpg" in result.stderr and "broken 1.png" in result.stderr  # reported by whichever process read it
     from fgdesk.data.layouts import detect
     from fgdesk.fileio import read_jsonl
 
     steps = [r for r in read_jsonl(run / "metrics.jsonl") if r["type"] == "step"]
-    # The training images are sharded over 2 processes, each taking batches of 8.
-    per_epoch = (len(detect(demo).train_samples()) // 2) // 8
+    # The training images (the broken ones too) are sharded over 2 processes, each taking batches of 8.
+    per_epoch = (len(detect(data).train_samples()) // 2) // 8
     assert steps and steps[-1]["global_step"] == steps[-1]["total_steps"] == 2 * per_epoch
     assert [r["global_step"] for r in steps] == list(range(1, 2 * per_epoch + 1))  # only rank 0 logs
     assert (run / "checkpoints" / "last.pt").is_file()

@@ -290,19 +290,43 @@ def test_a_resolution_schedule_larger_than_the_views_is_refused(tiny_data):
         tiny_config(tiny_data, **{"data.early_size": 64})
 
 
-def test_the_time_budget_is_read_from_the_clock_all_processes_share(tiny_data, tmp_path, monkeypatch):
-    # Under torchrun each process has its own clock; the stop must come from the reduced
-    # one, or processes that stop at different steps would wait for each other forever.
-    # Here the reduction reports an hour gone while this process's clock says seconds.
+
+@pytest.fixture()
+def two_process_world(monkeypatch):
+    """Rank 0 of a two-process torchrun world whose collectives are simulated here: the
+    test sets what the other process contributes to each step's averages."""
     from fgdesk.train import distributed
 
-    def reduced_clock_an_hour_ahead(values, context, device):
-        loss, seconds = values
-        return [loss, seconds + 3600.0]
+    other = {"elapsed_s": 0.0, "stop": 0.0}
 
-    monkeypatch.setattr(distributed, "all_reduce_mean", reduced_clock_an_hour_ahead)
-    events: list = []
+    def mean_with_the_other_process(values, context, device):
+        loss, seconds, stop = values
+        return [loss, (seconds + other["elapsed_s"]) / 2, (stop + other["stop"]) / 2]
+
+    monkeypatch.setattr(distributed, "init_from_env", lambda device_type: distributed.DistContext(0, 2, 0))
+    monkeypatch.setattr(distributed, "all_reduce_mean", mean_with_the_other_process)
+    monkeypatch.setattr(distributed, "all_reduce_min", lambda value, context, device: value)
+    monkeypatch.setattr(distributed, "all_gather_rows", lambda rows, ids, most, context: (rows, ids))
+    monkeypatch.setattr(distributed, "broadcast_object", lambda value, context: value)
+    monkeypatch.setattr(distributed, "barrier", lambda context: None)
+    monkeypatch.setattr(distributed, "shutdown", lambda context: None)
+    monkeypatch.setattr(torch.nn.parallel, "DistributedDataParallel", lambda model, **kwargs: model)
+    return other
+
+
+def test_under_torchrun_the_budget_and_a_stop_come_from_what_all_processes_share(tiny_data, tmp_path, two_process_world):
+    # Each process has its own clock and its own signal handler; a process that left the
+    # loop a step before the others would leave them waiting in a collective forever.
     config = tiny_config(tiny_data, **{"schedule.time_budget_min": 30.0})
-    result = Trainer(config, run_dir=tmp_path / "run", on_event=collect(events)).run()
-    assert isinstance(result, FinishedEvent)
-    assert [e.global_step for e in events if isinstance(e, StepEvent)][-1] == 1
+    two_process_world["elapsed_s"] = 7200.0  # the other process's clock: two hours in
+    events: list = []
+    result = Trainer(config, run_dir=tmp_path / "budget", on_event=collect(events)).run()
+    assert isinstance(result, FinishedEvent) and result.status == "finished"
+    assert [e.global_step for e in events if isinstance(e, StepEvent)] == [1]
+
+    # The other process got a stop signal; this one did not.
+    two_process_world.update(elapsed_s=0.0, stop=1.0)
+    events.clear()
+    result = Trainer(tiny_config(tiny_data), run_dir=tmp_path / "stop", on_event=collect(events)).run()
+    assert result.status == "stopped"
+    assert [e.global_step for e in events if isinstance(e, StepEvent)] == [1]

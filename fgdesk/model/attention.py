@@ -20,7 +20,8 @@ class SpatialAttentionPool(nn.Module):
     to 1 like the gate's softmax, and equals it when the features are spatially flat.
 
     The gate's last conv starts at zero, so the learned part starts uniform and
-    has to earn any departure from that.
+    has to earn any departure from that. Without `with_map` the map is None and its
+    per-location shares are never computed.
     """
 
     def __init__(self, channels: int, hidden: int | None = None, power: float = 1.0) -> None:
@@ -46,7 +47,7 @@ class SpatialAttentionPool(nn.Module):
         flat = features.float().flatten(2)
         if self.power == 1.0:
             descriptor = torch.einsum("bcn,bn->bc", flat, attention)
-            if not with_map:  # training reads only the descriptor
+            if not with_map:  # training and embedding extraction read only the descriptor
                 return descriptor, None
             share = flat * attention.unsqueeze(1) / descriptor.unsqueeze(2).clamp_min(1e-12)
         else:

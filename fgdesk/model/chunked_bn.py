@@ -21,7 +21,7 @@ def bn_chunk_count(batch: int, max_chunks: int) -> int:
 
 
 class _ChunkedNorm:
-    max_chunks: int
+    max_chunks: int = 1  # set by chunk_batch_norms
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         chunks = bn_chunk_count(x.shape[0], self.max_chunks)
@@ -41,18 +41,16 @@ class ChunkedBatchNorm2d(_ChunkedNorm, nn.BatchNorm2d):
 
 
 def chunk_batch_norms(module: nn.Module, max_chunks: int) -> nn.Module:
-    """Turns every BatchNorm1d/2d in `module` into its chunked form, in place.
+    """Turns `module` and every BatchNorm1d/2d inside it into the chunked form, in place.
 
     Parameters, buffers, names and order are kept, so state dicts and
     parameter-by-parameter momentum updates are unchanged.
     """
-    for name, child in module.named_children():
-        kind = {nn.BatchNorm1d: ChunkedBatchNorm1d, nn.BatchNorm2d: ChunkedBatchNorm2d}.get(type(child))
-        if kind is None:
-            chunk_batch_norms(child, max_chunks)
-            continue
-        # A subclass with no state of its own: swapping the class keeps every tensor
-        # (and its identity) and changes only forward.
-        child.__class__ = kind
-        child.max_chunks = max_chunks
+    for norm in module.modules():
+        kind = {nn.BatchNorm1d: ChunkedBatchNorm1d, nn.BatchNorm2d: ChunkedBatchNorm2d}.get(type(norm))
+        if kind is not None:
+            # A subclass with no state of its own: swapping the class keeps every tensor
+            # (and its identity) and changes only forward.
+            norm.__class__ = kind
+            norm.max_chunks = max_chunks
     return module

@@ -16,7 +16,6 @@ from fgdesk.model.losses import info_nce
 from fgdesk.model.network import FineGrainedNet
 
 
-
 @dataclass
 class ContrastiveOutput:
     loss: torch.Tensor

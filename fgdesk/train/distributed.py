@@ -57,6 +57,32 @@ def all_gather_cat(tensor: torch.Tensor, context: DistContext) -> torch.Tensor:
     return torch.cat(parts)
 
 
+@torch.no_grad()
+def all_gather_rows(rows: torch.Tensor, ids: torch.Tensor, most: int, context: DistContext) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gather (rows, ids) from every rank when ranks hold different numbers of rows, up to `most`.
+
+    A rank whose batch lost unreadable images has fewer rows, and all_gather needs equal
+    shapes: each rank pads to `most` with id -1, and the padding is dropped after gathering.
+    """
+    if not context.enabled:
+        return rows, ids
+    missing = most - len(ids)
+    if missing > 0:
+        rows = torch.cat([rows, rows.new_zeros((missing, *rows.shape[1:]))])
+        ids = torch.cat([ids, ids.new_full((missing,), -1)])
+    rows, ids = all_gather_cat(rows, context), all_gather_cat(ids, context)
+    kept = ids >= 0
+    return rows[kept], ids[kept]
+
+
+def all_reduce_min(value: int, context: DistContext, device: torch.device) -> int:
+    if not context.enabled:
+        return value
+    tensor = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
+    return int(tensor.item())
+
+
 def broadcast_object(value: Any, context: DistContext) -> Any:
     if not context.enabled:
         return value

@@ -334,15 +334,21 @@ class Trainer:
         def elapsed() -> float:
             return elapsed_at_start + time.monotonic() - loop_started - paused_s
 
-        # Time-driven decisions (learning rate, resolution switch, end of the budget) read
-        # the clock as of the last step, averaged over the processes: each process's own
-        # clock differs slightly, and processes that stopped at different steps would
-        # wait for each other forever.
-        clock = {"s": elapsed_at_start}
+        # Under torchrun, decisions that end or change the run (the time budget, the
+        # learning rate, the resolution switch, a stop signal) come from values averaged
+        # over the processes at each step: a process that stopped a step before the
+        # others would leave them waiting in a collective forever.
+        shared = {"elapsed_s": elapsed_at_start, "stop": 0.0}
+
+        def clock() -> float:
+            return shared["elapsed_s"] if self.dist.enabled else elapsed()
+
+        def stop_requested() -> bool:
+            return shared["stop"] > 0 if self.dist.enabled else self.control.stopped
 
         def progress(step: int) -> float:
             by_steps = step / max(1, total_steps)
-            return max(by_steps, clock["s"] / budget_s) if budget_s > 0 else by_steps
+            return max(by_steps, clock() / budget_s) if budget_s > 0 else by_steps
 
         def save(kind: str = "last") -> None:
             if not self.dist.is_main:
@@ -395,7 +401,9 @@ class Trainer:
             for batch in loader:
                 for bad_index, reason in zip(batch.bad, batch.bad_reasons):
                     self._report_bad(str(samples[bad_index].path), reason)
-                if len(batch.indices) < 2:
+                # A batch that lost nearly all its images to unreadable files is skipped, by
+                # every process together.
+                if distributed.all_reduce_min(len(batch.indices), self.dist, self.device) < 2:
                     state["step_in_epoch"] += 1
                     continue
                 views = [v.to(self.device, non_blocking=True) for v in batch.views]
@@ -410,7 +418,8 @@ class Trainer:
                     output = query_for_step(views[:num_global], views[num_global:], ids)
                 loss = output.loss
                 # NaN on any process makes the mean NaN, so every process skips together.
-                loss_value, clock["s"] = distributed.all_reduce_mean([loss.item(), elapsed()], self.dist, self.device)
+                loss_value, shared["elapsed_s"], shared["stop"] = distributed.all_reduce_mean(
+                    [loss.item(), elapsed(), float(self.control.stopped)], self.dist, self.device)
                 optimizer.zero_grad(set_to_none=True)
                 healthy = math.isfinite(loss_value)
                 if healthy:
@@ -432,8 +441,7 @@ class Trainer:
                             "then start a new run or resume from the last checkpoint."
                         )
                 model.momentum_update(cosine_momentum(cfg.contrastive.momentum, step_progress))
-                keys = distributed.all_gather_cat(output.keys.detach(), self.dist)
-                key_ids = distributed.all_gather_cat(output.ids, self.dist)
+                keys, key_ids = distributed.all_gather_rows(output.keys.detach(), output.ids, batch_size, self.dist)
                 model.enqueue(keys, key_ids)
 
                 state["step_in_epoch"] += 1
@@ -452,10 +460,10 @@ class Trainer:
                     ))
                 if state["global_step"] % cfg.schedule.checkpoint_every_steps == 0:
                     save()
-                if budget_s > 0 and clock["s"] >= budget_s:
+                if budget_s > 0 and clock() >= budget_s:
                     out_of_budget = True
                     break
-                if self.control.stopped:
+                if stop_requested():
                     stopped = True
                     break
                 if self.control.paused:
