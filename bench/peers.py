@@ -150,13 +150,17 @@ class PaperMoCo(nn.Module):
 
 
 class PooledTrunk(nn.Module):
-    """Wraps a `features` callable so `fgdesk.evaluate` helpers can embed with it."""
+    """Wraps a `features` callable so `fgdesk.evaluate` helpers can embed with it: they read
+    an encoder through `embed(images)` or `forward(images).embedding`, as on FineGrainedNet."""
 
     def __init__(self, owner: nn.Module) -> None:
         super().__init__()
         self.owner = owner
 
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        return self.owner.features(images)
+
     def forward(self, images: torch.Tensor):
         from types import SimpleNamespace
 
-        return SimpleNamespace(embedding=self.owner.features(images))
+        return SimpleNamespace(embedding=self.embed(images))
