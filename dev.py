@@ -7,12 +7,15 @@ Also: `dev.py run SCRIPT [args]` runs a script inside the environment,
 
 Creates `.venv` beside this file on first use, installs fgdesk into it with the
 pinned versions from constraints.txt, and re-installs only when pyproject.toml
-or constraints.txt change. Needs nothing but Python >= 3.11 and its venv/pip.
+or constraints.txt change. Needs nothing but Python >= 3.11 and pip: where the
+standard venv module cannot install pip (Debian and Ubuntu without python3-venv),
+the environment is made with virtualenv instead, fetched by that pip.
 """
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
 import venv
@@ -21,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 STAMP = VENV / ".fgdesk-installed"
+BOOTSTRAP = ROOT / ".venv-bootstrap"  # virtualenv, when the venv module cannot make pip
 EXTRAS = {"app": set(), "test": {"test"}, "bench": {"test", "bench"}, "package": {"test", "package"}}
 
 
@@ -46,12 +50,34 @@ def installed_extras() -> set[str] | None:
     return set(filter(None, extras.split(",")))
 
 
+def venv_has_pip() -> bool:
+    return venv_python().exists() and subprocess.run(
+        [str(venv_python()), "-m", "pip", "--version"], capture_output=True).returncode == 0
+
+
+def create_venv() -> None:
+    """A fresh `.venv` with pip, from the venv module or else from virtualenv."""
+    shutil.rmtree(VENV, ignore_errors=True)  # a half-made one from an earlier failure
+    print(f"Creating a virtual environment in {VENV.name}/ ...", flush=True)
+    try:
+        venv.EnvBuilder(with_pip=True).create(VENV)
+        return
+    except subprocess.CalledProcessError:  # ensurepip is missing from this Python
+        shutil.rmtree(VENV, ignore_errors=True)
+    print("This Python's venv module cannot install pip; using virtualenv instead ...", flush=True)
+    # --target installs beside the project, so a system Python that refuses packages (PEP 668) still allows it.
+    subprocess.run([sys.executable, "-m", "pip", "install", "--disable-pip-version-check", "-q",
+                    "--target", str(BOOTSTRAP), "virtualenv"], check=True)
+    subprocess.run([sys.executable, "-m", "virtualenv", "-q", str(VENV)], check=True,
+                   env={**os.environ, "PYTHONPATH": str(BOOTSTRAP)})
+
+
 def ensure_installed(extras: set[str]) -> Path:
     if sys.version_info < (3, 11):
         sys.exit(f"fgdesk needs Python 3.11 or newer; this is {sys.version.split()[0]}.")
-    if not venv_python().exists():
-        print(f"Creating a virtual environment in {VENV.name}/ ...", flush=True)
-        venv.EnvBuilder(with_pip=True).create(VENV)
+    have = installed_extras()
+    if have is None and not venv_has_pip():
+        create_venv()
     have = installed_extras()
     if have is not None and extras <= have:
         return venv_python()
