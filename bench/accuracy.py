@@ -575,9 +575,11 @@ def issue_targets(summary: dict[str, dict[str, Any]]) -> dict[str, Any]:
             pair_on, pair_off = mean(on_name, metric), mean(off_name, metric)
             if pair_on is not None and pair_off is not None:
                 spread = max(std(on_name, metric), std(off_name, metric))
+                # One seed a side has no spread to beat: the row reports the difference and decides nothing.
+                one_seed = min(summary[v][metric].get("n", 0) for v in (on_name, off_name)) < 2
                 out[f"{metric}: attention on beats off by more than the seed spread{label}"] = {
-                    "difference_points": 100 * (pair_on - pair_off), "spread_points": 100 * spread, "met": pair_on - pair_off > spread,
-                    "seeds": seeds(on_name, off_name, metric)}
+                    "difference_points": 100 * (pair_on - pair_off), "spread_points": 100 * spread,
+                    "met": None if one_seed else pair_on - pair_off > spread, "seeds": seeds(on_name, off_name, metric)}
         if on is not None and light is not None:
             out[f"{metric}: fgdesk_on >= lightly"] = {"difference_points": 100 * (on - light), "met": on >= light,
                                                       "seeds": seeds("fgdesk_on", "lightly", metric)}

@@ -2,7 +2,8 @@
 """Inference cost on the CPU: one image at 224 px, and batch prediction to CSV.
 
 Latency of one 224 x 224 image (median of repeated calls after warm-up):
-  - the plain forward pass of the encoder (fp32, and bf16 autocast where the CPU runs it fast);
+  - the plain forward pass of the encoder, embedding only, as batch prediction and embedding
+    extraction run it (fp32, and bf16 autocast where the CPU runs it fast);
   - `forward_with_maps`: the same pass plus every attention map and the class-evidence map;
   - `Predictor.predict`: what the app's Inspect view calls: forward, probabilities,
     neighbours, every map upsampled to the image and normalised;
@@ -186,11 +187,11 @@ def main(argv: list[str] | None = None) -> int:
         @torch.no_grad()
         def bf16_forward():
             with autocast(torch.device("cpu"), torch.bfloat16):
-                return net_cl(batch_cl)
+                return net_cl.embed(batch_cl)
 
         cases: list[tuple[str, Callable[[], Any], str]] = [
-            ("plain forward, fp32", torch.no_grad()(lambda: net(batch)), ""),
-            ("plain forward, fp32, channels_last", torch.no_grad()(lambda: net_cl(batch_cl)), ""),
+            ("plain forward, fp32", torch.no_grad()(lambda: net.embed(batch)), ""),
+            ("plain forward, fp32, channels_last", torch.no_grad()(lambda: net_cl.embed(batch_cl)), ""),
         ]
         if cpu_has_fast_bf16():
             cases.append(("plain forward, bf16 autocast + channels_last", bf16_forward, "not what Predictor runs"))
