@@ -18,7 +18,7 @@ from fgdesk.fileio import atomic_write
 from fgdesk.model.network import FineGrainedNet
 from fgdesk.train import runs
 from fgdesk.train.checkpoint import CheckpointError, checkpoint_config, load_checkpoint
-from fgdesk.train.device import autocast
+from fgdesk.train.device import autocast, channels_last_pays
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,8 @@ def compute_embeddings(
     was_training = net.training
     net.eval()
     dataset = SampleDataset(list(samples), eval_transform(image_size), crop_bottom)
-    loader = make_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, drop_last=False, seed=0)
+    loader = make_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, drop_last=False, seed=0,
+                         pin_memory=device.type == "cuda")
     vectors, labels, indices, bad = [], [], [], []
     done = 0
     for batch in loader:
@@ -146,7 +147,7 @@ def embed_decoded(
 
 def _embed_batch(net: FineGrainedNet, images: torch.Tensor, device: torch.device, dtype: torch.dtype | None) -> torch.Tensor:
     images = images.to(device, non_blocking=True)
-    if device.type in ("cpu", "cuda"):
+    if channels_last_pays(device):
         images = images.contiguous(memory_format=torch.channels_last)
     with autocast(device, dtype):
         embedding = net.embed(images)

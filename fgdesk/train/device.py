@@ -57,6 +57,11 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
     return None
 
 
+def channels_last_pays(device: torch.device) -> bool:
+    """Whether NHWC convolutions run faster here: on CPUs (oneDNN) and CUDA, not on MPS."""
+    return device.type in ("cpu", "cuda")
+
+
 def autocast(device: torch.device, dtype: torch.dtype | None):
     if dtype is None:
         return contextlib.nullcontext()
