@@ -1,6 +1,7 @@
 """Predictor on untrained runs: top-k, neighbours, maps at image resolution, bad files, CSV."""
 from __future__ import annotations
 
+import copy
 import csv
 
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from fgdesk.evaluate.heatmaps import forward_with_maps, network_input
 from fgdesk.infer.predictor import CONSTANT_NOTE, Prediction, Predictor
 from fgdesk.train import runs
 from helpers_runs import NUM_CLASSES, make_demo_data, make_run, one_thread
@@ -61,6 +63,19 @@ def test_prediction_has_topk_neighbours_and_every_map_at_image_resolution(predic
         assert heatmap.dtype == np.float32 and heatmap.min() >= 0.0 and heatmap.max() <= 1.0
     assert prediction.evidence_class == prediction.topk[0][0]
     assert not prediction.map_notes  # lively attention: every map has something to show
+
+
+def test_the_channels_last_layout_keeps_the_scores_and_maps_of_the_plain_layout(predictor, sample_image):
+    assert predictor.net.backbone.stem[0].weight.is_contiguous(memory_format=torch.channels_last)
+    plain = copy.deepcopy(predictor.net).to(memory_format=torch.contiguous_format)
+    image = Image.open(sample_image).convert("RGB")
+    reference = forward_with_maps(plain, network_input(image, predictor.eval_size).unsqueeze(0), predictor.weight, predictor.bias)
+    (prediction,) = predictor.predict([image], topk=3)
+    expected = predictor._probabilities(reference.embedding, reference.logits)[0].topk(3)
+    assert [name for name, _ in prediction.topk] == [predictor.class_names[i] for i in expected.indices.tolist()]
+    assert [p for _, p in prediction.topk] == pytest.approx(expected.values.tolist(), abs=1e-4)
+    for stage, attention in zip(reference.stages, reference.attention):
+        np.testing.assert_allclose(prediction.raw_maps[f"stage{stage}"], attention[0].numpy(), atol=1e-5)
 
 
 def test_maps_follow_a_non_square_image_and_pil_input(predictor, sample_image):
