@@ -67,7 +67,7 @@ from common import (  # noqa: E402
 from peers import LightlyMoCoV2, PooledTrunk, resnet_trunk, TRUNK_DIM  # noqa: E402
 
 from fgdesk.config import ConfigError, RunConfig  # noqa: E402
-from fgdesk.data.augment import IMAGE_MEAN, IMAGE_STD, eval_transform  # noqa: E402
+from fgdesk.data.augment import IMAGE_MEAN, IMAGE_STD, eval_min_short_side, eval_transform  # noqa: E402
 from fgdesk.data.images import ImageDecodeError, load_rgb  # noqa: E402
 from fgdesk.data.layouts import Sample, detect  # noqa: E402
 from fgdesk.data.loading import SampleDataset, make_loader  # noqa: E402
@@ -167,10 +167,11 @@ class EvalSet:
 
 def decode_eval_set(samples: Sequence[Sample], size: int, crop_bottom: int) -> EvalSet:
     transform = eval_transform(size)
+    decode_to = eval_min_short_side(size)  # as fgdesk's evaluation decodes (cub50's files are too small for it to act)
 
     def one(sample: Sample):
         try:
-            return transform(load_rgb(sample.path, crop_bottom=crop_bottom)).half()
+            return transform(load_rgb(sample.path, crop_bottom=crop_bottom, min_short_side=decode_to)).half()
         except ImageDecodeError:
             return None
 

@@ -298,7 +298,8 @@ def measure_loader(samples, crop_bottom: int, data_cfg, workers: int, batch: int
     from fgdesk.data.augment import ContrastiveViews
     from fgdesk.data.loading import SampleDataset, make_loader, resolve_num_workers
 
-    dataset = SampleDataset(samples, ContrastiveViews(data_cfg), crop_bottom)
+    views = ContrastiveViews(data_cfg)
+    dataset = SampleDataset(samples, views, crop_bottom, min_short_side=views.min_short_side)
     loader = make_loader(dataset, batch_size=batch, shuffle=False, num_workers=workers, drop_last=True, seed=seed,
                          sampler=enough_draws(len(dataset), batch * (batches + 1), seed))
     iterator = iter(loader)
@@ -328,7 +329,8 @@ def measure_end_to_end(samples, crop_bottom: int, data_cfg, stepper, device: tor
     from fgdesk.data.loading import SampleDataset, make_loader, resolve_num_workers
 
     sync = cuda_sync_for(device)
-    dataset = SampleDataset(samples, ContrastiveViews(data_cfg), crop_bottom)
+    views = ContrastiveViews(data_cfg)
+    dataset = SampleDataset(samples, views, crop_bottom, min_short_side=views.min_short_side)
     loader = make_loader(dataset, batch_size=batch, shuffle=False, num_workers=workers, drop_last=True, seed=1,
                          sampler=enough_draws(len(dataset), batch * (warmup + steps), 1))
     iterator = iter(loader)

@@ -7,7 +7,7 @@ import torch
 from PIL import Image
 
 from fgdesk.config import DataConfig
-from fgdesk.data.augment import IMAGE_MEAN, IMAGE_STD, ContrastiveViews, eval_transform
+from fgdesk.data.augment import IMAGE_MEAN, IMAGE_STD, ContrastiveViews, crop_min_short_side, eval_transform
 
 
 @pytest.fixture
@@ -60,3 +60,24 @@ def test_eval_transform_is_deterministic_resize_and_centre_crop(photo):
     flat = eval_transform(32)(Image.new("RGB", (70, 40), (0, 128, 255)))
     expected = (torch.tensor([0, 128, 255]) / 255 - torch.tensor(IMAGE_MEAN)) / torch.tensor(IMAGE_STD)
     assert torch.allclose(flat.mean(dim=(1, 2)), expected, atol=1e-4)
+
+
+def test_decoding_down_to_min_short_side_never_upsamples_a_crop():
+    """At the shorter side the views ask for, even the smallest random crop keeps the view's
+    pixels; a clearly smaller image would make some crops upsample."""
+    from torchvision.transforms import RandomResizedCrop
+
+    cfg = DataConfig(image_size=64, local_crops=2, local_size=32, min_scale=0.25)
+    views = ContrastiveViews(cfg)
+    torch.manual_seed(0)
+
+    def smallest_crop_side(short: int, scale: tuple[float, float]) -> int:
+        image = torch.empty(3, short, int(short * 1.5))
+        return min(min(RandomResizedCrop.get_params(image, list(scale), [3 / 4, 4 / 3])[2:]) for _ in range(3000))
+
+    short = views.min_short_side
+    assert smallest_crop_side(short, (0.25, 1.0)) >= 64 - 1  # integer rounding of the crop box
+    assert smallest_crop_side(short, (0.05, 0.25)) >= 32 - 1
+    assert smallest_crop_side(int(short * 0.7), (0.05, 0.25)) < 32  # the bound is not slack
+    assert views.min_short_side == max(crop_min_short_side(64, 0.25), crop_min_short_side(32, 0.05))
+    assert ContrastiveViews(DataConfig(image_size=64, local_crops=0, min_scale=0.25)).min_short_side == crop_min_short_side(64, 0.25)

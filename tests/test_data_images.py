@@ -357,3 +357,56 @@ def test_mangled_real_images_raise_only_decode_errors(fuzz_dir, name, cut, flips
     path = fuzz_dir / f"mangled.{name}"
     path.write_bytes(bytes(data))
     assert_only_decode_errors(path)
+
+
+def _camera_photo(path: Path, size=(1600, 1200), exif_orientation: int | None = None) -> None:
+    """A smooth gradient with some texture: JPEG's DCT scaling is judged on real structure."""
+    width, height = size
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    pixels = np.stack([x / width * 255, y / height * 255, 128 + 100 * np.sin(x / 37.0) * np.cos(y / 23.0)], axis=-1)
+    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+    if exif_orientation is None:
+        image.save(path, quality=92)
+    else:
+        exif = Image.Exif()
+        exif[0x0112] = exif_orientation
+        image.save(path, quality=92, exif=exif)
+
+
+def test_min_short_side_decodes_big_jpegs_reduced_but_never_below_it(tmp_path):
+    _camera_photo(tmp_path / "photo.jpg")
+    assert load_rgb(tmp_path / "photo.jpg").size == (1600, 1200)
+    # 1/4 scale (300 px) is the smallest that keeps 250 px; 1/8 (150 px) would not.
+    assert load_rgb(tmp_path / "photo.jpg", min_short_side=250).size == (400, 300)
+    assert load_rgb(tmp_path / "photo.jpg", min_short_side=100).size == (200, 150)
+    # No scale of 1/2 or less keeps 700 px: the file decodes in full.
+    assert load_rgb(tmp_path / "photo.jpg", min_short_side=700).size == (1600, 1200)
+    # The banner comes off the reduced image in proportion and the rest still keeps 250 px.
+    assert load_rgb(tmp_path / "photo.jpg", crop_bottom=200, min_short_side=250).size == (400, 250)
+    # With a taller banner 1/4 would leave 200 rows, so 1/2 it is: 600 - 200 rows.
+    assert load_rgb(tmp_path / "photo.jpg", crop_bottom=400, min_short_side=250).size == (800, 400)
+    # PNG has no reduced decode; the argument changes nothing.
+    Image.open(tmp_path / "photo.jpg").save(tmp_path / "photo.png")
+    assert load_rgb(tmp_path / "photo.png", min_short_side=100).size == (1600, 1200)
+
+
+def test_min_short_side_follows_exif_orientation(tmp_path):
+    _camera_photo(tmp_path / "portrait.jpg", size=(1600, 1200), exif_orientation=6)  # shown as 1200 x 1600
+    image = load_rgb(tmp_path / "portrait.jpg", min_short_side=250)
+    assert image.size == (300, 400)
+    # The banner is the bottom of the displayed (rotated) image: 400 shown rows, 100 removed.
+    assert load_rgb(tmp_path / "portrait.jpg", crop_bottom=400, min_short_side=250).size == (300, 300)
+
+
+def test_reduced_decoding_keeps_the_pixels_the_evaluation_transform_makes(tmp_path):
+    from fgdesk.data.augment import eval_min_short_side, eval_transform
+
+    _camera_photo(tmp_path / "photo.jpg")
+    transform = eval_transform(96)
+    full = transform(load_rgb(tmp_path / "photo.jpg"))
+    reduced_image = load_rgb(tmp_path / "photo.jpg", min_short_side=eval_min_short_side(96))
+    assert reduced_image.width < 1600  # the reduced path was taken
+    reduced = transform(reduced_image)
+    assert full.shape == reduced.shape
+    # In normalised units (1.0 is about 57 grey levels): well under one grey level on average.
+    assert (full - reduced).abs().mean() < 0.015

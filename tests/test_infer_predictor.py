@@ -181,3 +181,30 @@ def test_a_classifier_fitted_on_an_older_checkpoint_is_refitted(demo):
     Predictor.load(run_dir, device="cpu")  # training went on: the head must follow
     classifier = load_checkpoint(run_dir / runs.CLASSIFIER_FILE, kind="classifier")
     assert classifier["source_fingerprint"] == checkpoint_fingerprint(checkpoint)
+
+
+def test_csv_decodes_big_jpegs_reduced_and_scores_them_as_the_full_decode(predictor, sample_image, tmp_path, monkeypatch):
+    from fgdesk.infer import predictor as predictor_module
+
+    small = Image.open(sample_image).convert("RGB")
+    big = tmp_path / "big.jpg"
+    small.resize((small.width * 8, small.height * 8), Image.Resampling.BICUBIC).save(big, quality=95)
+    sizes: dict[int, tuple[int, int]] = {}
+    original = predictor_module.load_rgb
+
+    def recording(path, *args, **kwargs):
+        image = original(path, *args, **kwargs)
+        sizes[kwargs.get("min_short_side", 0)] = image.size
+        return image
+
+    monkeypatch.setattr(predictor_module, "load_rgb", recording)
+    predictor.predict_to_csv([big], tmp_path / "big.csv")
+    (shown,) = predictor.predict([big])  # the Inspect view: the full image, for its overlays
+    reduced_side = next(side for side in sizes if side)
+    assert sizes[0] == (small.width * 8, small.height * 8)
+    assert min(sizes[reduced_side]) >= reduced_side
+    assert max(sizes[reduced_side]) < max(sizes[0])  # the CSV path decoded less
+    with open(tmp_path / "big.csv", newline="") as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert row["top1"] == shown.topk[0][0]
+    assert float(row["prob"]) == pytest.approx(shown.topk[0][1], abs=0.015)

@@ -330,3 +330,39 @@ def test_under_torchrun_the_budget_and_a_stop_come_from_what_all_processes_share
     result = Trainer(tiny_config(tiny_data), run_dir=tmp_path / "stop", on_event=collect(events)).run()
     assert result.status == "stopped"
     assert [e.global_step for e in events if isinstance(e, StepEvent)] == [1]
+
+
+def test_training_and_its_monitor_decode_camera_sized_jpegs_reduced(tmp_path, monkeypatch):
+    """Big JPEGs are decoded at a DCT scale that still covers every view's pixels, in the
+    training loader and in the kNN monitor, and the run trains on them as usual."""
+    import numpy as np
+    from PIL import Image
+
+    from fgdesk.data import loading
+    from fgdesk.data.augment import ContrastiveViews, eval_min_short_side
+
+    rng = np.random.default_rng(0)
+    for name, colour in (("red", (200, 40, 40)), ("blue", (40, 40, 200))):
+        (tmp_path / "photos" / name).mkdir(parents=True)
+        for k in range(8):
+            pixels = np.clip(rng.normal(colour, 30, (480, 640, 3)), 0, 255).astype(np.uint8)
+            Image.fromarray(pixels).save(tmp_path / "photos" / name / f"{k}.jpg", quality=85)
+    decoded: list[tuple[int, tuple[int, int]]] = []
+    original = loading.load_rgb
+
+    def recording(path, *args, **kwargs):
+        image = original(path, *args, **kwargs)
+        decoded.append((kwargs.get("min_short_side", 0), image.size))
+        return image
+
+    monkeypatch.setattr(loading, "load_rgb", recording)
+    config = tiny_config(tmp_path / "photos", **{"schedule.epochs": 1})
+    result = Trainer(config, run_dir=tmp_path / "run").run()
+    assert isinstance(result, FinishedEvent) and result.status == "finished"
+    train_side, eval_side = ContrastiveViews(config.data).min_short_side, eval_min_short_side(config.data.eval_size)
+    assert train_side != eval_side
+    sides = {side for side, _ in decoded}
+    assert sides == {train_side, eval_side}
+    # 1/4 scale (160 x 120) is the smallest that keeps both sides; nothing decodes in full.
+    assert {size for _, size in decoded} == {(160, 120)}
+    assert all(min(size) >= side for side, size in decoded)

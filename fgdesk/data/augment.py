@@ -1,6 +1,8 @@
 """Views for contrastive training and the deterministic transform for evaluation."""
 from __future__ import annotations
 
+import math
+
 import torch
 from PIL import Image
 from torchvision.transforms import v2
@@ -11,12 +13,30 @@ IMAGE_MEAN = (0.485, 0.456, 0.406)  # ImageNet statistics: pretrained backbones 
 IMAGE_STD = (0.229, 0.224, 0.225)
 EVAL_RESIZE_RATIO = 1.14  # resize then centre-crop, as in the usual 256 -> 224 protocol
 LOCAL_MIN_SCALE = 0.05
+CROP_MIN_RATIO = 3 / 4  # RandomResizedCrop's default aspect range is (3/4, 4/3)
+# Evaluation resizes from at least twice its target, so a JPEG's coarser DCT downscale
+# never replaces the antialiased resize (and images within 2x of it decode in full).
+EVAL_DECODE_MARGIN = 2.0
 
 
 def _blur_kernel(size: int) -> int:
     """An odd kernel about a tenth of the crop side (SimCLR's choice), at least 3."""
     k = max(3, int(size * 0.1))
     return k if k % 2 == 1 else k + 1
+
+
+def crop_min_short_side(size: int, min_scale: float) -> int:
+    """The image's shorter side at which even the smallest crop has `size` pixels a side.
+
+    The smallest crop covers `min_scale` of the area at the extreme aspect ratio; its short
+    side is then short_side * sqrt(min_scale * 3/4). Decoding smaller would upsample it.
+    """
+    return math.ceil(size / math.sqrt(min_scale * CROP_MIN_RATIO))
+
+
+def eval_min_short_side(size: int) -> int:
+    """The shorter side a JPEG may be decoded down to for `eval_transform(size)`."""
+    return math.ceil(EVAL_DECODE_MARGIN * int(size * EVAL_RESIZE_RATIO))
 
 
 def _view(size: int, scale: tuple[float, float], cfg: DataConfig) -> v2.Compose:
@@ -52,7 +72,13 @@ class ContrastiveViews:
         min_scale = float(cfg.min_scale)
         self.global_view = _view(cfg.image_size, (min_scale, 1.0), cfg)
         # Local crops cover what the global crops leave out: the small-scale end.
-        self.local_view = _view(cfg.local_size, (min(LOCAL_MIN_SCALE, min_scale), min_scale), cfg) if self.num_local else None
+        local_scale = (min(LOCAL_MIN_SCALE, min_scale), min_scale)
+        self.local_view = _view(cfg.local_size, local_scale, cfg) if self.num_local else None
+        # What the loader may decode JPEGs down to without losing a pixel any view keeps.
+        self.min_short_side = max(
+            crop_min_short_side(cfg.image_size, min_scale),
+            crop_min_short_side(cfg.local_size, local_scale[0]) if self.num_local else 0,
+        )
 
     def __call__(self, image: Image.Image) -> list[torch.Tensor]:
         views = [self.global_view(image) for _ in range(self.num_global)]

@@ -8,6 +8,7 @@ rest of the code only ever sees 8-bit RGB or a clean error it can report by path
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -74,12 +75,17 @@ def load_rgb(
     path: str | os.PathLike[str],
     crop_bottom: int = 0,
     draft_size: tuple[int, int] | None = None,
+    min_short_side: int = 0,
 ) -> Image.Image:
     """Decode `path` to an 8-bit RGB image with EXIF orientation applied.
 
     `crop_bottom` removes that many rows of the displayed image (scaled when
     `draft_size` made the decoder shrink it). `draft_size=(w, h)` lets JPEG decode at
     1/2, 1/4 or 1/8 scale while staying at least that big: a fast path for thumbnails.
+    `min_short_side=n` does the same for training and evaluation: a JPEG is decoded at
+    the smallest of those scales whose shorter side, after the banner crop, keeps at
+    least n pixels. A camera's 12-megapixel photo then decodes about ten times faster
+    for a network that sees a few hundred pixels of it.
     """
     path = Path(path)
     with _open_checked(path) as image:
@@ -89,6 +95,10 @@ def load_rgb(
             if draft_size is not None and image.format in ("JPEG", "MPO"):
                 want = (draft_size[1], draft_size[0]) if orientation in _SWAPS_AXES else draft_size
                 image.draft("RGB", (max(1, int(want[0])), max(1, int(want[1]))))
+            elif min_short_side > 0 and image.format in ("JPEG", "MPO"):
+                box = _draft_box_for_short_side(full_width, full_height, orientation, crop_bottom, min_short_side)
+                if box is not None:
+                    image.draft("RGB", box)
             image.load()
             # A scaled draft shrinks the banner too; scale the crop with it.
             scale = image.size[1] / full_height if full_height else 1.0
@@ -107,6 +117,20 @@ def load_rgb(
             raise ImageDecodeError(path, f"image is {rgb.height} px tall; cannot remove a {rows}-px bottom banner")
         rgb = rgb.crop((0, 0, rgb.width, rgb.height - rows))
     return rgb
+
+
+def _draft_box_for_short_side(
+    width: int, height: int, orientation: int, crop_bottom: int, min_short_side: int,
+) -> tuple[int, int] | None:
+    """The stored-orientation size to ask `Image.draft` for, or None when no DCT scale
+    (1/2 at least) would keep `min_short_side` pixels on the shorter side."""
+    shown_width, shown_height = (height, width) if orientation in _SWAPS_AXES else (width, height)
+    short = min(shown_width, shown_height - max(0, crop_bottom))
+    if short < 2 * min_short_side:
+        return None
+    factor = min_short_side / short
+    # draft() keeps the result at least this big, so the cropped short side stays >= min_short_side.
+    return max(1, math.ceil(width * factor)), max(1, math.ceil(height * factor))
 
 
 def to_rgb(image: Image.Image) -> Image.Image:

@@ -64,10 +64,12 @@ class Batch:
 class SampleDataset(Dataset):
     """Items are (transform(image), label, index), or a falsy BadItem when the file is unreadable."""
 
-    def __init__(self, samples: Sequence[Sample], transform: Callable[[Any], Any] | None, crop_bottom: int = 0) -> None:
+    def __init__(self, samples: Sequence[Sample], transform: Callable[[Any], Any] | None, crop_bottom: int = 0,
+                 min_short_side: int = 0) -> None:
         self.samples = list(samples)
         self.transform = transform
         self.crop_bottom = crop_bottom
+        self.min_short_side = min_short_side  # JPEGs decode at a reduced scale down to this (see load_rgb)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -75,7 +77,7 @@ class SampleDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[Any, int, int] | BadItem:
         sample = self.samples[index]
         try:
-            image = load_rgb(sample.path, crop_bottom=self.crop_bottom)
+            image = load_rgb(sample.path, crop_bottom=self.crop_bottom, min_short_side=self.min_short_side)
         except ImageDecodeError as exc:
             logger.warning("skipping unreadable image %s: %s", sample.path, exc.reason)
             return BadItem(index, str(sample.path), exc.reason)

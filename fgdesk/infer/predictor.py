@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from fgdesk.config import RunConfig
+from fgdesk.data.augment import eval_min_short_side
 from fgdesk.data.images import ImageDecodeError, load_rgb, to_rgb
 from fgdesk.data.layouts import DatasetIndex
 from fgdesk.evaluate.embeddings import cached_embeddings, compute_embeddings, load_encoder
@@ -250,8 +251,8 @@ class Predictor:
         return result
 
     # -- decoding ---------------------------------------------------------------------
-    def _decode(self, source: ImageSource) -> tuple[str, Image.Image]:
-        """(source label, RGB image); raises ImageDecodeError."""
+    def _decode(self, source: ImageSource, min_short_side: int = 0) -> tuple[str, Image.Image]:
+        """(source label, RGB image); raises ImageDecodeError. `min_short_side`: see load_rgb."""
         if isinstance(source, Image.Image):
             label = str(getattr(source, "filename", "") or "<image>")
             try:
@@ -261,7 +262,7 @@ class Predictor:
         path = Path(source)
         # Dataset images keep the dataset's own cleaning (FGVC-Aircraft's banner).
         crop = self.crop_bottom if self.crop_bottom and self.dataset_root and _is_inside(path, self.dataset_root) else 0
-        return str(path), load_rgb(path, crop_bottom=crop)
+        return str(path), load_rgb(path, crop_bottom=crop, min_short_side=min_short_side)
 
     def _on_device(self, images: torch.Tensor) -> torch.Tensor:
         images = images.to(self.device)
@@ -385,7 +386,8 @@ class Predictor:
 
     def _load_for_csv(self, path: Path) -> torch.Tensor | str:
         try:
-            _, image = self._decode(path)
+            # Only the network sees these pixels (no map is drawn), so big JPEGs decode reduced.
+            _, image = self._decode(path, min_short_side=eval_min_short_side(self.eval_size))
         except ImageDecodeError as exc:
             return exc.reason
         return network_input(image, self.eval_size)

@@ -390,7 +390,8 @@ class Trainer:
                 if views_size:
                     log.info("step %d: global views of %d px from here on (were %d px)", state["global_step"], size, views_size)
                 views_size = size
-                dataset = SampleDataset(samples, ContrastiveViews(views_at(cfg.data, size)), index.crop_bottom)
+                views = ContrastiveViews(views_at(cfg.data, size))
+                dataset = SampleDataset(samples, views, index.crop_bottom, min_short_side=views.min_short_side)
             sampler.set_position(epoch, state["step_in_epoch"])
             loader = make_loader(
                 dataset, batch_size=batch_size, shuffle=False, num_workers=cfg.data.num_workers,
