@@ -223,6 +223,7 @@ class InspectView(QWidget):
         self._general = workers.TaskRunner(parent=self)
         self._cache = PredictorCache()
         self._entries: list[_Entry] = []
+        self._sources_by_name: dict[str, set[str]] = {}  # file name -> the full names listed with it
         self._items: dict[int, QListWidgetItem] = {}
         self._by_key: dict[int, _Entry] = {}
         self._next_key = 0
@@ -609,8 +610,10 @@ class InspectView(QWidget):
     def add_images(self, items: list[tuple[str, Any]]) -> None:
         """Queue (name, path-or-PIL image) pairs for prediction."""
         first_new = None
+        clashes_before = sum(len(names) > 1 for names in self._sources_by_name.values())
         for name, source in items:
             entry = _Entry(key=self._next_key, name=str(name), source=source)
+            self._sources_by_name.setdefault(Path(entry.name).name, set()).add(entry.name)
             self._next_key += 1
             self._entries.append(entry)
             self._by_key[entry.key] = entry
@@ -622,6 +625,10 @@ class InspectView(QWidget):
             self._items[entry.key] = item
             if first_new is None:
                 first_new = item
+        # A new name can collide with one listed before: those now show their folder too.
+        if sum(len(names) > 1 for names in self._sources_by_name.values()) != clashes_before:
+            for entry in self._entries:
+                self._set_item_text(entry)
         self.body.setCurrentIndex(1)
         if first_new is not None:
             self.image_list.setCurrentItem(first_new)
@@ -631,6 +638,7 @@ class InspectView(QWidget):
         self._runner.cancel_all()
         self._run_generation += 1
         self._entries.clear()
+        self._sources_by_name.clear()
         self._items.clear()
         self._by_key.clear()
         self.image_list.clear()
@@ -721,8 +729,16 @@ class InspectView(QWidget):
             self.colormap_combo.setCurrentText(chosen if chosen in names else ("inferno" if "inferno" in names else names[0]))
             self.colormap_combo.blockSignals(False)
 
+    def _display_name(self, entry: _Entry) -> str:
+        """The file name, with its folder where another dropped image has the same name
+        (class-folder datasets often number files from 0 in every class)."""
+        path = Path(entry.name)
+        if path.parent.name and len(self._sources_by_name.get(path.name, ())) > 1:
+            return f"{path.parent.name}/{path.name}"
+        return path.name
+
     def _item_text(self, entry: _Entry) -> str:
-        name = Path(entry.name).name
+        name = self._display_name(entry)
         if entry.state == "done" and entry.result and entry.result.prediction is not None:
             topk = getattr(entry.result.prediction, "topk", None) or []
             if topk:
@@ -759,7 +775,7 @@ class InspectView(QWidget):
             self._show_entry(entry)
 
     def _show_entry(self, entry: _Entry) -> None:
-        name = Path(entry.name).name
+        name = self._display_name(entry)
         self.image_title.setText(name)
         self.image_subtitle.setText(entry.name if name != entry.name else "")
         result = entry.result

@@ -131,3 +131,27 @@ def test_classifying_a_folder_to_csv_with_progress_and_cancel(inspect, qtbot, de
     assert view.last_csv_result == (str(cancelled), 0)
     with open(cancelled, newline="", encoding="utf-8") as handle:
         assert len(list(csv.reader(handle))) == 1  # the header; no rows after the cancel
+
+
+def test_images_with_the_same_file_name_are_told_apart_by_their_folder(inspect, qtbot, demo_set):
+    view = inspect
+    circle = demo_set / "test" / "class_0_circle" / "img_006.png"
+    other = demo_set / "test" / "class_0_circle" / "img_007.png"
+    triangle = demo_set / "test" / "class_1_triangle" / "img_006.png"
+
+    def first_lines() -> list[str]:
+        return [view.image_list.item(row).text().splitlines()[0] for row in range(view.image_list.count())]
+
+    view.add_images([(str(circle), circle), (str(other), other)])
+    assert first_lines() == ["img_006.png", "img_007.png"]
+    # The second img_006.png renames the first too; the unique name stays short.
+    view.add_images([(str(triangle), triangle)])
+    assert first_lines() == ["class_0_circle/img_006.png", "img_007.png", "class_1_triangle/img_006.png"]
+    view.image_list.setCurrentRow(2)
+    assert view.image_title.text() == "class_1_triangle/img_006.png"
+    # Names stay told apart once predictions replace the second line.
+    qtbot.waitUntil(lambda: len(view.results()) == 3, timeout=180_000)
+    assert first_lines()[0] == "class_0_circle/img_006.png" and "%" in view.image_list.item(0).text()
+    view.clear_images()
+    view.add_images([(str(triangle), triangle)])
+    assert first_lines() == ["img_006.png"]
