@@ -486,7 +486,7 @@ def run_variant(variant: str, seed: int, setup: Setup, args: argparse.Namespace,
         net = FineGrainedNet(cfg.model).to(memory_format=torch.channels_last)
         record["test"] = evaluate_features(setup, lambda x: net(x).embedding, net, size, seed)
         record["test_stage4_gap"] = evaluate_features(setup, lambda x: net.backbone(x)[-1].float().mean(dim=(2, 3)), net, size, seed)
-        bank, validation = holdout_split(setup.train)
+        bank, validation = holdout_split(setup.train, setup.index.root)
         bank_set = subset_eval(setup, bank, size)
         val_set = subset_eval(setup, validation, size)
         record["val_knn_top1"] = knn_top1(embed(lambda x: net(x).embedding, net, bank_set[0]), bank_set[1],
@@ -506,7 +506,7 @@ def run_variant(variant: str, seed: int, setup: Setup, args: argparse.Namespace,
             features, module = fgdesk_features(run)
             record["test"] = evaluate_features(setup, features, module, size, seed)
         return record
-    bank, validation = holdout_split(setup.train)
+    bank, validation = holdout_split(setup.train, setup.index.root)
     ctx = PeerContext(cfg, setup.train, bank, validation, setup.num_classes, setup.index.crop_bottom, setup.device,
                       setup.dtype, args.lightly_queue, args.lightly_temperature)
     info, model = peer_run(variant, seed, ctx)
@@ -672,16 +672,32 @@ def tune_split(train: list[Sample]) -> tuple[list[Sample], list[Sample]]:
     return fit, val
 
 
-def write_tune_dataset(folder: Path, classes: list[str], fit: list[Sample], val: list[Sample]) -> Path:
+def write_tune_dataset(folder: Path, classes: list[str], fit: list[Sample], val: list[Sample],
+                       source_images: Path | None = None) -> Path:
     """A CUB-layout folder whose train split is tune-train and whose test split is tune-validation.
 
-    Image paths are absolute, so nothing is copied; the real test images are not listed.
+    Nothing is copied and the real test images are not listed. Where every image lies under
+    `source_images`, the folder's images/ links there and images.txt keeps the original
+    relative paths, so the engine's held-out split (hashed on paths relative to the root)
+    is the same on every machine; otherwise images.txt holds absolute paths.
     """
     root = folder / "CUB_200_2011"
-    (root / "images").mkdir(parents=True, exist_ok=True)
+    root.mkdir(parents=True, exist_ok=True)
     rows = [(s, 1) for s in fit] + [(s, 0) for s in val]
+    source = source_images.resolve() if source_images is not None else None
+    images = root / "images"
+    if images.is_symlink():  # a kept sitting's folder, written again
+        images.unlink()
+    elif images.is_dir() and not any(images.iterdir()):
+        images.rmdir()
+    if source is not None and all(s.path.resolve().is_relative_to(source) for s, _ in rows):
+        images.symlink_to(source, target_is_directory=True)
+        names = [s.path.resolve().relative_to(source).as_posix() for s, _ in rows]
+    else:
+        images.mkdir(exist_ok=True)
+        names = [str(s.path.resolve()) for s, _ in rows]
     (root / "classes.txt").write_text("".join(f"{i + 1} {name}\n" for i, name in enumerate(classes)))
-    (root / "images.txt").write_text("".join(f"{i + 1} {s.path.resolve()}\n" for i, (s, _) in enumerate(rows)))
+    (root / "images.txt").write_text("".join(f"{i + 1} {name}\n" for i, name in enumerate(names)))
     (root / "image_class_labels.txt").write_text("".join(f"{i + 1} {s.label + 1}\n" for i, (s, _) in enumerate(rows)))
     (root / "train_test_split.txt").write_text("".join(f"{i + 1} {flag}\n" for i, (_, flag) in enumerate(rows)))
     return root
@@ -1049,7 +1065,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.tune:
         fit, val = tune_split(train)
-        tune_root = write_tune_dataset(work / "tune-data", list(index.classes), fit, val)
+        tune_root = write_tune_dataset(work / "tune-data", list(index.classes), fit, val, index.root / "images")
         train_path, train, query = tune_root, fit, val
         index = detect(tune_root, check_images=False)
         train = [s for s in index.train_samples() if s.label >= 0]

@@ -366,3 +366,29 @@ def test_training_and_its_monitor_decode_camera_sized_jpegs_reduced(tmp_path, mo
     # 1/4 scale (160 x 120) is the smallest that keeps both sides; nothing decodes in full.
     assert {size for _, size in decoded} == {(160, 120)}
     assert all(min(size) >= side for side, size in decoded)
+
+
+def test_the_held_out_images_and_the_monitor_follow_the_dataset_not_its_folder(tiny_data, tmp_path):
+    """The same dataset in another folder (another machine, a moved disk) gets the same
+    held-out images, so the kNN monitor and the best checkpoint agree across copies."""
+    import shutil
+
+    from fgdesk.data.layouts import detect
+    from fgdesk.train.engine import holdout_split
+
+    copy = tmp_path / "elsewhere" / "deeper" / "demo-copy"
+    shutil.copytree(tiny_data, copy)
+    held_out = []
+    for root in (tiny_data, copy):
+        index = detect(root, check_images=False)
+        bank, validation = holdout_split(index.train_samples(), index.root)
+        assert validation and len(bank) + len(validation) == len(index.train_samples())
+        held_out.append(sorted(sample.path.relative_to(root).as_posix() for sample in validation))
+    assert held_out[0] == held_out[1]
+
+    scores = []
+    for root, name in ((tiny_data, "a"), (copy, "b")):
+        events: list = []
+        Trainer(tiny_config(root, **{"schedule.epochs": 1}), run_dir=tmp_path / name, on_event=collect(events)).run()
+        scores.append([e.knn_top1 for e in events if isinstance(e, EpochEvent)])
+    assert scores[0] == scores[1] and scores[0][0] is not None

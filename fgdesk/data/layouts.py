@@ -505,7 +505,7 @@ def _hash_split(root: Path, images: list[Path], label: int) -> list[Sample]:
     """Stable ~20% test split by a hash of the relative path; keeps >= 1 training image per class."""
     scored = []
     for path in images:
-        rel = _relative_key(root, path)
+        rel = relative_key(root, path)
         digest = hashlib.sha1(rel.encode("utf-8")).digest()
         scored.append((int.from_bytes(digest[:8], "big") / 2**64, path))
     splits = ["test" if score < TEST_FRACTION else "train" for score, _ in scored]
@@ -516,7 +516,7 @@ def _hash_split(root: Path, images: list[Path], label: int) -> list[Sample]:
     return [Sample(path, label, split) for (_, path), split in zip(scored, splits)]
 
 
-def _relative_key(root: Path, path: Path) -> str:
+def relative_key(root: Path, path: Path) -> str:
     """Forward-slash, NFC-normalised relative path (macOS stores names decomposed)."""
     try:
         rel = path.relative_to(root).as_posix()
@@ -558,7 +558,7 @@ def _apply_boxes_csv(root: Path, samples: list[Sample], problems: list[Problem])
         problems.append(Problem(csv_path, f"cannot read boxes: {exc}"))
         return
     for i, sample in enumerate(samples):
-        box = boxes.get(_relative_key(root, sample.path))
+        box = boxes.get(relative_key(root, sample.path))
         if box is not None:
             samples[i] = Sample(sample.path, sample.label, sample.split, box)
 

@@ -22,7 +22,7 @@ from torch.utils.data import Sampler
 
 from fgdesk.config import DataConfig, RunConfig
 from fgdesk.data.augment import ContrastiveViews
-from fgdesk.data.layouts import DatasetIndex, Sample, detect
+from fgdesk.data.layouts import DatasetIndex, Sample, detect, relative_key
 from fgdesk.data.loading import SampleDataset, make_loader
 from fgdesk.evaluate.embeddings import DecodedImages, compute_embeddings, decode_images, embed_decoded
 from fgdesk.evaluate.knn import knn_top1
@@ -110,8 +110,22 @@ class EpochSampler(Sampler[int]):
         return (self.batches_per_epoch - self.start_batch) * self.batch_size
 
 
-def holdout_split(samples: list[Sample], fraction: float = 0.1) -> tuple[list[Sample], list[Sample]]:
-    """Split labelled training samples into (bank, validation) by a stable hash of the path.
+def stable_order(samples: list[Sample], root: Path | None) -> list[Sample]:
+    """Samples sorted by a hash of their path relative to the dataset root.
+
+    Relative, so that the same dataset in another folder or on another machine (a
+    server, a colleague's laptop, a moved disk) picks the same images.
+    """
+    def key(sample: Sample) -> str:
+        name = relative_key(root, sample.path) if root is not None else sample.path.as_posix()
+        return hashlib.sha1(name.encode("utf-8")).hexdigest()
+
+    return sorted(samples, key=key)
+
+
+def holdout_split(samples: list[Sample], root: Path | None = None, fraction: float = 0.1) -> tuple[list[Sample], list[Sample]]:
+    """Split labelled training samples into (bank, validation) by a stable hash of the path
+    relative to `root` (the dataset's root folder).
 
     The kNN monitor and best-checkpoint choice read only these training images, never
     the test split. Classes with fewer than 5 images stay whole in the bank.
@@ -124,7 +138,7 @@ def holdout_split(samples: list[Sample], fraction: float = 0.1) -> tuple[list[Sa
         if len(members) < 5:
             bank.extend(members)
             continue
-        ranked = sorted(members, key=lambda s: hashlib.sha1(str(s.path).encode()).hexdigest())
+        ranked = stable_order(members, root)
         count = max(1, round(len(members) * fraction))
         validation.extend(ranked[:count])
         bank.extend(ranked[count:])
@@ -304,7 +318,7 @@ class Trainer:
         budget_s = cfg.schedule.time_budget_min * 60.0
 
         labelled = index.labelled()
-        bank, validation = holdout_split(samples) if labelled else (samples, [])
+        bank, validation = holdout_split(samples, index.root) if labelled else (samples, [])
         state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "elapsed_s": 0.0, "best_knn_top1": None}
         if self._resuming and runs.last_checkpoint(self.run_dir).is_file():
             state = self._restore(model, optimizer, state)
@@ -541,7 +555,7 @@ class Trainer:
             distributed.barrier(self.dist)
             return None
         if len(bank) > MONITOR_BANK_LIMIT:
-            bank = sorted(bank, key=lambda s: hashlib.sha1(str(s.path).encode()).hexdigest())[:MONITOR_BANK_LIMIT]
+            bank = stable_order(bank, index.root)[:MONITOR_BANK_LIMIT]
         size = self.config.data.eval_size
         if self._monitor_images is None and DecodedImages.size_in_bytes(len(bank) + len(validation), size) <= MONITOR_CACHE_BYTES:
             self._monitor_images = (decode_images(bank, size, index.crop_bottom), decode_images(validation, size, index.crop_bottom))
