@@ -610,10 +610,12 @@ class InspectView(QWidget):
     def add_images(self, items: list[tuple[str, Any]]) -> None:
         """Queue (name, path-or-PIL image) pairs for prediction."""
         first_new = None
-        clashes_before = sum(len(names) > 1 for names in self._sources_by_name.values())
+        new_clash = False  # a name now shared by two files: the one listed before shows its folder too
         for name, source in items:
             entry = _Entry(key=self._next_key, name=str(name), source=source)
-            self._sources_by_name.setdefault(Path(entry.name).name, set()).add(entry.name)
+            sharing = self._sources_by_name.setdefault(Path(entry.name).name, set())
+            new_clash |= len(sharing) == 1 and entry.name not in sharing
+            sharing.add(entry.name)
             self._next_key += 1
             self._entries.append(entry)
             self._by_key[entry.key] = entry
@@ -625,8 +627,7 @@ class InspectView(QWidget):
             self._items[entry.key] = item
             if first_new is None:
                 first_new = item
-        # A new name can collide with one listed before: those now show their folder too.
-        if sum(len(names) > 1 for names in self._sources_by_name.values()) != clashes_before:
+        if new_clash:
             for entry in self._entries:
                 self._set_item_text(entry)
         self.body.setCurrentIndex(1)
