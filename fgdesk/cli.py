@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--per-class", type=int, default=60)
     demo.add_argument("--size", type=int, default=112)
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--unlabeled", type=int, default=0, metavar="N",
+                      help="also draw N images without labels into unlabeled/ (few labels, many images)")
 
     summary = commands.add_parser("summary", help="detect a dataset's layout and print its summary and problems")
     summary.add_argument("data", type=Path)
@@ -344,8 +346,15 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_demo_data(args: argparse.Namespace) -> int:
     from fgdesk.data.synthetic import make_demo_dataset
 
-    root = make_demo_dataset(args.dir, num_classes=args.classes, per_class=args.per_class, size=args.size, seed=args.seed)
-    print(f"demo dataset written to {root} ({args.classes} classes x {args.per_class} images)")
+    try:
+        root = make_demo_dataset(args.dir, num_classes=args.classes, per_class=args.per_class, size=args.size,
+                                 seed=args.seed, unlabeled=args.unlabeled)
+    except ValueError as exc:  # a setting out of range
+        raise CLIError(str(exc)) from exc
+    except OSError as exc:
+        raise CLIError(f"cannot write the demo set to {args.dir}: {exc.strerror or exc}") from exc
+    extra = f", {args.unlabeled} unlabeled" if args.unlabeled else ""
+    print(f"demo dataset written to {root} ({args.classes} classes x {args.per_class} images{extra})")
     return 0
 
 

@@ -249,6 +249,41 @@ def test_boxes_csv_gives_boxes_with_unicode_and_spaces_in_paths(tmp_path):
     assert "bad box" in index.problems[0].reason
 
 
+@pytest.mark.parametrize("folder_name", ["unlabeled", "Unlabelled"])
+def test_unlabeled_folder_beside_class_folders_feeds_pretraining_only(tmp_path, folder_name):
+    for name in ("finch", "siskin"):
+        for k in range(3):
+            write_image(tmp_path / name / f"{k}.png")
+    write_image(tmp_path / folder_name / "a.png")
+    write_image(tmp_path / folder_name / "trap 3" / "b.jpg")
+    index = detect(tmp_path)
+    assert index.layout == "folders" and index.classes == ["finch", "siskin"] and index.labelled()
+    unlabeled = [s for s in index.samples if s.label == -1]
+    assert sorted(s.path.name for s in unlabeled) == ["a.png", "b.jpg"]
+    assert {s.split for s in unlabeled} == {"unlabeled"}
+    labelled = [s for s in index.samples if s.label >= 0]
+    assert len(labelled) == 6 and not any(folder_name in s.path.parts for s in labelled)
+    # Pretraining sees every image but the test split; the test split stays labelled.
+    assert set(index.train_samples()) == set(unlabeled) | {s for s in labelled if s.split == "train"}
+    assert all(s.label >= 0 for s in index.test_samples())
+    summary = index.summary()
+    assert summary.num_classes == 2 and summary.num_images == 8
+    assert list(summary.counts)[-1] == "(unlabeled)" and summary.counts["(unlabeled)"] == {"unlabeled": 2}
+    assert "(unlabeled)" in summary.as_text()
+
+
+def test_unlabeled_folder_beside_split_folders(tmp_path):
+    for split in ("train", "test"):
+        for name in ("owl", "hawk"):
+            write_image(tmp_path / split / name / "1.png")
+    for k in range(4):
+        write_image(tmp_path / "unlabeled" / f"{k}.png")
+    index = detect(tmp_path)
+    assert index.classes == ["hawk", "owl"]
+    assert len(index.split("unlabeled")) == 4 and len(index.train_samples()) == 6
+    assert len(index.test_samples()) == 2
+
+
 def test_loose_images_beside_class_folders_are_reported(tmp_path):
     write_image(tmp_path / "a" / "1.png")
     write_image(tmp_path / "b" / "1.png")

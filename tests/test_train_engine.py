@@ -392,3 +392,25 @@ def test_the_held_out_images_and_the_monitor_follow_the_dataset_not_its_folder(t
         Trainer(tiny_config(root, **{"schedule.epochs": 1}), run_dir=tmp_path / name, on_event=collect(events)).run()
         scores.append([e.knn_top1 for e in events if isinstance(e, EpochEvent)])
     assert scores[0] == scores[1] and scores[0][0] is not None
+
+
+def test_unlabeled_images_train_the_encoder_but_stay_out_of_the_monitor_and_classifier(tmp_path):
+    """Few labels, many images: unlabeled/ beside the class folders adds steps to every
+    epoch, while the kNN monitor and the linear classifier use labelled images only."""
+    from fgdesk.data.layouts import detect
+    from fgdesk.evaluate.report import fit_classifier
+
+    data = make_demo_dataset(tmp_path / "few-labels", num_classes=4, per_class=8, size=48, seed=2, unlabeled=16)
+    index = detect(data, check_images=False)
+    labelled_train = [s for s in index.train_samples() if s.label >= 0]
+    assert len(labelled_train) == 24 and len(index.split("unlabeled")) == 16
+    events: list = []
+    run = tmp_path / "run"
+    result = Trainer(tiny_config(data, **{"schedule.epochs": 1}), run_dir=run, on_event=collect(events)).run()
+    assert result.status == "finished"
+    steps = [e for e in events if isinstance(e, StepEvent)]
+    assert steps[0].steps_per_epoch == (24 + 16) // 8  # labelled and unlabeled images alike
+    knn = [e.knn_top1 for e in events if isinstance(e, EpochEvent)]
+    assert knn[0] is not None and 0.0 <= knn[0] <= 1.0
+    report = fit_classifier(run, device="cpu")
+    assert report.num_train == 24 and report.num_test == 8 and report.confusion.shape == (4, 4)

@@ -1,7 +1,8 @@
 """Dataset layouts: find out what a folder holds and index it as (path, label, split, box) rows.
 
 `detect()` understands CUB-200-2011, FGVC-Aircraft, one-folder-per-class trees (with or
-without train/val/test folders) and plain folders of unlabeled images. It never decodes
+without train/val/test folders, and with an optional `unlabeled/` folder of images that
+only pretraining uses) and plain folders of unlabeled images. It never decodes
 pixels: with `check_images` it reads each header so that broken files are reported up
 front as `Problem`s instead of surfacing halfway through training.
 """
@@ -32,6 +33,10 @@ Box = tuple[float, float, float, float]
 _CUB_FILES = ("images.txt", "image_class_labels.txt", "train_test_split.txt", "classes.txt")
 _AIRCRAFT_CLASS_FILES = {"variant": "variants.txt", "family": "families.txt", "manufacturer": "manufacturers.txt"}
 _SPLIT_FOLDER_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+# Next to class folders, these hold images without a label: the many-images-few-labels case,
+# where pretraining should see every image and classification only the labelled ones.
+UNLABELED_FOLDER_NAMES = ("unlabeled", "unlabelled")
+UNLABELED_ROW = "(unlabeled)"
 
 
 class DatasetError(Exception):
@@ -111,10 +116,14 @@ class DatasetIndex:
         return [s for s in self.samples if s.split == name]
 
     def train_samples(self) -> list[Sample]:
-        """Train + val for labelled data; every image for an unlabeled folder."""
+        """What pretraining sees: train + val + unlabeled images; every image for an unlabeled folder.
+
+        Never the test split. Unlabeled images (label -1) are included; callers that need
+        labels keep `label >= 0`.
+        """
         if not self.labelled():
             return list(self.samples)
-        return [s for s in self.samples if s.split in ("train", "val")]
+        return [s for s in self.samples if s.split in ("train", "val", "unlabeled")]
 
     def test_samples(self) -> list[Sample]:
         return self.split("test")
@@ -123,13 +132,19 @@ class DatasetIndex:
         return bool(self.classes) and any(s.label >= 0 for s in self.samples)
 
     def summary(self) -> DatasetSummary:
-        names = self.classes if self.classes else ["(unlabeled)"]
-        counts: dict[str, dict[str, int]] = {name: {} for name in names}
+        """Counts per class and split; unlabeled images, when there are any, form the last row."""
+        counts: dict[str, dict[str, int]] = {name: {} for name in self.classes}
         for sample in self.samples:
-            if self.classes and not 0 <= sample.label < len(self.classes):
+            if 0 <= sample.label < len(self.classes):
+                name = self.classes[sample.label]
+            elif sample.label < 0:
+                name = UNLABELED_ROW
+            else:
                 continue
-            name = names[sample.label] if self.classes else names[0]
-            counts[name][sample.split] = counts[name].get(sample.split, 0) + 1
+            per_split = counts.setdefault(name, {})
+            per_split[sample.split] = per_split.get(sample.split, 0) + 1
+        if not counts:
+            counts[UNLABELED_ROW] = {}
         sizes = [self.image_sizes[s.path] for s in self.samples if s.path in self.image_sizes]
         width = height = None
         if sizes:
@@ -426,13 +441,15 @@ def _read_text(path: Path) -> str:
 def _index_folders(root: Path, required: bool) -> DatasetIndex | None:
     entries, problems = _list_dir(root)
     subdirs = {name: path for name, path, is_dir in entries if is_dir}
+    unlabeled_dirs = [path for name, path in subdirs.items() if name.lower() in UNLABELED_FOLDER_NAMES]
+    subdirs = {name: path for name, path in subdirs.items() if name.lower() not in UNLABELED_FOLDER_NAMES}
     split_dirs = {}
     for name, path in subdirs.items():
         split = _SPLIT_FOLDER_NAMES.get(name.lower())
         if split is not None and split not in split_dirs:
             split_dirs[split] = path
     if "train" in split_dirs or ("test" in split_dirs and len(split_dirs) > 1):
-        return _index_split_folders(root, split_dirs, problems, required)
+        return _with_unlabeled_and_boxes(_index_split_folders(root, split_dirs, problems, required), unlabeled_dirs)
 
     # One folder per class directly under root.
     class_images: dict[str, list[Path]] = {}
@@ -460,8 +477,20 @@ def _index_folders(root: Path, required: bool) -> DatasetIndex | None:
             problems.append(Problem(subdirs[name], "class folder has no images"))
             continue
         samples.extend(_hash_split(root, images, label))
-    _apply_boxes_csv(root, samples, problems)
-    return DatasetIndex(root, "folders", classes, samples, problems)
+    return _with_unlabeled_and_boxes(DatasetIndex(root, "folders", classes, samples, problems), unlabeled_dirs)
+
+
+def _with_unlabeled_and_boxes(index: DatasetIndex | None, folders: list[Path]) -> DatasetIndex | None:
+    """Images under `unlabeled/` (any depth) join the index with label -1, split "unlabeled";
+    then boxes.csv gives boxes to every image it names."""
+    if index is None:
+        return None
+    for folder in folders:
+        images, problems = walk_images(folder)
+        index.problems.extend(problems)
+        index.samples.extend(Sample(path, -1, "unlabeled") for path in images)
+    _apply_boxes_csv(index.root, index.samples, index.problems)
+    return index
 
 
 def _index_split_folders(
@@ -497,7 +526,6 @@ def _index_split_folders(
     for name in classes:
         if not any(per_split[s].get(name) for s in per_split):
             problems.append(Problem(class_dirs[name], "class folder has no images"))
-    _apply_boxes_csv(root, samples, problems)
     return DatasetIndex(root, "folders", classes, samples, problems)
 
 

@@ -388,7 +388,8 @@ class DatasetView(QWidget):
             for split, n in zip(splits, counts):
                 totals[split] += n
             item = QTreeWidgetItem([name, *[f"{n:,}" for n in counts], f"{sum(counts):,}"])
-            item.setData(0, Qt.ItemDataRole.UserRole, label if labelled else None)
+            # Unlabeled images of a labelled dataset come last; -1 filters them (their label).
+            item.setData(0, Qt.ItemDataRole.UserRole, (label if label < len(self.index.classes) else -1) if labelled else None)
             item.setToolTip(0, name)
             for column in range(1, len(splits) + 2):
                 item.setTextAlignment(column, Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)

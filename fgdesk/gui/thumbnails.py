@@ -351,7 +351,7 @@ class ThumbnailModel(QAbstractListModel):
     def class_name(self, label: int) -> str:
         if 0 <= label < len(self._class_names):
             return self._class_names[label]
-        return "unlabelled"
+        return "unlabeled"
 
     def cached_count(self) -> int:
         return len(self._pixmaps)

@@ -204,6 +204,7 @@ class TrainingView(QWidget):
         self._runner = workers.TaskRunner(parent=self)
         self._dataset_path: str | None = None
         self._dataset_images = 0
+        self._images_text = ""
         self._dataset_labelled = False
         self._base_config: RunConfig | None = None
         self._defaults_generation = 0
@@ -549,12 +550,15 @@ class TrainingView(QWidget):
     def set_dataset(self, index) -> None:
         """Called when the Dataset page opened a folder; prepares default settings off-thread."""
         self._dataset_path = str(index.root)
-        self._dataset_images = len(index.train_samples()) if hasattr(index, "train_samples") else len(index.samples)
+        training = index.train_samples() if hasattr(index, "train_samples") else index.samples
+        self._dataset_images = len(training)
+        unlabeled = sum(1 for s in training if s.label < 0) if getattr(index, "classes", None) else 0
+        self._images_text = f"{len(training):,} training images" + (f" ({unlabeled:,} unlabeled)" if unlabeled else "")
         self._dataset_labelled = bool(getattr(index, "classes", None))
         name = Path(self._dataset_path).name
         self.dataset_label.setText(name)
         self.dataset_label.setToolTip(self._dataset_path)
-        self.dataset_hint.setText(f"{self._dataset_images:,} training images · choosing defaults for this device…")
+        self.dataset_hint.setText(f"{self._images_text} · choosing defaults for this device…")
         self._base_config = None
         self._defaults_generation += 1
         generation = self._defaults_generation
@@ -576,7 +580,7 @@ class TrainingView(QWidget):
         budget = config.schedule.time_budget_min
         limit = f"up to {budget:g} min" if budget else f"{config.schedule.epochs} epochs"
         self.dataset_hint.setText(
-            f"{self._dataset_images:,} training images · {config.model.backbone}, {config.data.image_size} px, {limit}"
+            f"{self._images_text} · {config.model.backbone}, {config.data.image_size} px, {limit}"
         )
         self._update_buttons()
 

@@ -318,7 +318,8 @@ class Trainer:
         budget_s = cfg.schedule.time_budget_min * 60.0
 
         labelled = index.labelled()
-        bank, validation = holdout_split(samples, index.root) if labelled else (samples, [])
+        # The monitor's kNN needs labels: unlabeled images train the encoder but stay out of it.
+        bank, validation = holdout_split([s for s in samples if s.label >= 0], index.root) if labelled else (samples, [])
         state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "elapsed_s": 0.0, "best_knn_top1": None}
         if self._resuming and runs.last_checkpoint(self.run_dir).is_file():
             state = self._restore(model, optimizer, state)

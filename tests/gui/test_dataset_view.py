@@ -56,6 +56,26 @@ def test_filters_by_class_split_and_name(window, qtbot, demo_set):
     assert "Showing 3 of 24 images" == view.showing_label.text()
 
 
+def test_unlabeled_images_have_their_own_row_and_filter(window, qtbot, tmp_path):
+    from fgdesk.data.synthetic import make_demo_dataset
+
+    data = make_demo_dataset(tmp_path / "few-labels", num_classes=3, per_class=4, size=48, seed=3, unlabeled=5)
+    view = window.dataset_view
+    load_dataset(qtbot, window, data)
+    assert view.counts_label.text() == "3 classes · 17 images"
+    last = view.class_tree.topLevelItem(view.class_tree.topLevelItemCount() - 1)
+    header = [view.class_tree.headerItem().text(i) for i in range(view.class_tree.columnCount())]
+    assert header == ["Class", "Train", "Test", "Unlabeled", "Total"]
+    assert [last.text(i) for i in range(5)] == ["(unlabeled)", "0", "0", "5", "5"]
+    view.class_tree.setCurrentItem(last)
+    assert view.thumbnail_model.rowCount() == 5
+    assert {view.thumbnail_model.sample_at(r).label for r in range(5)} == {-1}
+    view.thumbnail_view.setCurrentIndex(view.thumbnail_model.index(0, 0))
+    assert view.preview_fields["Class"].text() == "unlabeled"
+    view.select_class(2)  # a real class still filters to its own images only
+    assert {view.thumbnail_model.sample_at(r).label for r in range(view.thumbnail_model.rowCount())} == {2}
+
+
 def test_preview_shows_the_image_with_its_details(window, qtbot, demo_set):
     view = window.dataset_view
     load_dataset(qtbot, window, demo_set)
