@@ -73,6 +73,7 @@ from fgdesk.data.layouts import Sample, detect  # noqa: E402
 from fgdesk.data.loading import SampleDataset, make_loader  # noqa: E402
 from fgdesk.evaluate.embeddings import compute_embeddings, load_encoder  # noqa: E402
 from fgdesk.evaluate.knn import knn_scores, knn_top1, leave_one_out_knn_top1, topk_accuracy  # noqa: E402
+from fgdesk.evaluate.few_labels import few_label_scores, parse_labels_per_class  # noqa: E402
 from fgdesk.evaluate.linear import fit_linear  # noqa: E402
 from fgdesk.model.moco import EncoderWithHead, cosine_momentum  # noqa: E402
 from fgdesk.model.network import FineGrainedNet  # noqa: E402
@@ -451,6 +452,7 @@ class Setup:
     dtype: torch.dtype | None
     data_label: str = ""
     tune: bool = False  # query is the tune-validation split: also score leave-one-out kNN over train + query
+    few_labels: tuple[int, ...] = ()  # also score from this many labelled images per class (5 draws each)
     eval_sets: dict[int, tuple[EvalSet, EvalSet]] = field(default_factory=dict)
 
     def eval_pair(self, size: int) -> tuple[EvalSet, EvalSet]:
@@ -462,11 +464,16 @@ class Setup:
 
 
 def evaluate_features(setup: Setup, features: Callable, module: nn.Module, size: int, seed: int,
-                      linear: bool = True) -> dict[str, float]:
+                      linear: bool = True, few_labels: bool = True) -> dict[str, float]:
     train_set, query_set = setup.eval_pair(size)
     train_vectors = embed(features, module, train_set.images)
     query_vectors = embed(features, module, query_set.images)
     result = score_features(train_vectors, train_set.labels, query_vectors, query_set.labels, setup.num_classes, seed, linear)
+    if few_labels and setup.few_labels:
+        # The same draws for every variant and seed: only the features differ between rows.
+        result["few_labels"] = [score.as_dict() for score in few_label_scores(
+            train_vectors, train_set.labels, query_vectors, query_set.labels, setup.num_classes, setup.few_labels,
+            knn_k=KNN_K, knn_temperature=KNN_T)]
     if setup.tune:
         # Every one of the 1,452 training images instead of the 292 held out: about half the
         # standard error, so rows closer than about two points can be told apart.
@@ -485,7 +492,8 @@ def run_variant(variant: str, seed: int, setup: Setup, args: argparse.Namespace,
         seed_everything(seed)
         net = FineGrainedNet(cfg.model).to(memory_format=torch.channels_last)
         record["test"] = evaluate_features(setup, lambda x: net(x).embedding, net, size, seed)
-        record["test_stage4_gap"] = evaluate_features(setup, lambda x: net.backbone(x)[-1].float().mean(dim=(2, 3)), net, size, seed)
+        record["test_stage4_gap"] = evaluate_features(setup, lambda x: net.backbone(x)[-1].float().mean(dim=(2, 3)), net, size, seed,
+                                                      few_labels=False)
         bank, validation = holdout_split(setup.train, setup.index.root)
         bank_set = subset_eval(setup, bank, size)
         val_set = subset_eval(setup, validation, size)
@@ -549,6 +557,17 @@ def aggregate(records: list[dict[str, Any]], key: str = "test") -> dict[str, Any
         values = [r.get(key, {}).get(metric) for r in records]
         if any(v is not None for v in values):
             metrics[metric] = {"per_seed": values, **summarize(values)}
+    # Few labels: each seed's mean over its draws, then mean ± std over seeds.
+    few: dict[str, dict[str, Any]] = {}
+    for record in records:
+        for row in record.get(key, {}).get("few_labels", []):
+            entry = few.setdefault(str(row["labels_per_class"]), {"num_train": row["num_train"], "knn_top1": [], "linear_top1": []})
+            entry["knn_top1"].append(row["knn_top1"]["mean"])
+            entry["linear_top1"].append(row["linear_top1"]["mean"])
+    if few:
+        metrics["few_labels"] = {n: {"num_train": e["num_train"],
+                                     **{m: {"per_seed": e[m], **summarize(e[m])} for m in ("knn_top1", "linear_top1")}}
+                                 for n, e in few.items()}
     return metrics
 
 
@@ -843,6 +862,15 @@ def write_report(results: dict[str, Any], report: Report, minutes: float | None,
                                         ("linear", "linear top-1 %"), ("epochs", "epochs"), ("speed", "train img/s")],
                            title=f"cub50 test split, {budget_label(minutes, epochs)}{'' if epochs else ' CPU budget'} per run, "
                                  f"seeds {seeds}, {threads} threads")]
+    few_rows = [{"variant": LABELS[variant], "n": n, "images": entry["num_train"], "knn": pct_spread(entry["knn_top1"]),
+                  "linear": pct_spread(entry["linear_top1"])}
+                 for variant, results_entry in results.items()
+                 for n, entry in results_entry.get("few_labels", {}).items()]
+    if few_rows:
+        tables.append(format_table(few_rows, [("variant", "variant"), ("n", "labels per class"), ("images", "labelled images"),
+                                              ("knn", "kNN top-1 %"), ("linear", "linear top-1 %")],
+                                   title="few labels: the same random draws of n training images per class (5 draws; "
+                                         "mean over draws, ± over seeds), scored on the whole test split"))
     if targets:
         tables.append(format_table([{"target": k, "met": v["met"], "seeds": v["seeds"],
                                      "points": f"{next(iter(x for x in v.values() if isinstance(x, float))):+.1f}"}
@@ -1023,6 +1051,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--reuse-runs", action="store_true",
                         help="with --tune and --keep-runs: evaluate a finished kept run of the same configuration instead of training it again")
     parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument("--few-labels", default="1,5,10",
+                        help="also score every variant from N labelled training images per class, 5 random draws each "
+                             "(comma-separated; 'none' to skip; not in --tune)")
     parser.add_argument("--budget-plot", default=None,
                         help="plot test top-1 against the budget from result files of different budgets "
                              "(names in bench/results, comma-separated; NAME:variant=former renames as in --merge) "
@@ -1083,7 +1114,8 @@ def main(argv: list[str] | None = None) -> int:
     device = select_device(args.device)
     dtype = resolve_precision(base.precision, device)
     data_label = relative(data) + (" (tune-train split)" if args.tune else "")
-    setup = Setup(train_path, index, train, query, len(index.classes), base, device, dtype, data_label, tune=args.tune)
+    setup = Setup(train_path, index, train, query, len(index.classes), base, device, dtype, data_label, tune=args.tune,
+                  few_labels=() if args.tune else parse_labels_per_class(args.few_labels))
 
     settings = {
         "data": relative(data), "mode": "tune" if args.tune else "test",

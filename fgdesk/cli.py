@@ -72,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run", type=Path, help="run folder")
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--json", action="store_true", help="print the report as JSON")
+    evaluate.add_argument("--labels-per-class", default="1,5,10", metavar="N[,N...]",
+                          help="also score with only N labelled training images per class, e.g. 1,5,10 "
+                               "(default), or none")
+    evaluate.add_argument("--draws", type=int, default=5, help="random draws of the labelled images per N (default 5)")
 
     predict = commands.add_parser("predict", help="classify images with a run and save heatmaps")
     predict.add_argument("run", type=Path, help="run folder")
@@ -262,11 +266,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from fgdesk.evaluate.few_labels import parse_labels_per_class
     from fgdesk.evaluate.report import EvaluationError, evaluate_run
     from fgdesk.train.checkpoint import CheckpointError
 
     try:
-        report = evaluate_run(args.run, device=args.device)
+        labels_per_class = parse_labels_per_class(args.labels_per_class)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
+    if args.draws < 1:
+        raise CLIError(f"--draws must be at least 1, got {args.draws}")
+    try:
+        report = evaluate_run(args.run, device=args.device, labels_per_class=labels_per_class, draws=args.draws)
     except (CheckpointError, EvaluationError, FileNotFoundError) as exc:
         raise CLIError(str(exc)) from exc
     print(json.dumps(report.as_dict(), indent=2) if args.json else report.as_text())

@@ -51,8 +51,14 @@ def test_train_eval_predict_export_end_to_end(demo, tmp_path):
 
     evaluation = fgdesk("eval", run)
     assert "kNN" in evaluation.stdout and "pointing" in evaluation.stdout.lower()
-    report = json.loads(fgdesk("eval", run, "--json").stdout)
+    assert "Few labels" in evaluation.stdout  # 1 and 5 of the 8 training images per class, by default
+    report = json.loads(fgdesk("eval", run, "--json", "--labels-per-class", "2,8", "--draws", "3").stdout)
     assert 0.0 <= report["knn"]["top1"] <= 1.0 and 0.0 <= report["linear"]["top1"] <= 1.0
+    # 8 labels per class is every training image: the full evaluation, not repeated.
+    assert [(row["labels_per_class"], row["num_train"], len(row["linear_top1"]["per_draw"])) for row in report["few_labels"]] == [(2, 8, 3)]
+    assert 0.0 <= report["few_labels"][0]["knn_top1"]["mean"] <= 1.0
+    bad = fgdesk("eval", run, "--labels-per-class", "five", check=False)
+    assert bad.returncode == 2 and "whole numbers" in bad.stderr
     assert "fused" in report["localization"] and "evidence" in report["localization"]
     assert (run / "eval.json").is_file() and (run / "classifier.pt").is_file()
 

@@ -27,6 +27,7 @@ from fgdesk.config import RunConfig
 from fgdesk.data.images import ImageDecodeError, load_rgb
 from fgdesk.data.layouts import DatasetError, DatasetIndex, Sample, detect
 from fgdesk.evaluate.embeddings import Embeddings, cached_embeddings, compute_embeddings, load_encoder
+from fgdesk.evaluate.few_labels import DEFAULT_DRAWS, FewLabelScore, few_label_scores
 from fgdesk.evaluate.heatmaps import (
     box_scale,
     bucketed,
@@ -113,6 +114,7 @@ class EvalReport:
     knn_k: int = KNN_K
     knn_temperature: float = KNN_TEMPERATURE
     elapsed_s: float = 0.0
+    few_labels: list[FewLabelScore] = field(default_factory=list)  # scores from n labels per class
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready (NaN becomes null); the confusion matrix lives in confusion.csv."""
@@ -138,6 +140,7 @@ class EvalReport:
                 "confusion_csv": CONFUSION_FILE,
                 "localization": {key: summary.as_dict() for key, summary in self.localization.items()},
                 "localization_note": self.localization_note,
+                "few_labels": [score.as_dict() for score in self.few_labels],
                 "elapsed_s": round(self.elapsed_s, 2),
             }
         )
@@ -166,6 +169,17 @@ class EvalReport:
                 shown = scored[:5] + scored[-5:]
             width = max(len(name) for _, name in shown)
             lines += [f"  {name:<{width}}  {_pct(acc):>7}" for acc, name in shown]
+        if self.few_labels:
+            draws = self.few_labels[0].draws
+            lines += ["", f"Few labels (test split; mean ± spread over {draws} random draws of the labelled images)",
+                      f"{'  labels per class':<22}{'images':>8}{'kNN top-1':>16}{'linear top-1':>16}"]
+            for score in self.few_labels:
+                row = score.as_dict()
+                lines.append(
+                    f"{'  ' + str(score.labels_per_class):<22}{score.num_train:>8}"
+                    f"{_pct_spread(row['knn_top1']):>16}{_pct_spread(row['linear_top1']):>16}"
+                )
+            lines.append(f"{'  all':<22}{self.num_train:>8}{_pct(self.knn_top1):>16}{_pct(self.linear_top1):>16}")
         lines.append("")
         if self.localization:
             images = max(summary.images for summary in self.localization.values())
@@ -213,6 +227,12 @@ def _json_ready(value: Any) -> Any:
     if isinstance(value, np.generic):
         return _json_ready(value.item())
     return value
+
+
+def _pct_spread(summary: dict[str, float]) -> str:
+    if math.isnan(summary["mean"]):
+        return "—"
+    return f"{100 * summary['mean']:.1f} ± {100 * summary['std']:.1f}"
 
 
 def _pct(value: float) -> str:
@@ -370,11 +390,14 @@ def evaluate_run(
     on_progress: Progress | None = None,
     device: str = "auto",
     localization_limit: int | None = None,
+    labels_per_class: Sequence[int] = (),
+    draws: int = DEFAULT_DRAWS,
 ) -> EvalReport:
     """Full evaluation of a run's final checkpoint; writes eval.json, confusion.csv and classifier.pt.
 
     `localization_limit` caps the test images scored for heatmaps (evenly spread), for
-    a quick look at a large dataset.
+    a quick look at a large dataset. `labels_per_class` adds scores from that many
+    labelled images per class (`draws` random draws each), e.g. (1, 5, 10).
     """
     started = time.monotonic()
     run_dir = Path(run_dir)
@@ -387,7 +410,12 @@ def evaluate_run(
         knn = topk_accuracy(scores, prepared.test.labels, (1, 5))
     else:
         knn = {1: float("nan"), 5: float("nan")}
-    probe, classifier, _ = _fit_and_save(prepared, on_progress, 0.57, 0.7)
+    probe, classifier, _ = _fit_and_save(prepared, on_progress, 0.57, 0.65)
+    few = few_label_scores(
+        prepared.train.vectors, prepared.train.labels, prepared.test.vectors, prepared.test.labels, len(names),
+        labels_per_class, draws, knn_k=KNN_K, knn_temperature=KNN_TEMPERATURE,
+        on_progress=_scaled_progress(on_progress, "scoring with few labels", 0.65, 0.7),
+    ) if labels_per_class else []
     localization, note = score_localization(
         prepared.net, prepared.test_samples, prepared.index.crop_bottom, prepared.config.data.eval_size,
         probe, prepared.device, localization_limit, _scaled_progress(on_progress, "scoring heatmaps", 0.7, 0.99),
@@ -413,6 +441,7 @@ def evaluate_run(
         localization=localization,
         localization_note=note,
         elapsed_s=time.monotonic() - started,
+        few_labels=few,
     )
     write_confusion_csv(run_dir / CONFUSION_FILE, classifier.confusion, names)
     atomic_write_text(run_dir / runs.EVAL_FILE, json.dumps(report.as_dict(), indent=2) + "\n")
