@@ -88,6 +88,7 @@ class ClassifierReport:
     num_train: int = 0
     num_test: int = 0
     path: str = ""  # classifier.pt
+    few_labels: list[FewLabelScore] = field(default_factory=list)  # scores from n labels per class, when asked
 
 
 @dataclass
@@ -375,10 +376,17 @@ def confusion_and_per_class(predicted: torch.Tensor, truth: torch.Tensor, names:
 # -- public entry points ---------------------------------------------------------
 
 
-def fit_classifier(run_dir: Path, on_progress: Progress | None = None, device: str = "auto") -> ClassifierReport:
-    """Fit the linear classifier of a run on its labelled training images and save classifier.pt."""
-    prepared = _prepare(Path(run_dir), device, on_progress, train_end=0.6, test_end=0.8)
-    _, report, _ = _fit_and_save(prepared, on_progress, 0.8, 1.0)
+def fit_classifier(run_dir: Path, on_progress: Progress | None = None, device: str = "auto",
+                   labels_per_class: Sequence[int] = (), draws: int = DEFAULT_DRAWS) -> ClassifierReport:
+    """Fit the linear classifier of a run on its labelled training images and save classifier.pt.
+
+    With `labels_per_class`, also score classifiers fitted on that many labelled images per
+    class (`draws` random draws each), so a user sees what fewer labels would give.
+    """
+    prepared = _prepare(Path(run_dir), device, on_progress, train_end=0.6, test_end=0.75)
+    _, report, _ = _fit_and_save(prepared, on_progress, 0.75, 0.9 if labels_per_class else 1.0)
+    if labels_per_class:
+        report.few_labels = _few_label_scores(prepared, labels_per_class, draws, on_progress, 0.9, 1.0)
     if on_progress:
         on_progress("done", 1.0)
     log.info("classifier of %s: top-1 %.3f, top-5 %.3f on %d test images", run_dir, report.top1, report.top5, report.num_test)
@@ -411,11 +419,7 @@ def evaluate_run(
     else:
         knn = {1: float("nan"), 5: float("nan")}
     probe, classifier, _ = _fit_and_save(prepared, on_progress, 0.57, 0.65)
-    few = few_label_scores(
-        prepared.train.vectors, prepared.train.labels, prepared.test.vectors, prepared.test.labels, len(names),
-        labels_per_class, draws, knn_k=KNN_K, knn_temperature=KNN_TEMPERATURE,
-        on_progress=_scaled_progress(on_progress, "scoring with few labels", 0.65, 0.7),
-    ) if labels_per_class else []
+    few = _few_label_scores(prepared, labels_per_class, draws, on_progress, 0.65, 0.7) if labels_per_class else []
     localization, note = score_localization(
         prepared.net, prepared.test_samples, prepared.index.crop_bottom, prepared.config.data.eval_size,
         probe, prepared.device, localization_limit, _scaled_progress(on_progress, "scoring heatmaps", 0.7, 0.99),
@@ -448,6 +452,15 @@ def evaluate_run(
     if on_progress:
         on_progress("done", 1.0)
     return report
+
+
+def _few_label_scores(prepared: _Prepared, labels_per_class: Sequence[int], draws: int, on_progress: Progress | None,
+                      start: float, end: float) -> list[FewLabelScore]:
+    return few_label_scores(
+        prepared.train.vectors, prepared.train.labels, prepared.test.vectors, prepared.test.labels,
+        len(prepared.index.classes), labels_per_class, draws, knn_k=KNN_K, knn_temperature=KNN_TEMPERATURE,
+        on_progress=_scaled_progress(on_progress, "scoring with fewer labels", start, end),
+    )
 
 
 def classifier_source(prepared: _Prepared) -> str:

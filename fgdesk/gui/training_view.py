@@ -521,6 +521,12 @@ class TrainingView(QWidget):
         self.confusion_legend = muted_label("")
         self.confusion_legend.setMaximumWidth(170)
         scores.addWidget(self.confusion_legend, 0, Qt.AlignmentFlag.AlignLeft)
+        # What fewer labels would give: tells a lab whether labelling more is worth it.
+        self.few_labels_label = muted_label("")
+        self.few_labels_label.setMaximumWidth(190)
+        self.few_labels_label.setTextFormat(Qt.TextFormat.RichText)
+        self.few_labels_label.hide()
+        scores.addWidget(self.few_labels_label, 0, Qt.AlignmentFlag.AlignLeft)
         scores.addStretch(1)
         results.addLayout(scores)
         self.confusion_plot = pg.PlotWidget()
@@ -1044,6 +1050,7 @@ class TrainingView(QWidget):
         self.classifier_run_label.setText(f"Run: {Path(run_dir).name}")
         self.top1_label.setText("—")
         self.top5_label.setText("—")
+        self.few_labels_label.hide()
         self.status_message.emit(f"Fitting a linear classifier on {Path(run_dir).name}…")
         self._classifier_task = self._runner.start(
             lambda ctx: workers.fit_classifier(run_dir, ctx),
@@ -1069,9 +1076,28 @@ class TrainingView(QWidget):
         self.top1_label.setText(format_percent(report.top1))
         self.top5_label.setText(format_percent(report.top5))
         self._show_confusion(np.asarray(report.confusion), list(report.class_names))
+        self._show_few_labels(report)
         self.status_message.emit(f"Classifier trained: top-1 {format_percent(report.top1)}, top-5 {format_percent(report.top5)}")
         self._update_buttons()
         self.refresh_runs()
+
+    def _show_few_labels(self, report) -> None:
+        scores = list(getattr(report, "few_labels", []) or [])
+        if not scores:
+            self.few_labels_label.hide()
+            return
+        rows = "".join(
+            f"<tr><td>{score.labels_per_class} per class&nbsp;&nbsp;</td>"
+            f"<td align='right'>{format_percent(score.as_dict()['linear_top1']['mean'])}</td></tr>"
+            for score in scores
+        )
+        rows += f"<tr><td>all ({report.num_train:,})&nbsp;&nbsp;</td><td align='right'>{format_percent(report.top1)}</td></tr>"
+        self.few_labels_label.setText(f"With fewer labels (top-1):<table>{rows}</table>")
+        self.few_labels_label.setToolTip(
+            f"Linear classifiers fitted on that many labelled training images per class, "
+            f"{scores[0].draws} random draws each (mean shown), scored on the whole test split"
+        )
+        self.few_labels_label.show()
 
     def _on_classifier_failed(self, message: str, details: str) -> None:
         self._classifier_task = None

@@ -231,7 +231,9 @@ def list_runs() -> list:
 
 def fit_classifier(run_dir: str, context: TaskContext):
     core_fit = core("fgdesk.evaluate.report").fit_classifier
-    return core_fit(Path(run_dir), on_progress=lambda stage, fraction: context.progress((stage, fraction)))
+    labels_per_class = core("fgdesk.evaluate.few_labels").DEFAULT_LABELS_PER_CLASS
+    return core_fit(Path(run_dir), on_progress=lambda stage, fraction: context.progress((stage, fraction)),
+                    labels_per_class=labels_per_class)
 
 
 # --------------------------------------------------------------------------- training

@@ -273,6 +273,11 @@ def test_train_classifier_shows_scores_and_a_confusion_matrix(window, qtbot, tra
     assert view.confusion_image.image.shape == (3, 3)
     assert view.confusion_legend.text().splitlines()[0] == f"0 {report.class_names[0]}"
     assert (Path(trained_run) / "classifier.pt").is_file()
+    # What 1 and 5 labels per class would give (the demo set has 6 training images a class).
+    assert [score.labels_per_class for score in report.few_labels] == [1, 5]
+    assert [score.num_train for score in report.few_labels] == [3, 15]
+    assert view.few_labels_label.isVisibleTo(view)
+    assert "1 per class" in view.few_labels_label.text() and "5 per class" in view.few_labels_label.text()
 
 
 def test_the_y_range_of_a_falling_loss_changes_rarely():
