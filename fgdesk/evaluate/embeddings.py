@@ -168,17 +168,24 @@ def cached_embeddings(
     compute: Callable[[], Embeddings],
     samples: Sequence[Sample],
 ) -> Embeddings:
-    """Embeddings of one split for one checkpoint, computed once and kept in the run folder."""
+    """Embeddings of one split for one checkpoint, computed once and kept in the run folder.
+
+    The cache holds vectors for the sample paths; labels always come from `samples`, so a
+    class added, removed or renamed since (which renumbers the labels) cannot attach the
+    old numbers to the new names.
+    """
     key = hashlib.sha256()
     stat = Path(checkpoint_path).stat()
     key.update(f"{checkpoint_path.name}:{stat.st_mtime_ns}:{stat.st_size}".encode())
     for sample in samples:
-        key.update(str(sample.path).encode())
+        key.update(str(sample.path).encode() + b"\0")
     cache = Path(run_dir) / "cache" / f"embeddings-{split_name}-{key.hexdigest()[:16]}.pt"
     if cache.is_file():
         try:
             raw = torch.load(cache, map_location="cpu", weights_only=True)
-            return Embeddings(raw["vectors"], raw["labels"], raw["sample_indices"], list(raw["bad"]))
+            indices = raw["sample_indices"]
+            labels = torch.tensor([samples[i].label for i in indices.tolist()], dtype=torch.long)
+            return Embeddings(raw["vectors"], labels, indices, list(raw["bad"]))
         except Exception:  # a damaged cache is only a cache
             log.warning("ignoring damaged embedding cache %s", cache)
     result = compute()
