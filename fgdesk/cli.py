@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -201,7 +202,8 @@ class _Progress:
         elif isinstance(event, EpochEvent):
             self.close()
             knn = "n/a" if event.knn_top1 is None else f"{100 * event.knn_top1:.1f}%"
-            print(f"epoch {event.epoch + 1}/{event.epochs}: loss {event.mean_loss:.4f}, kNN top-1 (validation) {knn}, "
+            loss = f"{event.mean_loss:.4f}" if math.isfinite(event.mean_loss) else "n/a"
+            print(f"epoch {event.epoch + 1}/{event.epochs}: loss {loss}, kNN top-1 (validation) {knn}, "
                   f"{event.elapsed_s / 60:.1f} min", flush=True)
         elif isinstance(event, BadImageEvent):
             self.close()

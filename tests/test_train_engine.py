@@ -414,3 +414,95 @@ def test_unlabeled_images_train_the_encoder_but_stay_out_of_the_monitor_and_clas
     assert knn[0] is not None and 0.0 <= knn[0] <= 1.0
     report = fit_classifier(run, device="cpu")
     assert report.num_train == 24 and report.num_test == 8 and report.confusion.shape == (4, 4)
+
+
+@pytest.mark.parametrize("new_batch, expected_steps", [(16, [2, 3, 4]), (4, list(range(7, 17)))])
+def test_resuming_with_another_batch_size_goes_on_from_the_same_image(tiny_data, tmp_path, new_batch, expected_steps):
+    """Stopped after 3 steps of 8 images (24 of 32), resumed with batches of 16 or 4: the run
+    carries on from image 24 in the new units, so the schedules neither end early (a
+    learning rate of 0 for the rest of the run) nor repeat an epoch's images."""
+    control = TrainingControl()
+
+    def stop_at_step_three(event):
+        if isinstance(event, StepEvent) and event.global_step == 3:
+            control.stop()
+
+    run = tmp_path / "run"
+    assert Trainer(tiny_config(tiny_data), run_dir=run, on_event=stop_at_step_three, control=control).run().status == "stopped"
+    events: list = []
+    result = Trainer.resume(run, on_event=collect(events), overrides={"schedule.batch_size": new_batch}).run()
+    assert result.status == "finished" and result.epochs_done == 2
+    steps = [e for e in events if isinstance(e, StepEvent)]
+    assert [e.global_step for e in steps] == expected_steps
+    assert all(e.total_steps == expected_steps[-1] and e.lr > 0 for e in steps)
+    epochs = [e for e in events if isinstance(e, EpochEvent)]
+    assert [e.epoch for e in epochs] == [0, 1] and all(math.isfinite(e.mean_loss) for e in epochs)
+    saved = load_checkpoint(runs.last_checkpoint(run), kind="pretrain")
+    assert saved["global_step"] == expected_steps[-1] and saved["global_batch"] == new_batch
+
+
+def test_resuming_a_run_that_used_its_budget_changes_nothing(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    config = tiny_config(tiny_data, **{"schedule.epochs": 50, "schedule.time_budget_min": 0.002})
+    first = Trainer(config, run_dir=run).run()
+    assert first.status == "finished" and first.epochs_done < 50
+    metrics = (run / runs.METRICS_FILE).read_bytes()
+    checkpoint = runs.last_checkpoint(run).read_bytes()
+    for _ in range(2):
+        events: list = []
+        again = Trainer.resume(run, on_event=collect(events)).run()
+        assert again.status == "finished" and again.epochs_done == first.epochs_done
+        assert not [e for e in events if isinstance(e, (StepEvent, EpochEvent))]
+    assert (run / runs.METRICS_FILE).read_bytes() == metrics
+    assert runs.last_checkpoint(run).read_bytes() == checkpoint
+    assert runs.run_info(run).status == "finished"
+    # A larger budget trains it further.
+    longer = Trainer.resume(run, overrides={"schedule.time_budget_min": 0.02}).run()
+    assert longer.status == "finished" and longer.epochs_done > first.epochs_done
+
+
+def test_a_run_being_trained_by_another_process_is_left_alone(tiny_data, tmp_path):
+    import json
+    import os
+    import socket
+
+    run = tmp_path / "run"
+    assert Trainer(tiny_config(tiny_data, **{"schedule.epochs": 1}), run_dir=run).run().status == "finished"
+    state = (run / runs.STATE_FILE).read_bytes()
+    lock = run / runs.LOCK_FILE
+    assert not lock.exists()  # released at the end
+    # A live process on this computer holds it (the test runner's parent stands in for it).
+    lock.write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname(), "since": 0, "token": "x"}))
+    events: list = []
+    busy = Trainer.resume(run, on_event=collect(events), overrides={"schedule.epochs": 2}).run()
+    assert isinstance(busy, FailedEvent) and f"process {os.getppid()}" in busy.reason
+    assert events == [busy] and (run / runs.STATE_FILE).read_bytes() == state
+    # Another computer's lock cannot be checked: refused, with the way out.
+    lock.write_text(json.dumps({"pid": 1, "host": "other-host.example", "since": 0, "token": "y"}))
+    refused = Trainer.resume(run, overrides={"schedule.epochs": 2}).run()
+    assert isinstance(refused, FailedEvent) and "other-host.example" in refused.reason and "delete" in refused.reason
+    # A lock left by a process that has died is stale: the run resumes and releases it.
+    dead = max(2, os.getpid()) + 10_000_000  # above any pid_max
+    lock.write_text(json.dumps({"pid": dead, "host": socket.gethostname(), "since": 0, "token": "z"}))
+    resumed = Trainer.resume(run, overrides={"schedule.epochs": 2}).run()
+    assert resumed.status == "finished" and resumed.epochs_done == 2 and not lock.exists()
+
+
+def test_resuming_drops_the_records_written_after_the_checkpoint(tiny_data, tmp_path):
+    from fgdesk.fileio import append_jsonl
+
+    run = tmp_path / "run"
+    control = TrainingControl()
+
+    def stop_at_step_three(event):
+        if isinstance(event, StepEvent) and event.global_step == 3:
+            control.stop()
+
+    Trainer(tiny_config(tiny_data), run_dir=run, on_event=stop_at_step_three, control=control).run()
+    # What a kill after logging step 5 but before its checkpoint would have left behind.
+    for step in (4, 5):
+        append_jsonl(run / runs.METRICS_FILE, {"type": "step", "global_step": step, "epoch": 0, "loss": 9.0})
+    Trainer.resume(run).run()
+    steps = [r["global_step"] for r in read_jsonl(run / runs.METRICS_FILE) if r["type"] == "step"]
+    assert steps == list(range(1, 9))
+    assert 9.0 not in [r["loss"] for r in read_jsonl(run / runs.METRICS_FILE) if r["type"] == "step"]

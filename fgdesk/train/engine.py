@@ -169,6 +169,7 @@ class Trainer:
         self._log_handler: logging.Handler | None = None
         self._monitor_images: tuple[DecodedImages, DecodedImages] | None = None
         self._announced_pause = 0  # the control's pause_count last announced with a PausedEvent
+        self._lock: runs.RunLock | None = None
 
     @classmethod
     def resume(
@@ -203,6 +204,14 @@ class Trainer:
     # -- public ---------------------------------------------------------------
     def run(self) -> FinishedEvent | FailedEvent:
         """Train until done, stopped or failed; never raises for training problems."""
+        busy = self._claim_run_dir()
+        if busy is not None:
+            # The run belongs to another process: nothing here may touch its files.
+            distributed.shutdown(self.dist)
+            event = FailedEvent(str(self.run_dir), busy, "", str(self.run_dir / runs.LOG_FILE))
+            if self.on_event:
+                self.on_event(event)
+            return event
         self._attach_log()
         try:
             result: FinishedEvent | FailedEvent = self._train()
@@ -215,8 +224,25 @@ class Trainer:
                 result = self._fail(f"{type(exc).__name__}: {exc}", traceback.format_exc())
         finally:
             self._detach_log()
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
             distributed.shutdown(self.dist)
         return result
+
+    def _claim_run_dir(self) -> str | None:
+        """Lock the run folder for this run (the main process holds it for all); the reason when busy."""
+        busy = None
+        if self.dist.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            try:
+                self._lock = runs.acquire_lock(self.run_dir)
+            except runs.RunBusy as exc:
+                busy = str(exc)
+        busy = distributed.broadcast_object(busy, self.dist)
+        if busy is not None:
+            log.error("%s", busy)
+        return busy
 
     # -- set-up ---------------------------------------------------------------
     def _attach_log(self) -> None:
@@ -321,8 +347,12 @@ class Trainer:
         # The monitor's kNN needs labels: unlabeled images train the encoder but stay out of it.
         bank, validation = holdout_split([s for s in samples if s.label >= 0], index.root) if labelled else (samples, [])
         state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "elapsed_s": 0.0, "best_knn_top1": None}
+        global_batch = batch_size * self.dist.world_size
         if self._resuming and runs.last_checkpoint(self.run_dir).is_file():
-            state = self._restore(model, optimizer, state)
+            state = self._restore(model, optimizer, state, global_batch, steps_per_epoch, len(samples))
+            budget_spent = budget_s > 0 and state["elapsed_s"] >= budget_s
+            if state["epoch"] >= cfg.schedule.epochs or budget_spent:
+                return self._already_finished(state, budget_spent)
         elif self._resuming:
             log.warning("%s has no complete checkpoint yet; starting it from the beginning", self.run_dir)
         elif self.dist.is_main:
@@ -330,6 +360,10 @@ class Trainer:
         if self.dist.is_main:
             remove_stale_temp_files(self.run_dir / runs.CHECKPOINT_DIR)
             drop_torn_jsonl_line(self.run_dir / runs.METRICS_FILE)
+            if self._resuming:  # from the checkpoint, or from the start when there is none yet
+                dropped = runs.truncate_metrics(self.run_dir, state["global_step"], state["epoch"])
+                if dropped:
+                    log.info("dropped %d metric record(s) written after the checkpoint resumed from", dropped)
             runs.mark_running(
                 self.run_dir, epochs=cfg.schedule.epochs, epochs_done=state["epoch"], dataset=str(cfg.data.path),
                 best_knn_top1=state["best_knn_top1"], num_images=len(samples), layout=index.layout,
@@ -379,6 +413,7 @@ class Trainer:
                 "torch_rng": torch.get_rng_state(),
                 "python_rng": list(random.getstate()[1]),
                 "num_images": len(samples),
+                "global_batch": global_batch,  # the unit of step_in_epoch and global_step
                 "class_names": list(index.classes),
             }
             target = runs.last_checkpoint(self.run_dir) if kind == "last" else self.run_dir / runs.CHECKPOINT_DIR / runs.BEST_CHECKPOINT
@@ -514,7 +549,7 @@ class Trainer:
             improved = knn is not None and (state["best_knn_top1"] is None or knn > state["best_knn_top1"])
             if improved:
                 state["best_knn_top1"] = knn
-            mean_loss = sum(epoch_losses) / max(1, len(epoch_losses))
+            mean_loss = sum(epoch_losses) / len(epoch_losses) if epoch_losses else math.nan  # no step ran here
             epoch_losses = []
             self._emit(EpochEvent(epoch, cfg.schedule.epochs, mean_loss, knn, elapsed()))
             save()
@@ -574,7 +609,23 @@ class Trainer:
             return None
         return knn_top1(bank_embeddings.vectors, bank_embeddings.labels, val_embeddings.vectors, val_embeddings.labels, len(index.classes))
 
-    def _restore(self, model: MoCo, optimizer: torch.optim.Optimizer, state: dict) -> dict:
+    def _already_finished(self, state: dict, budget_spent: bool) -> FinishedEvent:
+        """Resuming a run that has nothing left to do changes nothing in it."""
+        cfg = self.config.schedule
+        if budget_spent:
+            log.info("the run has used its %.4g-minute budget; give a larger time budget to train it further",
+                     cfg.time_budget_min)
+        else:
+            log.info("the run has done its %d epoch(s); give more epochs to train it further", cfg.epochs)
+        if self.dist.is_main and runs.read_state(self.run_dir).get("status") != "finished":
+            runs.write_state(self.run_dir, status="finished", epochs_done=state["epoch"],
+                             best_knn_top1=state["best_knn_top1"], elapsed_s=state["elapsed_s"])
+        result = FinishedEvent(str(self.run_dir), "finished", state["epoch"], state["best_knn_top1"])
+        self._emit(result, record=False)
+        return result
+
+    def _restore(self, model: MoCo, optimizer: torch.optim.Optimizer, state: dict,
+                 global_batch: int, steps_per_epoch: int, num_images: int) -> dict:
         path = runs.last_checkpoint(self.run_dir)
         document = load_checkpoint(path, kind="pretrain", map_location=self.device)
         saved = checkpoint_config(document)
@@ -589,6 +640,18 @@ class Trainer:
         rng_words = tuple(int(x) for x in document["python_rng"])
         random.setstate((3, rng_words, None))
         restored = {key: document[key] for key in state}
+        saved_images = int(document.get("num_images", num_images))
+        if saved_images != num_images:
+            log.warning("the dataset has %d training images now, %d when this checkpoint was written", num_images, saved_images)
+        saved_batch = int(document.get("global_batch") or min(saved.schedule.batch_size, saved_images))
+        if saved_batch != global_batch or saved_images != num_images:
+            # Steps count batches: carry the position over in images, so the learning-rate and
+            # momentum schedules go on from where they were and no epoch is cut short or run twice.
+            offset = restored["step_in_epoch"] * saved_batch
+            restored["step_in_epoch"] = min(offset // global_batch, steps_per_epoch)
+            restored["global_step"] = restored["epoch"] * steps_per_epoch + restored["step_in_epoch"]
+            log.info("batch of %d images now, %d before: the run goes on from step %d of epoch %d",
+                     global_batch, saved_batch, restored["step_in_epoch"], restored["epoch"])
         log.info("resumed %s at epoch %d, step %d of the epoch", self.run_dir, restored["epoch"], restored["step_in_epoch"])
         return restored
 

@@ -7,11 +7,13 @@
     checkpoints/       last.pt and best.pt
     classifier.pt      linear head fitted on the labelled split (after `eval`)
     eval.json          the last evaluation report
+    .lock              held by the process training the run (pid, host), so no second one joins in
 """
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import socket
 import time
 from dataclasses import dataclass
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from fgdesk import paths
-from fgdesk.fileio import atomic_write_text
+from fgdesk.fileio import atomic_write_text, read_jsonl
 
 CONFIG_FILE = "config.json"
 STATE_FILE = "state.json"
@@ -30,6 +32,7 @@ LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
 CLASSIFIER_FILE = "classifier.pt"
 EVAL_FILE = "eval.json"
+LOCK_FILE = ".lock"
 
 
 @dataclass
@@ -81,6 +84,92 @@ def write_state(run_dir: Path, **changes: Any) -> dict[str, Any]:
 
 def mark_running(run_dir: Path, **changes: Any) -> dict[str, Any]:
     return write_state(run_dir, status="running", pid=os.getpid(), host=socket.gethostname(), **changes)
+
+
+class RunBusy(RuntimeError):
+    """Another process is training this run; the message says which and how to clear a stale lock."""
+
+
+@dataclass
+class RunLock:
+    path: Path
+    token: str
+
+    def release(self) -> None:
+        """Remove the lock if it is still ours (a stale-lock takeover may have replaced it)."""
+        if _read_lock(self.path).get("token") == self.token:
+            self.path.unlink(missing_ok=True)
+
+
+def _read_lock(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
+def acquire_lock(run_dir: Path) -> RunLock:
+    """Claim the run for this process, or raise RunBusy while another live process holds it.
+
+    A lock left by a process that died on this host is taken over. One from another host
+    (a shared folder) cannot be checked, so it is respected and the message says how to
+    remove it.
+    """
+    path = Path(run_dir) / LOCK_FILE
+    token = secrets.token_hex(8)
+    record = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(), "token": token}
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            holder = _read_lock(path)
+            if not holder and time.time() - _mtime(path) < 5.0:
+                time.sleep(0.2)  # another process is writing its lock right now
+                continue
+            pid, host = holder.get("pid"), holder.get("host")
+            if host == socket.gethostname() and isinstance(pid, int) and pid != os.getpid() and _process_alive(pid):
+                raise RunBusy(f"{run_dir} is being trained by process {pid} on this computer; "
+                              "stop that run first, or resume it once it has stopped") from None
+            if holder and host != socket.gethostname():
+                since = time.strftime("%Y-%m-%d %H:%M", time.localtime(float(holder.get("since", 0))))
+                raise RunBusy(f"{run_dir} is being trained on {host} (process {pid}, since {since}). If that "
+                              f"process has ended, delete {path} and try again") from None
+            path.unlink(missing_ok=True)  # left by a process that died here, or unreadable: stale
+            continue
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(record, handle)
+        return RunLock(path, token)
+    raise RunBusy(f"could not claim {run_dir}: its lock file {path} keeps changing; is another fgdesk starting it?")
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def truncate_metrics(run_dir: Path, global_step: int, epochs_done: int) -> int:
+    """Drop the step, epoch and checkpoint records written after the checkpoint a run resumes
+    from: a crash after them would otherwise leave curves that run backwards. Returns how
+    many records went."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return 0
+    kept, dropped = [], 0
+    for record in read_jsonl(path):
+        kind = record.get("type")
+        later = (
+            (kind in ("step", "checkpoint") and int(record.get("global_step", 0)) > global_step)
+            or (kind == "epoch" and int(record.get("epoch", 0)) >= epochs_done)
+        )
+        if later:
+            dropped += 1
+        else:
+            kept.append(record)
+    if dropped:
+        atomic_write_text(path, "".join(json.dumps(r, separators=(",", ":"), allow_nan=False) + "\n" for r in kept))
+    return dropped
 
 
 def _process_alive(pid: int) -> bool:
