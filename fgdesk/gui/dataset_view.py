@@ -86,6 +86,7 @@ class DatasetView(QWidget):
         self._runner = workers.TaskRunner(parent=self)
         self._loading_path: str | None = None
         self._preview_generation = 0
+        self._load_generation = 0  # bumped by each folder asked for; older results are dropped
         self._recent: list[str] = []
 
         self.pages = QStackedWidget()
@@ -300,10 +301,13 @@ class DatasetView(QWidget):
             self.load_dataset(str(paths.demo_data_dir()))
             return
         self._show_loading(str(paths.demo_data_dir()), "Drawing the demo dataset (a few seconds)…")
+        self._load_generation += 1
+        generation = self._load_generation
         self._runner.start(
             lambda ctx: workers.make_demo_dataset(),
-            on_done=lambda root: self.load_dataset(str(root)),
-            on_failed=self._on_load_failed,
+            on_done=lambda root: self.load_dataset(str(root)) if generation == self._load_generation else None,
+            on_failed=lambda message, details: (self._on_load_failed(message, details)
+                                                if generation == self._load_generation else None),
             name="make demo dataset",
         )
 
@@ -312,10 +316,14 @@ class DatasetView(QWidget):
         path = str(path)
         self._show_loading(path, f"Reading {path}")
         self.status_message.emit(f"Reading {path}…")
+        # Only the folder asked for last may show: a slow index of an earlier one is dropped.
+        self._load_generation += 1
+        generation = self._load_generation
         self._runner.start(
             lambda ctx: workers.index_dataset(path, layout=layout),
-            on_done=self._on_loaded,
-            on_failed=self._on_load_failed,
+            on_done=lambda loaded: self._on_loaded(loaded) if generation == self._load_generation else None,
+            on_failed=lambda message, details: (self._on_load_failed(message, details)
+                                                if generation == self._load_generation else None),
             name="index dataset",
         )
 

@@ -168,6 +168,8 @@ def predict_sources(cache: PredictorCache, run_dir: str, sources: list, names: l
                     context) -> list[InspectResult]:
     context.progress(("loading", run_dir))
     predictor = cache.get(run_dir, on_progress=lambda stage, fraction: context.progress(("preparing", (stage, fraction))))
+    if context.cancelled():  # cleared or another run chosen while the model loaded
+        return []
     context.progress(("predicting", len(sources)))
     predictions = predictor.predict(sources, topk=5, normalize=normalize)
     return [prepare_result(name, prediction) for name, prediction in zip(names, predictions)]
@@ -1007,6 +1009,7 @@ class InspectView(QWidget):
             on_failed=self._on_csv_failed,
             on_progress=self._on_csv_progress,
             name="classify folder",
+            on_cancelled=lambda: self._on_csv_done(str(csv_path), 0, started),
         )
         self._update_hint()
         return True

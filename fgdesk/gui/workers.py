@@ -29,6 +29,7 @@ class TaskSignals(QObject):
     progress = Signal(object)
     done = Signal(object)
     failed = Signal(str, str)  # message, traceback
+    cancelled = Signal()  # cancelled before it started: its function never ran
 
 
 class TaskContext:
@@ -63,6 +64,9 @@ class Task(QRunnable):
         self._cancel_event.set()
 
     def run(self) -> None:  # runs on a pool thread
+        if self._cancel_event.is_set():  # queued behind others and cancelled meanwhile: skip it
+            self._emit(self.signals.cancelled)
+            return
         context = TaskContext(self.signals, self._cancel_event)
         try:
             result = self._fn(context)
@@ -101,7 +105,7 @@ class TaskRunner(QObject):
     def __init__(self, pool: QThreadPool | None = None, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._pool = pool if pool is not None else QThreadPool.globalInstance()
-        self._tasks: dict[TaskSignals, tuple[Task, Callable | None, Callable | None, Callable | None]] = {}
+        self._tasks: dict[TaskSignals, tuple[Task, Callable | None, Callable | None, Callable | None, Callable | None]] = {}
 
     @property
     def pool(self) -> QThreadPool:
@@ -117,14 +121,19 @@ class TaskRunner(QObject):
         on_failed: Callable[[str, str], None] | None = None,
         on_progress: Callable[[Any], None] | None = None,
         name: str = "task",
+        on_cancelled: Callable[[], None] | None = None,
     ) -> Task:
+        """Every task ends in exactly one call: on_done, on_failed, or (cancelled before it
+        started) on_cancelled. A task cancelled while running finishes and calls on_done."""
         task = Task(fn, name)
         _ALIVE.add(task)
-        self._tasks[task.signals] = (task, on_done, on_failed, on_progress)
+        self._tasks[task.signals] = (task, on_done, on_failed, on_progress, on_cancelled)
         task.signals.done.connect(lambda _result, t=task: _release(t))
         task.signals.failed.connect(lambda _msg, _tb, t=task: _release(t))
+        task.signals.cancelled.connect(lambda t=task: _release(t))
         task.signals.done.connect(self._on_done)
         task.signals.failed.connect(self._on_failed)
+        task.signals.cancelled.connect(self._on_cancelled)
         task.signals.progress.connect(self._on_progress)
         self._pool.start(task)
         return task
@@ -140,6 +149,12 @@ class TaskRunner(QObject):
         entry = self._tasks.pop(self.sender(), None)
         if entry is not None and entry[2] is not None:
             entry[2](message, details)
+
+    @Slot()
+    def _on_cancelled(self) -> None:
+        entry = self._tasks.pop(self.sender(), None)
+        if entry is not None and entry[4] is not None:
+            entry[4]()
 
     @Slot(object)
     def _on_progress(self, value: Any) -> None:

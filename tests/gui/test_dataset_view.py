@@ -116,3 +116,31 @@ def test_a_folder_that_is_not_a_dataset_says_why(window, qtbot, tmp_path):
     assert view.pages.currentWidget() is view.welcome
     assert "no images found" in view.welcome_error.text()
     assert view.welcome_error.isVisibleTo(view)
+
+
+def test_a_slow_folder_finishing_after_a_newer_one_is_dropped(window, qtbot, demo_set, tmp_path, monkeypatch):
+    import threading
+
+    from fgdesk.gui import workers
+
+    slow = tmp_path / "slow_set"
+    shutil.copytree(demo_set, slow)
+    release = threading.Event()
+    real_index = workers.index_dataset
+
+    def index_dataset(path, layout="auto"):
+        if Path(path) == slow:
+            release.wait(30)  # a big folder on a network drive
+        return real_index(path, layout=layout)
+
+    monkeypatch.setattr(workers, "index_dataset", index_dataset)
+    view = window.dataset_view
+    opened: list[str] = []
+    view.dataset_loaded.connect(lambda index: opened.append(str(index.root)))
+    view.load_dataset(slow)
+    view.load_dataset(demo_set)
+    qtbot.waitUntil(lambda: view.index is not None and Path(view.index.root) == Path(demo_set), timeout=30_000)
+    release.set()
+    qtbot.waitUntil(lambda: not view.is_loading(), timeout=30_000)
+    assert Path(view.index.root) == Path(demo_set) and view.pages.currentWidget() is view.browser
+    assert [Path(p) for p in opened] == [Path(demo_set)]
