@@ -19,6 +19,36 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _proc_umask() -> int | None:
+    """The process umask as Linux reports it, without changing it; None elsewhere."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _umask_at_import() -> int:
+    mask = _proc_umask()
+    if mask is None:
+        mask = os.umask(0o022)  # the only portable way to read it is to set it: once, at import
+        os.umask(mask)
+    return mask
+
+
+_IMPORT_UMASK = _umask_at_import()
+
+
+def _file_mode() -> int:
+    """mkstemp makes owner-only files; a run folder shared in a lab must be readable as any
+    other file the user writes would be."""
+    mask = _proc_umask()
+    return 0o666 & ~(_IMPORT_UMASK if mask is None else mask)
+
+
 def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     """Write through `write(fileobj)` into a temp file, fsync, then rename over `path`.
 
@@ -29,6 +59,8 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, _file_mode())
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()

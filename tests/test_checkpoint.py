@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import io
+import os
+import stat
 import pickle
 import zipfile
 
@@ -118,3 +120,18 @@ def test_a_torn_last_metrics_line_is_ignored(tmp_path):
     append_jsonl(path, {"step": 3})
     assert [r["step"] for r in read_jsonl(path)] == [1, 2, 3]
     assert not drop_torn_jsonl_line(path) and not drop_torn_jsonl_line(tmp_path / "missing.jsonl")
+
+
+@pytest.mark.skipif(not hasattr(os, "fchmod"), reason="POSIX file modes")
+def test_atomic_writes_get_the_mode_of_any_new_file(tmp_path):
+    """Colleagues sharing a run folder can read its checkpoints and state, as the umask allows."""
+    from fgdesk.fileio import atomic_write_text
+
+    previous = os.umask(0o022)
+    try:
+        plain = tmp_path / "plain.txt"
+        plain.write_text("x")
+        atomic_write_text(tmp_path / "state.json", "{}")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE((tmp_path / "state.json").stat().st_mode) == stat.S_IMODE(plain.stat().st_mode) == 0o644
