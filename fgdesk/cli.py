@@ -131,6 +131,24 @@ def main(argv: list[str] | None = None) -> int:
     except CLIError as exc:
         print(f"fgdesk {args.command}: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        if not isinstance(exc, _user_errors()):
+            raise  # a bug: the traceback is what a report needs
+        print(f"fgdesk {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors whose message tells the user what to change; they never need a traceback.
+    Imported only when something failed, so a plain `fgdesk --help` stays light."""
+    from fgdesk.config import ConfigError
+    from fgdesk.data.layouts import DatasetError
+    from fgdesk.evaluate.report import EvaluationError
+    from fgdesk.infer.export import ExportError
+    from fgdesk.train.checkpoint import CheckpointError
+    from fgdesk.train.device import DeviceError
+
+    return (ConfigError, DatasetError, EvaluationError, ExportError, CheckpointError, DeviceError)
 
 
 class CLIError(RuntimeError):
@@ -149,7 +167,10 @@ def _flag_overrides(args: argparse.Namespace) -> dict:
     overrides = {key: getattr(args, flag.lstrip("-").replace("-", "_")) for flag, key, _, _ in TRAIN_OPTIONS}
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if args.stages:
-        overrides["model.stages"] = [int(part) for part in args.stages.split(",") if part.strip()]
+        try:
+            overrides["model.stages"] = [int(part) for part in args.stages.split(",") if part.strip()]
+        except ValueError:
+            raise CLIError(f"--stages expects ResNet stage numbers separated by commas, e.g. 2,3,4; got {args.stages!r}") from None
     for item in args.set:
         key, sep, value = item.partition("=")
         if not sep:
@@ -242,17 +263,27 @@ def cmd_train(args: argparse.Namespace) -> int:
     progress = _Progress()
     try:
         if args.resume:
-            trainer = Trainer.resume(args.resume, on_event=progress, overrides=_flag_overrides(args))
+            clashing = [flag for flag, given in (("--data", args.data), ("--config", args.config), ("--out", args.out)) if given]
+            if clashing:
+                raise CLIError(f"--resume continues {args.resume} with its own dataset, settings and folder; "
+                               f"{', '.join(clashing)} cannot change them (start a new run instead)")
+            overrides = _flag_overrides(args)
+            if args.print_config:
+                print(json.dumps(_resumed_config(args.resume, overrides).to_dict(), indent=2))
+                return 0
+            trainer = Trainer.resume(args.resume, on_event=progress, overrides=overrides)
         else:
             config = resolve_train_config(args)
             if args.print_config:
                 print(json.dumps(config.to_dict(), indent=2))
                 return 0
             first_process = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 creates the folder
+            if args.out and args.out.exists() and not args.out.is_dir():
+                raise CLIError(f"--out {args.out} is a file; give a folder for the new run")
             if first_process and args.out and args.out.exists() and any(args.out.iterdir()):
                 raise CLIError(f"--out {args.out} already holds files; choose a new folder or use --resume {args.out}")
             trainer = Trainer(config, run_dir=args.out, on_event=progress)
-    except (CheckpointError, ConfigError) as exc:
+    except (CheckpointError, ConfigError, ValueError) as exc:
         raise CLIError(str(exc)) from exc
     if trainer.dist.is_main:
         print(f"run folder: {trainer.run_dir}", flush=True)
@@ -265,6 +296,21 @@ def cmd_train(args: argparse.Namespace) -> int:
         best = "n/a" if result.best_knn_top1 is None else f"{100 * result.best_knn_top1:.1f}%"
         print(f"{result.status} after {result.epochs_done} epoch(s); best validation kNN top-1 {best}\nrun folder: {result.run_dir}")
     return 0
+
+
+def _resumed_config(run: Path, overrides: dict):
+    """The settings `--resume RUN` with these flags would train with (nothing is written)."""
+    from fgdesk.config import RunConfig
+    from fgdesk.train import runs
+    from fgdesk.train.engine import RESUMABLE_CHANGES
+
+    config_path = Path(run) / runs.CONFIG_FILE
+    if not config_path.is_file():
+        raise CLIError(f"{run} is not an fgdesk run folder (no {runs.CONFIG_FILE})")
+    fixed = [key for key in overrides if not key.startswith(RESUMABLE_CHANGES)]
+    if fixed:
+        raise CLIError(f"cannot change {', '.join(fixed)} when resuming; start a new run instead")
+    return RunConfig.load(config_path).with_overrides(overrides).validate()
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -306,6 +352,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from fgdesk.infer.predictor import Predictor
     from fgdesk.train.checkpoint import CheckpointError
 
+    if args.topk < 1:
+        raise CLIError(f"--topk must be at least 1, got {args.topk}")
     images = _expand_images(args.images)
     if not images:
         raise CLIError("no images given (folders are searched recursively)")
@@ -315,8 +363,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from exc
     if args.csv:
         with tqdm(total=len(images), desc="classifying", unit="img") as bar:
-            count = predictor.predict_to_csv(images, args.csv, on_progress=lambda done, total: bar.update(done - bar.n))
+            count = predictor.predict_to_csv(images, args.csv, on_progress=lambda done, total: bar.update(done - bar.n),
+                                             topk=args.topk)
         print(f"wrote {count} rows to {args.csv}")
+        csv_failures = _csv_error_rows(args.csv)
+        if csv_failures:
+            print(f"{csv_failures} of {count} image(s) could not be classified; see the error column", file=sys.stderr)
+        if not args.heatmaps:
+            return 1 if csv_failures == len(images) else 0
     failures = 0
     if args.heatmaps or not args.csv:
         for start in range(0, len(images), 16):
@@ -333,6 +387,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if args.heatmaps:
             print(f"heatmaps saved in {args.heatmaps}")
     return 1 if failures == len(images) else 0
+
+
+def _csv_error_rows(path: Path) -> int:
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as handle:
+        return sum(1 for row in csv.DictReader(handle) if row.get("error"))
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -70,6 +70,27 @@ def test_train_eval_predict_export_end_to_end(demo, tmp_path):
     assert len(rows) == 3 and all(row["path"] for row in rows)
     assert len(list(heatmaps.glob("*.png"))) >= 3 * 2  # at least a fused map and one scale per image
 
+    # --topk reaches the CSV; a CSV of nothing but unreadable files is a failure.
+    fgdesk("predict", run, *images, "--csv", table, "--topk", "2")
+    assert next(csv.reader(table.open(encoding="utf-8")))[:4] == ["path", "top1", "prob", "top2"]
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "a.jpg").write_bytes(b"not a picture")
+    failed = fgdesk("predict", run, junk, "--csv", tmp_path / "junk.csv", check=False)
+    assert failed.returncode == 1 and "could not be classified" in failed.stderr
+
+    # Mistakes get one line saying what to change, never a traceback.
+    for args, expected in (
+        (("eval", run, "--device", "gpu"), "unknown device 'gpu'"),
+        (("train", "--resume", run, "--data", demo), "--data cannot change them"),
+        (("train", "--resume", run, "--stages", "a,b"), "--stages expects"),
+        (("export", tmp_path / "no-such-run"), "does not exist"),
+    ):
+        refused = fgdesk(*args, check=False)
+        assert refused.returncode == 2 and expected in refused.stderr and "Traceback" not in refused.stderr, refused.stderr
+    shown = json.loads(fgdesk("train", "--resume", run, "--epochs", "7", "--print-config").stdout)
+    assert shown["schedule"]["epochs"] == 7 and json.loads((run / "config.json").read_text())["schedule"]["epochs"] == 2
+
     exported = fgdesk("export", run, "--format", "torchscript")
     assert (run / "export" / "fgdesk_encoder.pt").is_file(), exported.stdout
 

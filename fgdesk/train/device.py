@@ -11,17 +11,27 @@ import torch
 log = logging.getLogger(__name__)
 
 
+class DeviceError(RuntimeError):
+    """The device asked for does not exist here; the message says what to use instead."""
+
+
+DEVICE_NAMES = ("auto", "cpu", "cuda", "mps")
+
+
 def select_device(name: str = "auto") -> torch.device:
+    base = name.split(":", 1)[0]
+    if base not in DEVICE_NAMES or (":" in name and base != "cuda"):
+        raise DeviceError(f"unknown device {name!r}; use auto, cpu, cuda (or cuda:N) or mps")
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was asked for, but torch sees no CUDA GPU; use --device cpu or auto")
+    if base == "cuda" and not torch.cuda.is_available():
+        raise DeviceError("device 'cuda' was asked for, but torch sees no CUDA GPU; use --device cpu or auto")
     if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise RuntimeError("device 'mps' was asked for, but this machine has no Apple GPU; use --device cpu or auto")
+        raise DeviceError("device 'mps' was asked for, but this machine has no Apple GPU; use --device cpu or auto")
     return torch.device(name)
 
 
