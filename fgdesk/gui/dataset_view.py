@@ -37,7 +37,7 @@ from fgdesk.gui.widgets import Card, EmptyState, ImageCanvas, chip, muted_label
 log = logging.getLogger(__name__)
 
 PREVIEW_SIZE = 1024  # longest side the preview decodes to (never the full file on the GUI thread)
-SMALL_IMAGE_SIDE = 32  # images smaller than this on either side are listed as problems
+PROBLEM_ROWS_SHOWN = 500  # more would take the GUI thread seconds to build, and nobody reads them all
 SPLIT_ORDER = ("train", "val", "test", "unlabeled")
 LAYOUT_NAMES = {
     "cub": "CUB-200-2011",
@@ -358,8 +358,9 @@ class DatasetView(QWidget):
         self.summary_text.setPlainText(summary.as_text())
         self._fill_splits(summary)
         self._fill_classes(summary)
-        self._fill_problems(index, summary)
-        self.thumbnail_model.set_samples(index.samples, index.classes, index.crop_bottom)
+        self._fill_problems(loaded.problem_rows)
+        self.thumbnail_model.set_samples(index.samples, index.classes, index.crop_bottom,
+                                         paths=loaded.paths or None, names_lower=loaded.names_lower or None)
         self._update_showing()
         self._clear_preview()
         self.pages.setCurrentWidget(self.browser)
@@ -422,22 +423,23 @@ class DatasetView(QWidget):
         self.class_tree.setCurrentItem(everything)
         self.class_tree.blockSignals(False)
 
-    def _fill_problems(self, index, summary) -> None:
+    def _fill_problems(self, rows: list[tuple[str, str]]) -> None:
+        """List the problems found while indexing; a folder with thousands shows the first ones."""
         self.problem_tree.clear()
-        rows = [(Path(problem.path), problem.reason) for problem in index.problems]
-        reported = {path for path, _ in rows}
-        sizes = getattr(index, "image_sizes", {}) or {}
-        for sample in index.samples:
-            size = sizes.get(sample.path)
-            if size and min(size[0], size[1] - index.crop_bottom) < SMALL_IMAGE_SIDE and sample.path not in reported:
-                rows.append((Path(sample.path), f"very small image ({size[0]}×{size[1] - index.crop_bottom} px)"))
-        for path, reason in rows:
-            item = QTreeWidgetItem([path.name, reason])
-            item.setToolTip(0, str(path))
+        items = []
+        for path, reason in rows[:PROBLEM_ROWS_SHOWN]:
+            item = QTreeWidgetItem([Path(path).name, reason])
+            item.setToolTip(0, path)
             item.setToolTip(1, reason)
-            item.setData(0, Qt.ItemDataRole.UserRole, str(path))
-            self.problem_tree.addTopLevelItem(item)
-        self.side_tabs.setTabText(2, f"Problems ({len(rows)})" if rows else "Problems")
+            item.setData(0, Qt.ItemDataRole.UserRole, path)
+            items.append(item)
+        if len(rows) > PROBLEM_ROWS_SHOWN:
+            more = QTreeWidgetItem([f"… and {len(rows) - PROBLEM_ROWS_SHOWN:,} more",
+                                    "`fgdesk summary FOLDER` lists every one"])
+            more.setFlags(Qt.ItemFlag.NoItemFlags)
+            items.append(more)
+        self.problem_tree.addTopLevelItems(items)
+        self.side_tabs.setTabText(2, f"Problems ({len(rows):,})" if rows else "Problems")
         if not rows:
             empty = QTreeWidgetItem(["No problems found", ""])
             empty.setFlags(Qt.ItemFlag.NoItemFlags)

@@ -306,12 +306,15 @@ class ThumbnailModel(QAbstractListModel):
         self._broken = _placeholder_pixmap(self.loader.size, broken=True)
 
     # -- content ---------------------------------------------------------------------
-    def set_samples(self, samples: list, class_names: list[str], crop_bottom: int = 0) -> None:
+    def set_samples(self, samples: list, class_names: list[str], crop_bottom: int = 0,
+                    paths: list[str] | None = None, names_lower: list[str] | None = None) -> None:
+        """`paths` and `names_lower` (str(path) and the lower-case file name of each sample)
+        may come ready from a worker thread; large folders then reset without a stall."""
         self.beginResetModel()
         self.loader.clear()
         self._samples = list(samples)
-        self._paths = [str(sample.path) for sample in self._samples]
-        self._names_lower = [Path(p).name.lower() for p in self._paths]
+        self._paths = paths if paths is not None else [str(sample.path) for sample in self._samples]
+        self._names_lower = names_lower if names_lower is not None else [Path(p).name.lower() for p in self._paths]
         self._class_names = list(class_names)
         self._crop_bottom = crop_bottom
         self._failed.clear()

@@ -144,3 +144,23 @@ def test_a_slow_folder_finishing_after_a_newer_one_is_dropped(window, qtbot, dem
     qtbot.waitUntil(lambda: not view.is_loading(), timeout=30_000)
     assert Path(view.index.root) == Path(demo_set) and view.pages.currentWidget() is view.browser
     assert [Path(p) for p in opened] == [Path(demo_set)]
+
+
+def test_thousands_of_problems_list_the_first_ones_and_count_the_rest(window, tmp_path):
+    from fgdesk.data.layouts import DatasetIndex, Problem, Sample
+    from fgdesk.gui import workers
+    from fgdesk.gui.dataset_view import PROBLEM_ROWS_SHOWN
+
+    samples = [Sample(tmp_path / f"c{k % 2}" / f"{k:05d}.png", k % 2, "train") for k in range(1_800)]
+    index = DatasetIndex(tmp_path, "folders", ["c0", "c1"], samples, [Problem(tmp_path / "broken.jpg", "truncated file")])
+    index.image_sizes = {s.path: (20, 64) for s in samples[:1_500]}  # 1,500 images too small to learn from
+    loaded = workers.prepare_loaded(index)
+    assert len(loaded.problem_rows) == 1_501 and loaded.problem_rows[0][1] == "truncated file"
+    assert loaded.problem_rows[1][1] == "very small image (20×64 px)"
+    view = window.dataset_view
+    view._on_loaded(loaded)
+    tree = view.problem_tree
+    assert tree.topLevelItemCount() == PROBLEM_ROWS_SHOWN + 1
+    assert tree.topLevelItem(PROBLEM_ROWS_SHOWN).text(0) == f"… and {1_501 - PROBLEM_ROWS_SHOWN:,} more"
+    assert view.side_tabs.tabText(2) == "Problems (1,501)" and view.problem_count == 1_501
+    assert view.thumbnail_model.rowCount() == 1_800
