@@ -506,3 +506,22 @@ def test_resuming_drops_the_records_written_after_the_checkpoint(tiny_data, tmp_
     steps = [r["global_step"] for r in read_jsonl(run / runs.METRICS_FILE) if r["type"] == "step"]
     assert steps == list(range(1, 9))
     assert 9.0 not in [r["loss"] for r in read_jsonl(run / runs.METRICS_FILE) if r["type"] == "step"]
+
+
+def test_a_damaged_last_checkpoint_resumes_from_best(tiny_data, tmp_path):
+    control = TrainingControl()
+
+    def stop_at_step_six(event):
+        if isinstance(event, StepEvent) and event.global_step == 6:
+            control.stop()
+
+    run = tmp_path / "run"
+    Trainer(tiny_config(tiny_data), run_dir=run, on_event=stop_at_step_six, control=control).run()
+    best = load_checkpoint(run / runs.CHECKPOINT_DIR / runs.BEST_CHECKPOINT, kind="pretrain")
+    assert best["global_step"] == 4  # the end of the first epoch
+    last = runs.last_checkpoint(run)
+    last.write_bytes(last.read_bytes()[:5000])  # cut short after it was written
+    events: list = []
+    result = Trainer.resume(run, on_event=collect(events)).run()
+    assert result.status == "finished" and result.epochs_done == 2
+    assert [e.global_step for e in events if isinstance(e, StepEvent)] == [5, 6, 7, 8]

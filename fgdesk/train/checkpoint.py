@@ -52,8 +52,8 @@ def load_checkpoint(path: Path, kind: str | None = None, map_location: str | tor
         ) from exc
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise CheckpointError(
-            f"{path} is truncated or corrupt and cannot be read ({type(exc).__name__}: {exc}). "
-            "Use the previous checkpoint (checkpoints/last.pt or best.pt)."
+            f"{path} is truncated or corrupt and cannot be read ({type(exc).__name__}: {exc}). fgdesk writes "
+            "checkpoints whole, so it was damaged afterwards; use another copy of it"
         ) from exc
     if not isinstance(document, dict) or document.get("format") != FORMAT_NAME:
         raise CheckpointError(f"{path} is not an fgdesk checkpoint (no '{FORMAT_NAME}' header)")

@@ -627,7 +627,17 @@ class Trainer:
     def _restore(self, model: MoCo, optimizer: torch.optim.Optimizer, state: dict,
                  global_batch: int, steps_per_epoch: int, num_images: int) -> dict:
         path = runs.last_checkpoint(self.run_dir)
-        document = load_checkpoint(path, kind="pretrain", map_location=self.device)
+        try:
+            document = load_checkpoint(path, kind="pretrain", map_location=self.device)
+        except CheckpointError as exc:
+            # fgdesk writes checkpoints whole, so this one was damaged afterwards (a copy cut
+            # short, a failing disk). best.pt holds the same state from an earlier epoch.
+            best = self.run_dir / runs.CHECKPOINT_DIR / runs.BEST_CHECKPOINT
+            if not best.is_file():
+                raise TrainingFailure(f"{exc}; the run has no best.pt to go back to, so start a new run") from exc
+            document = load_checkpoint(best, kind="pretrain", map_location=self.device)
+            log.warning("%s; resuming from best.pt instead (epoch %s, step %s)", exc, document.get("epoch"), document.get("global_step"))
+            path = best
         saved = checkpoint_config(document)
         if saved.model.backbone != self.config.model.backbone:
             raise TrainingFailure(f"{path} was made for backbone {saved.model.backbone}, not {self.config.model.backbone}")
