@@ -106,19 +106,24 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("--level", default="variant")
 
     commands.add_parser("runs", help="list the runs in the user's runs folder")
-    commands.add_parser("app", help="open the desktop app")
+    app = commands.add_parser("app", help="open the desktop app")
+    app.add_argument("path", nargs="?", type=Path, help="a dataset folder or an image to open")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    if argv and argv[0] not in commands and not argv[0].startswith("-") and Path(argv[0]).exists():
+        argv.insert(0, "app")  # `fgdesk FOLDER`, as a file manager's "Open with" runs it
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     if args.command in (None, "app"):
         from fgdesk.gui.app import main as app_main
 
-        return app_main([])
+        path = getattr(args, "path", None)
+        return app_main([str(path)] if path else [])
     handler = {
         "train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "export": cmd_export,
         "demo-data": cmd_demo_data, "summary": cmd_summary, "runs": cmd_runs,

@@ -138,3 +138,18 @@ def test_two_process_torchrun_training_on_cpu(demo, tmp_path):
     assert steps and steps[-1]["global_step"] == steps[-1]["total_steps"] == 2 * per_epoch
     assert [r["global_step"] for r in steps] == list(range(1, 2 * per_epoch + 1))  # only rank 0 logs
     assert (run / "checkpoints" / "last.pt").is_file()
+
+
+def test_a_folder_or_image_given_alone_opens_the_app_on_it(tmp_path, monkeypatch):
+    """`fgdesk FOLDER` (a file manager's "Open with") and `fgdesk app FOLDER` open the app there."""
+    import fgdesk.gui.app
+    from fgdesk import cli
+
+    opened: list[list[str]] = []
+    monkeypatch.setattr(fgdesk.gui.app, "main", lambda argv: opened.append(list(argv)) or 0)
+    image = tmp_path / "bird.png"
+    image.write_bytes(b"")
+    assert cli.main([str(tmp_path)]) == 0
+    assert cli.main(["app", str(image)]) == 0
+    assert cli.main([]) == 0
+    assert opened == [[str(tmp_path)], [str(image)], []]

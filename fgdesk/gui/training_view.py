@@ -687,6 +687,8 @@ class TrainingView(QWidget):
             self.resume_run(info.path)
 
     def _start_worker(self, worker: workers.TrainingWorker, message: str) -> None:
+        if self.worker is not None and not self.worker.isRunning():
+            self.worker.deleteLater()  # the last run's thread has ended; without this each run leaks one
         self.worker = worker
         self.last_result = None
         self.bad_images = []
