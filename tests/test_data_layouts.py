@@ -436,3 +436,13 @@ def test_detect_without_probing_is_fast_on_ten_thousand_files(tmp_path):
     elapsed = time.thread_time() - started
     assert len(index.samples) == 10_000 and len(index.classes) == 10
     assert elapsed < 1.0, f"detect took {elapsed:.2f} s"
+
+
+def test_val_folder_is_the_test_split_when_there_is_no_test_folder(tmp_path):
+    for split, count in (("train", 3), ("val", 2)):
+        for name in ("owl", "hawk"):
+            for k in range(count):
+                write_image(tmp_path / split / name / f"{k}.jpg")
+    index = detect(tmp_path)
+    assert len(index.test_samples()) == 4 and all("val" in s.path.parts for s in index.test_samples())
+    assert len(index.train_samples()) == 6 and all("train" in s.path.parts for s in index.train_samples())

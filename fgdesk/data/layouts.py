@@ -519,10 +519,14 @@ def _index_split_folders(
             )
         return None
     label_of = {name: label for label, name in enumerate(classes)}
+    # train/ + val/ without test/ (the ImageNet way): val is what the scores are measured on.
+    split_names = {"train": "train", "val": "test" if "test" not in per_split else "val", "test": "test"}
+    if "test" not in per_split and "val" in per_split:
+        logger.info("%s has no test/ folder: its val/ images are the test split", root)
     samples: list[Sample] = []
     for split in ("train", "val", "test"):
         for name, images in sorted(per_split.get(split, {}).items()):
-            samples.extend(Sample(path, label_of[name], split) for path in images)
+            samples.extend(Sample(path, label_of[name], split_names[split]) for path in images)
     for name in classes:
         if not any(per_split[s].get(name) for s in per_split):
             problems.append(Problem(class_dirs[name], "class folder has no images"))
