@@ -27,6 +27,11 @@ def runs_dir() -> Path:
     return _base("data") / "runs"
 
 
+def runs_elsewhere_file() -> Path:
+    """Runs made in folders of the user's choosing (`--out`), one path a line, so they are listed too."""
+    return _base("data") / "runs-elsewhere.txt"
+
+
 def demo_data_dir() -> Path:
     return _base("data") / "demo"
 

@@ -525,3 +525,17 @@ def test_a_damaged_last_checkpoint_resumes_from_best(tiny_data, tmp_path):
     result = Trainer.resume(run, on_event=collect(events)).run()
     assert result.status == "finished" and result.epochs_done == 2
     assert [e.global_step for e in events if isinstance(e, StepEvent)] == [5, 6, 7, 8]
+
+
+def test_runs_made_in_a_folder_of_ones_own_are_listed_too(tiny_data, tmp_path):
+    import shutil
+
+    elsewhere = tmp_path / "project" / "run-a"
+    Trainer(tiny_config(tiny_data, **{"schedule.epochs": 1}), run_dir=elsewhere).run()
+    Trainer(tiny_config(tiny_data, **{"schedule.epochs": 1})).run()  # in the runs folder
+    Trainer.resume(elsewhere, overrides={"schedule.epochs": 2}).run()  # noted once, not twice
+    listed = [info.path.resolve() for info in runs.list_runs()]
+    assert len(listed) == 2 and elsewhere.resolve() in listed
+    assert runs.remembered_runs() == [elsewhere.resolve()]
+    shutil.rmtree(elsewhere)
+    assert [info.path.resolve() for info in runs.list_runs()] == [p for p in listed if p != elsewhere.resolve()]

@@ -357,6 +357,7 @@ class Trainer:
             log.warning("%s has no complete checkpoint yet; starting it from the beginning", self.run_dir)
         elif self.dist.is_main:
             cfg.save(self.run_dir / runs.CONFIG_FILE)
+            runs.remember_run(self.run_dir)
         if self.dist.is_main:
             remove_stale_temp_files(self.run_dir / runs.CHECKPOINT_DIR)
             drop_torn_jsonl_line(self.run_dir / runs.METRICS_FILE)

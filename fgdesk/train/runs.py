@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import secrets
 import socket
@@ -33,6 +34,8 @@ BEST_CHECKPOINT = "best.pt"
 CLASSIFIER_FILE = "classifier.pt"
 EVAL_FILE = "eval.json"
 LOCK_FILE = ".lock"
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -212,12 +215,49 @@ def run_info(run_dir: Path) -> RunInfo | None:
 
 
 def list_runs(root: Path | None = None) -> list[RunInfo]:
-    """Runs under `root` (default: the user's runs folder), newest first."""
-    root = Path(root) if root else paths.runs_dir()
-    if not root.is_dir():
-        return []
-    infos = [info for child in root.iterdir() if child.is_dir() and (info := run_info(child))]
+    """Runs under `root`, newest first. By default: the user's runs folder and the runs
+    made elsewhere with `--out` (those still there)."""
+    folders: list[Path] = []
+    if root is not None:
+        folders = [child for child in Path(root).iterdir() if child.is_dir()] if Path(root).is_dir() else []
+    else:
+        default = paths.runs_dir()
+        if default.is_dir():
+            folders = [child for child in default.iterdir() if child.is_dir()]
+        folders += [folder for folder in remembered_runs() if folder.is_dir()]
+    seen: set[str] = set()
+    infos = []
+    for folder in folders:
+        key = os.path.realpath(folder)
+        if key not in seen and (info := run_info(folder)):
+            seen.add(key)
+            infos.append(info)
     return sorted(infos, key=lambda info: info.created, reverse=True)
+
+
+def remembered_runs() -> list[Path]:
+    try:
+        lines = paths.runs_elsewhere_file().read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return []
+    return [Path(line) for line in lines if line.strip()]
+
+
+def remember_run(run_dir: Path) -> None:
+    """Note a run made outside the runs folder, so `fgdesk runs` and the app list it."""
+    run_dir = Path(run_dir).resolve()
+    try:
+        run_dir.relative_to(paths.runs_dir().resolve())
+        return  # listed anyway
+    except ValueError:
+        pass
+    known = [folder for folder in remembered_runs() if folder.is_dir()]  # forget deleted ones
+    if run_dir in known:
+        return
+    try:
+        atomic_write_text(paths.runs_elsewhere_file(), "".join(f"{p}\n" for p in [*known, run_dir]))
+    except OSError as exc:  # a read-only home must not stop a run
+        log.warning("could not note %s in %s: %s", run_dir, paths.runs_elsewhere_file(), exc)
 
 
 def last_checkpoint(run_dir: Path) -> Path:
