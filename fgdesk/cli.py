@@ -86,6 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--topk", type=int, default=5)
     predict.add_argument("--device", default="auto")
 
+    suggest = commands.add_parser(
+        "suggest", help="which unlabeled images to label next",
+        description="Typical images of the groups of similar unlabeled images that no label covers yet "
+                    "(TypiClust), most useful first, with the class the labelled images suggest for each. "
+                    "The pool is the dataset's unlabeled/ folder.")
+    suggest.add_argument("run", type=Path, help="run folder")
+    suggest.add_argument("--count", type=int, default=50, help="how many images to suggest (default 50)")
+    suggest.add_argument("--csv", type=Path, help="also write them to this CSV file")
+    suggest.add_argument("--device", default="auto")
+
     export = commands.add_parser("export", help="export a run's encoder to TorchScript and ONNX")
     export.add_argument("run", type=Path, help="run folder")
     export.add_argument("--format", choices=("torchscript", "onnx", "all"), default="all")
@@ -125,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         path = getattr(args, "path", None)
         return app_main([str(path)] if path else [])
     handler = {
-        "train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "export": cmd_export,
+        "train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "export": cmd_export, "suggest": cmd_suggest,
         "demo-data": cmd_demo_data, "summary": cmd_summary, "runs": cmd_runs,
     }[args.command]
     try:
@@ -392,6 +402,24 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if args.heatmaps:
             print(f"heatmaps saved in {args.heatmaps}")
     return 1 if failures == len(images) else 0
+
+
+def cmd_suggest(args: argparse.Namespace) -> int:
+    from fgdesk.evaluate.suggest import suggest_for_run, write_suggestions_csv
+
+    if args.count < 1:
+        raise CLIError(f"--count must be at least 1, got {args.count}")
+    suggestions = suggest_for_run(args.run, count=args.count, device=args.device)
+    width = max([len(s.guess) for s in suggestions] + [5])
+    print(f"{'rank':>4}  {'guess':<{width}}  {'vote':>5}  {'group':>5}  path")
+    for s in suggestions:
+        vote = f"{100 * s.guess_share:.0f}%" if s.guess else "-"
+        group = str(s.group_size) if s.group_size else "-"
+        print(f"{s.rank:>4}  {s.guess or '-':<{width}}  {vote:>5}  {group:>5}  {s.path}")
+    if args.csv:
+        write_suggestions_csv(args.csv, suggestions)
+        print(f"wrote {len(suggestions)} suggestions to {args.csv}")
+    return 0
 
 
 def _csv_error_rows(path: Path) -> int:

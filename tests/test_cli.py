@@ -85,6 +85,7 @@ def test_train_eval_predict_export_end_to_end(demo, tmp_path):
         (("train", "--resume", run, "--data", demo), "--data cannot change them"),
         (("train", "--resume", run, "--stages", "a,b"), "--stages expects"),
         (("export", tmp_path / "no-such-run"), "does not exist"),
+        (("suggest", run), "no unlabeled images to choose from"),
     ):
         refused = fgdesk(*args, check=False)
         assert refused.returncode == 2 and expected in refused.stderr and "Traceback" not in refused.stderr, refused.stderr

@@ -5,6 +5,7 @@ import errno
 import math
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -414,6 +415,17 @@ def test_unlabeled_images_train_the_encoder_but_stay_out_of_the_monitor_and_clas
     assert knn[0] is not None and 0.0 <= knn[0] <= 1.0
     report = fit_classifier(run, device="cpu")
     assert report.num_train == 24 and report.num_test == 8 and report.confusion.shape == (4, 4)
+
+    # What to label next comes from unlabeled/ only, with a guessed class for each.
+    from fgdesk.evaluate.suggest import suggest_for_run, write_suggestions_csv
+
+    suggestions = suggest_for_run(run, count=5, device="cpu")
+    assert [s.rank for s in suggestions] == [1, 2, 3, 4, 5]
+    assert len({s.path for s in suggestions}) == 5 and all("unlabeled" in Path(s.path).parts for s in suggestions)
+    assert all(s.guess in index.classes and 0.0 < s.guess_share <= 1.0 for s in suggestions)
+    table = tmp_path / "suggested.csv"
+    write_suggestions_csv(table, suggestions)
+    assert table.read_text().splitlines()[0] == "rank,path,guess,guess_share,group_size,typicality"
 
 
 @pytest.mark.parametrize("new_batch, expected_steps", [(16, [2, 3, 4]), (4, list(range(7, 17)))])

@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""What to label next: fgdesk's suggestions against labelling images picked at random.
+
+cub50's training split plays the unlabeled pool (its labels hidden), and its test split
+scores the result. For each budget of B images, the labels of B images are "bought"
+either as `fgdesk suggest` picks them (fgdesk.evaluate.suggest, TypiClust) or at random
+(several draws); a kNN and a linear classifier are fitted on those B and scored on the
+test split. Also reported: how many of the classes the B images cover. Two feature sets:
+a trained run's embeddings (`--run RUN`) and a random-init network, since with few
+labels what to label matters most when the features are good.
+
+    python3 dev.py bench bench/suggest.py --run RUN              # a run trained on cub50
+    python3 dev.py bench bench/suggest.py --quick                # random-init features only, small budgets
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import Report, format_table, pct, pct_spread, progress, relative, resolve_data, seed_everything, set_threads, summarize  # noqa: E402
+
+from fgdesk.data.layouts import detect  # noqa: E402
+from fgdesk.evaluate.embeddings import compute_embeddings, load_encoder  # noqa: E402
+from fgdesk.evaluate.knn import knn_scores, topk_accuracy  # noqa: E402
+from fgdesk.evaluate.linear import fit_linear  # noqa: E402
+from fgdesk.evaluate.suggest import suggest_to_label  # noqa: E402
+from fgdesk.model.network import FineGrainedNet  # noqa: E402
+from fgdesk.train.defaults import default_config  # noqa: E402
+
+KNN_K, KNN_T = 20, 0.07
+
+
+def scores(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
+           num_classes: int, seed: int) -> dict[str, float]:
+    knn = topk_accuracy(knn_scores(train_x, train_y, test_x, num_classes, KNN_K, KNN_T), test_y, (1,))[1]
+    probe = fit_linear(train_x, train_y, num_classes, seed=seed)
+    linear = (probe.logits(test_x).argmax(dim=1) == test_y).float().mean().item()
+    return {"knn_top1": knn, "linear_top1": linear, "classes_covered": len(set(train_y.tolist()))}
+
+
+def compare(features: str, train, test, num_classes: int, budgets: list[int], draws: int) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for budget in budgets:
+        progress(f"{features}: budget {budget}")
+        picked = torch.tensor([s.index for s in suggest_to_label(train.vectors, train.vectors[:0], budget, seed=0)])
+        suggested = scores(train.vectors[picked], train.labels[picked], test.vectors, test.labels, num_classes, 0)
+        random_rows = []
+        for draw in range(draws):
+            generator = torch.Generator().manual_seed(1_000 + draw)
+            chosen = torch.randperm(len(train.labels), generator=generator)[:budget]
+            random_rows.append(scores(train.vectors[chosen], train.labels[chosen], test.vectors, test.labels, num_classes, draw))
+        randoms = {key: summarize([row[key] for row in random_rows]) for key in random_rows[0]}
+        out[str(budget)] = {"suggested": suggested, "random": randoms, "random_per_draw": random_rows}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default=None, help="CUB-layout dataset (default ../shared/data/cub50/CUB_200_2011)")
+    parser.add_argument("--run", type=Path, default=None, help="a run trained on that dataset (its last checkpoint)")
+    parser.add_argument("--budgets", default="50,100,200", help="labels bought, comma-separated")
+    parser.add_argument("--draws", type=int, default=10, help="random draws per budget")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--quick", action="store_true", help="random-init features, budgets 25,50, 3 draws")
+    parser.add_argument("--out", default="suggest", help="results name (bench/results/NAME.json)")
+    args = parser.parse_args(argv)
+    threads = set_threads(args.threads)
+    data = resolve_data(args.data)
+    if not data.exists():
+        print(f"dataset folder {relative(data)} does not exist; pass --data", file=sys.stderr)
+        return 2
+    budgets = [25, 50] if args.quick else [int(b) for b in args.budgets.split(",")]
+    draws = 3 if args.quick else args.draws
+    index = detect(data, check_images=False)
+    train_samples = [s for s in index.train_samples() if s.label >= 0]
+    test_samples = [s for s in index.test_samples() if s.label >= 0]
+    base = default_config(str(data), len(train_samples), "cpu")
+    size = base.data.eval_size
+    feature_sets: dict[str, torch.nn.Module] = {}
+    seed_everything(0)
+    feature_sets["random init"] = FineGrainedNet(base.model).eval()
+    if args.run and not args.quick:
+        net, config, _ = load_encoder(args.run)
+        size = config.data.eval_size
+        feature_sets["trained run"] = net
+    report = Report("suggest", {
+        "data": relative(data), "run": relative(args.run) if args.run else None, "budgets": budgets, "draws": draws,
+        "train_pool": len(train_samples), "test_images": len(test_samples), "classes": len(index.classes),
+        "eval_size": size, "method": "fgdesk.evaluate.suggest.suggest_to_label (TypiClust), cold start (no labels yet)",
+    })
+    results: dict[str, Any] = {}
+    rows = []
+    for name, net in feature_sets.items():
+        progress(f"embedding {len(train_samples)} + {len(test_samples)} images with the {name} network at {size} px")
+        train = compute_embeddings(net, train_samples, size, crop_bottom=index.crop_bottom)
+        test = compute_embeddings(net, test_samples, size, crop_bottom=index.crop_bottom)
+        results[name] = compare(name, train, test, len(index.classes), budgets, draws)
+        for budget, entry in results[name].items():
+            suggested, randoms = entry["suggested"], entry["random"]
+            rows.append({
+                "features": name, "budget": budget,
+                "s_knn": pct(suggested["knn_top1"]), "r_knn": pct_spread(randoms["knn_top1"]),
+                "s_lin": pct(suggested["linear_top1"]), "r_lin": pct_spread(randoms["linear_top1"]),
+                "s_cov": suggested["classes_covered"], "r_cov": f"{randoms['classes_covered']['mean']:.1f}",
+                "ratio": f"{suggested['linear_top1'] / max(1e-9, randoms['linear_top1']['mean']):.2f}x",
+            })
+    table = format_table(rows, [
+        ("features", "features"), ("budget", "labels"), ("s_knn", "kNN suggested"), ("r_knn", "kNN random"),
+        ("s_lin", "linear suggested"), ("r_lin", "linear random"), ("ratio", "linear ratio"),
+        ("s_cov", "classes suggested"), ("r_cov", "classes random"),
+    ], title=f"labelling B images of cub50's train split, scored on its test split (top-1 %, random: mean ± std of {draws} draws)")
+    report.write(results, [table], [f"{threads} threads"], filename=f"{args.out}.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
