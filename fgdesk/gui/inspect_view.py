@@ -56,6 +56,7 @@ ITEM_THUMB = 64
 NEIGHBOUR_THUMB = 96
 BATCH = 8  # images per prediction task
 MAX_DROPPED_IMAGES = 500  # more than this: classify the folder to CSV instead
+SUGGESTED_IMAGES = 20  # a labelling session's worth
 DEFAULT_COLORMAPS = ("inferno", "viridis", "magma", "jet")
 IMAGE_LAYER = "image"
 
@@ -237,6 +238,8 @@ class InspectView(QWidget):
         self._panels: dict[str, _LayerPanel] = {}
         self._layer_boxes: dict[str, QCheckBox] = {}
         self._csv_task = None
+        self._suggest_task = None
+        self.last_suggestions: list = []
         self._pending_run: str | None = None
         self._active_run: str | None = None
         self._colormaps: tuple[str, ...] = DEFAULT_COLORMAPS
@@ -304,7 +307,13 @@ class InspectView(QWidget):
         self.paste_button.clicked.connect(self.paste_from_clipboard)
         self.csv_button = QPushButton("Classify folder to CSV…")
         self.csv_button.clicked.connect(self.choose_csv_folder)
-        for button in (self.open_button, self.paste_button, self.csv_button):
+        self.suggest_button = QPushButton("Suggest what to label")
+        self.suggest_button.setToolTip(
+            "Add the unlabeled images (the dataset's unlabeled/ folder) that would help the classifier most "
+            "once labelled: typical images of the groups no label covers yet, most useful first"
+        )
+        self.suggest_button.clicked.connect(self.suggest_images_to_label)
+        for button in (self.open_button, self.paste_button, self.csv_button, self.suggest_button):
             row.addWidget(button)
         card.body.addLayout(row)
         return card
@@ -548,6 +557,42 @@ class InspectView(QWidget):
             self.empty_hint.setText(f"Using run {Path(self.current_run() or '').name}.")
         has_run = self.current_run() is not None
         self.csv_button.setEnabled(has_run and self._csv_task is None)
+        self.suggest_button.setEnabled(has_run and self._suggest_task is None)
+
+    # ================================================================== what to label next
+    def suggest_images_to_label(self, count: int = SUGGESTED_IMAGES) -> bool:
+        """Add the unlabeled images most worth labelling to the list (computed off the GUI thread)."""
+        run = self.current_run()
+        if run is None or self._suggest_task is not None:
+            return False
+        self.status_message.emit("Choosing the unlabeled images most worth labelling…")
+
+        def done(suggestions) -> None:
+            self._suggest_task = None
+            self.last_suggestions = suggestions
+            self._update_hint()
+            if suggestions:
+                self.add_images([(s.path, s.path) for s in suggestions])
+                self.status_message.emit(
+                    f"Added {len(suggestions)} images worth labelling, most useful first: move each into its "
+                    "class folder, then train the classifier again")
+
+        def failed(message: str, details: str) -> None:
+            self._suggest_task = None
+            self._update_hint()
+            self.last_error_box = show_error(self, "Cannot suggest images to label", message,
+                                             details if "Traceback" in details and "EvaluationError" not in details else "")
+
+        def cancelled() -> None:
+            self._suggest_task = None
+            self._update_hint()
+
+        self._suggest_task = self._runner.start(
+            lambda ctx: workers.core("fgdesk.evaluate.suggest").suggest_for_run(run, count=count),
+            on_done=done, on_failed=failed, on_cancelled=cancelled, name="suggest images to label",
+        )
+        self._update_hint()
+        return True
 
     # ================================================================== adding images
     def choose_files(self) -> None:

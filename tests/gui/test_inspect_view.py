@@ -155,3 +155,34 @@ def test_images_with_the_same_file_name_are_told_apart_by_their_folder(inspect, 
     view.clear_images()
     view.add_images([(str(triangle), triangle)])
     assert first_lines() == ["img_006.png"]
+
+
+def test_suggest_what_to_label_adds_unlabeled_images_or_says_why_not(inspect, qtbot, demo_set, trained_run, tmp_path):
+    import json
+    import shutil
+
+    view = inspect
+    # The demo set has no unlabeled/ folder: the message says where to put such images.
+    assert view.suggest_images_to_label(count=3)
+    qtbot.waitUntil(lambda: view._suggest_task is None, timeout=120_000)
+    assert view.last_error_box is not None and "unlabeled/ folder" in view.last_error_box.text()
+    view.last_error_box.close()
+    # The same run pointed at a copy with unlabeled images.
+    data = tmp_path / "with-unlabeled"
+    shutil.copytree(demo_set, data)
+    (data / "unlabeled").mkdir()
+    for k, image in enumerate(sorted((demo_set / "test").rglob("*.png"))):
+        shutil.copy(image, data / "unlabeled" / f"u{k:02d}.png")
+    run = tmp_path / "run-copy"
+    shutil.copytree(trained_run, run)
+    config = json.loads((run / "config.json").read_text())
+    config["data"]["path"] = str(data)
+    (run / "config.json").write_text(json.dumps(config))
+    view.set_run(run)
+    qtbot.waitUntil(lambda: view.current_run() == str(run), timeout=10_000)
+    view.clear_images()
+    assert view.suggest_images_to_label(count=3)
+    assert not view.suggest_button.isEnabled()
+    qtbot.waitUntil(lambda: view._suggest_task is None, timeout=120_000)
+    assert [Path(s.path).parent.name for s in view.last_suggestions] == ["unlabeled"] * 3
+    assert view.image_list.count() == 3 and view.suggest_button.isEnabled()
