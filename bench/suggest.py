@@ -43,19 +43,30 @@ def scores(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, t
     return {"knn_top1": knn, "linear_top1": linear, "classes_covered": len(set(train_y.tolist()))}
 
 
-def compare(features: str, train, test, num_classes: int, budgets: list[int], draws: int) -> dict[str, Any]:
+def compare(features: str, train, test, num_classes: int, budgets: list[int], draws: int, start_per_class: int) -> dict[str, Any]:
+    """For each budget: the labels bought as suggested and at random, on top of `start_per_class`
+    labelled images of every class (the same start for both; 0: a cold start)."""
+    from fgdesk.evaluate.few_labels import draw_labelled
+
     out: dict[str, Any] = {}
+    start = (draw_labelled(train.labels, start_per_class, torch.Generator().manual_seed(7))
+             if start_per_class else torch.zeros(0, dtype=torch.long))
+    in_pool = torch.ones(len(train.labels), dtype=torch.bool)
+    in_pool[start] = False
+    pool = torch.nonzero(in_pool).flatten()
     for budget in budgets:
-        progress(f"{features}: budget {budget}")
-        picked = torch.tensor([s.index for s in suggest_to_label(train.vectors, train.vectors[:0], budget, seed=0)])
-        suggested = scores(train.vectors[picked], train.labels[picked], test.vectors, test.labels, num_classes, 0)
+        progress(f"{features}: {start_per_class} labelled per class to start, {budget} more")
+        picks = suggest_to_label(train.vectors[pool], train.vectors[start], budget, seed=0)
+        chosen = torch.cat([start, pool[torch.tensor([p.index for p in picks])]])
+        suggested = scores(train.vectors[chosen], train.labels[chosen], test.vectors, test.labels, num_classes, 0)
         random_rows = []
         for draw in range(draws):
             generator = torch.Generator().manual_seed(1_000 + draw)
-            chosen = torch.randperm(len(train.labels), generator=generator)[:budget]
+            extra = pool[torch.randperm(len(pool), generator=generator)[:budget]]
+            chosen = torch.cat([start, extra])
             random_rows.append(scores(train.vectors[chosen], train.labels[chosen], test.vectors, test.labels, num_classes, draw))
         randoms = {key: summarize([row[key] for row in random_rows]) for key in random_rows[0]}
-        out[str(budget)] = {"suggested": suggested, "random": randoms, "random_per_draw": random_rows}
+        out[str(budget)] = {"start_images": len(start), "suggested": suggested, "random": randoms, "random_per_draw": random_rows}
     return out
 
 
@@ -65,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", type=Path, default=None, help="a run trained on that dataset (its last checkpoint)")
     parser.add_argument("--budgets", default="50,100,200", help="labels bought, comma-separated")
     parser.add_argument("--draws", type=int, default=10, help="random draws per budget")
+    parser.add_argument("--starts", default="0,1", help="labelled images per class before buying more (0: cold start)")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="random-init features, budgets 25,50, 3 draws")
     parser.add_argument("--out", default="suggest", help="results name (bench/results/NAME.json)")
@@ -91,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     report = Report("suggest", {
         "data": relative(data), "run": relative(args.run) if args.run else None, "budgets": budgets, "draws": draws,
         "train_pool": len(train_samples), "test_images": len(test_samples), "classes": len(index.classes),
-        "eval_size": size, "method": "fgdesk.evaluate.suggest.suggest_to_label (TypiClust), cold start (no labels yet)",
+        "eval_size": size, "method": "fgdesk.evaluate.suggest.suggest_to_label (TypiClust)", "starts": args.starts,
     })
     results: dict[str, Any] = {}
     rows = []
@@ -99,18 +111,21 @@ def main(argv: list[str] | None = None) -> int:
         progress(f"embedding {len(train_samples)} + {len(test_samples)} images with the {name} network at {size} px")
         train = compute_embeddings(net, train_samples, size, crop_bottom=index.crop_bottom)
         test = compute_embeddings(net, test_samples, size, crop_bottom=index.crop_bottom)
-        results[name] = compare(name, train, test, len(index.classes), budgets, draws)
-        for budget, entry in results[name].items():
-            suggested, randoms = entry["suggested"], entry["random"]
-            rows.append({
-                "features": name, "budget": budget,
-                "s_knn": pct(suggested["knn_top1"]), "r_knn": pct_spread(randoms["knn_top1"]),
-                "s_lin": pct(suggested["linear_top1"]), "r_lin": pct_spread(randoms["linear_top1"]),
-                "s_cov": suggested["classes_covered"], "r_cov": f"{randoms['classes_covered']['mean']:.1f}",
-                "ratio": f"{suggested['linear_top1'] / max(1e-9, randoms['linear_top1']['mean']):.2f}x",
-            })
+        results[name] = {}
+        for start in [int(x) for x in args.starts.split(",")]:
+            results[name][f"start {start} per class"] = compare(name, train, test, len(index.classes), budgets, draws, start)
+        for by_budget in results[name].values():
+            for budget, entry in by_budget.items():
+                suggested, randoms = entry["suggested"], entry["random"]
+                rows.append({
+                    "features": name, "start": entry["start_images"], "budget": budget,
+                    "s_knn": pct(suggested["knn_top1"]), "r_knn": pct_spread(randoms["knn_top1"]),
+                    "s_lin": pct(suggested["linear_top1"]), "r_lin": pct_spread(randoms["linear_top1"]),
+                    "s_cov": suggested["classes_covered"], "r_cov": f"{randoms['classes_covered']['mean']:.1f}",
+                    "ratio": f"{suggested['linear_top1'] / max(1e-9, randoms['linear_top1']['mean']):.2f}x",
+                })
     table = format_table(rows, [
-        ("features", "features"), ("budget", "labels"), ("s_knn", "kNN suggested"), ("r_knn", "kNN random"),
+        ("features", "features"), ("start", "labelled at start"), ("budget", "labels bought"), ("s_knn", "kNN suggested"), ("r_knn", "kNN random"),
         ("s_lin", "linear suggested"), ("r_lin", "linear random"), ("ratio", "linear ratio"),
         ("s_cov", "classes suggested"), ("r_cov", "classes random"),
     ], title=f"labelling B images of cub50's train split, scored on its test split (top-1 %, random: mean ± std of {draws} draws)")
