@@ -239,7 +239,7 @@ class TrainingView(QWidget):
         splitter.addWidget(self._build_history())
         splitter.setStretchFactor(0, 3)
         splitter.setStretchFactor(1, 2)
-        splitter.setSizes([480, 260])
+        splitter.setSizes([440, 320])  # room below for the classifier card: scores, legend, fewer-label line
         self.splitter = splitter
         layout = QVBoxLayout(self)
         layout.setContentsMargins(16, 14, 16, 12)
@@ -516,17 +516,15 @@ class TrainingView(QWidget):
         scores.setSpacing(10)
         top1, self.top1_label = metric_block("Top-1 (test)")
         top5, self.top5_label = metric_block("Top-5 (test)")
-        scores.addWidget(top1, 0, Qt.AlignmentFlag.AlignLeft)
-        scores.addWidget(top5, 0, Qt.AlignmentFlag.AlignLeft)
-        self.confusion_legend = muted_label("")
+        metrics = QHBoxLayout()  # side by side: the height goes to the class legend below
+        metrics.setSpacing(18)
+        metrics.addWidget(top1)
+        metrics.addWidget(top5)
+        metrics.addStretch(1)
+        scores.addLayout(metrics)
+        self.confusion_legend = muted_label("", wrap=False)  # no wrap: the layout keeps every line visible
         self.confusion_legend.setMaximumWidth(170)
         scores.addWidget(self.confusion_legend, 0, Qt.AlignmentFlag.AlignLeft)
-        # What fewer labels would give: tells a lab whether labelling more is worth it.
-        self.few_labels_label = muted_label("")
-        self.few_labels_label.setMaximumWidth(190)
-        self.few_labels_label.setTextFormat(Qt.TextFormat.RichText)
-        self.few_labels_label.hide()
-        scores.addWidget(self.few_labels_label, 0, Qt.AlignmentFlag.AlignLeft)
         scores.addStretch(1)
         results.addLayout(scores)
         self.confusion_plot = pg.PlotWidget()
@@ -546,6 +544,10 @@ class TrainingView(QWidget):
         results.addWidget(self.confusion_plot, 1)
         results.addStretch(0)
         clf.body.addLayout(results, 1)
+        # What fewer labels would give: tells a lab whether labelling more is worth it.
+        self.few_labels_label = muted_label("")
+        self.few_labels_label.hide()
+        clf.body.addWidget(self.few_labels_label)
         self.classifier_card = clf
         splitter.addWidget(clf)
         splitter.setStretchFactor(0, 3)
@@ -1088,13 +1090,10 @@ class TrainingView(QWidget):
         if not scores:
             self.few_labels_label.hide()
             return
-        rows = "".join(
-            f"<tr><td>{score.labels_per_class} per class&nbsp;&nbsp;</td>"
-            f"<td align='right'>{format_percent(score.as_dict()['linear_top1']['mean'])}</td></tr>"
-            for score in scores
-        )
-        rows += f"<tr><td>all ({report.num_train:,})&nbsp;&nbsp;</td><td align='right'>{format_percent(report.top1)}</td></tr>"
-        self.few_labels_label.setText(f"With fewer labels (top-1):<table>{rows}</table>")
+        parts = [f"{score.labels_per_class} per class {format_percent(score.as_dict()['linear_top1']['mean'])}"
+                 for score in scores]
+        self.few_labels_label.setText(
+            f"With fewer labels, top-1: {' · '.join(parts)} (all {report.num_train:,}: {format_percent(report.top1)})")
         self.few_labels_label.setToolTip(
             f"Linear classifiers fitted on that many labelled training images per class, "
             f"{scores[0].draws} random draws each (mean shown), scored on the whole test split"
