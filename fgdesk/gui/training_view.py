@@ -791,6 +791,7 @@ class TrainingView(QWidget):
 
     def _on_epoch(self, event) -> None:
         self._pending_epochs.append(event)
+        self.refresh_runs()  # the run's row shows its epochs and best kNN as they come
 
     def _on_paused(self, event) -> None:
         self.paused_at_step = event.global_step

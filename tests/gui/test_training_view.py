@@ -316,3 +316,19 @@ def test_curves_from_a_saved_run_with_a_skipped_step():
     smoothed = curves.loss_ema.arrays()[1]
     assert len(smoothed) == 5 and all(math.isfinite(v) for v in smoothed)
     assert 4.4 < smoothed[-1] < 4.9
+
+
+def test_each_epoch_refreshes_the_past_runs_table(window, qtbot, trained_run):
+    """A run's row follows its epochs while it trains, not only when it starts and ends."""
+    import shutil
+
+    from fgdesk import paths
+
+    view = window.training_view
+    qtbot.waitUntil(lambda: not view._runner.busy(), timeout=10_000)
+    before = {str(r.path) for r in view.runs()}
+    copy = paths.runs_dir() / "copied-run"
+    shutil.copytree(trained_run, copy)
+    view._on_epoch(object())  # what the worker's epoch signal delivers
+    qtbot.waitUntil(lambda: str(copy) in {str(r.path) for r in view.runs()}, timeout=10_000)
+    assert str(copy) not in before
