@@ -113,7 +113,7 @@ def few_label_scores(
             vectors, labels = train_vectors[picked], train_labels[picked]
             scores = knn_scores(vectors, labels, test_vectors, num_classes, knn_k, knn_temperature)
             knn.append(topk_accuracy(scores, test_labels, (1,))[1])
-            probe = fit_linear(vectors, labels, num_classes, seed=seed + draw)
+            probe = fit_linear(vectors, labels, num_classes, seed=seed + draw, quiet=True)
             linear.append((probe.logits(test_vectors).argmax(dim=1).cpu() == test_labels.long().cpu()).float().mean().item())
             sizes.append(len(picked))
             done += 1

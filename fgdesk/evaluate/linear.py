@@ -126,6 +126,7 @@ def fit_linear(
     max_iterations: int = MAX_ITERATIONS,
     device: torch.device | str = "cpu",
     on_progress: Callable[[int, int], None] | None = None,
+    quiet: bool = False,
 ) -> LinearProbe:
     """Fit a linear classifier on (N, D) training embeddings with labels in [0, num_classes).
 
@@ -133,6 +134,7 @@ def fit_linear(
     """
     if len(embeddings) == 0:
         raise ValueError("cannot fit a linear classifier on zero embeddings")
+    say = log.debug if quiet else log.info  # quiet: one of many fits (few-label draws)
     device = torch.device(device)
     x_all = embeddings.float().to(device)
     y_all = labels.long().to(device)
@@ -165,10 +167,10 @@ def fit_linear(
             done += 1
             if on_progress:
                 on_progress(done, steps)
-        log.info("linear probe: weight decay %g chosen on %d validation embeddings (accuracy %s)",
+        say("linear probe: weight decay %g chosen on %d validation embeddings (accuracy %s)",
                  chosen, len(val_idx), ", ".join(f"{d:g}: {a:.3f}" for d, a in val_accuracy.items()))
     else:
-        log.info("linear probe: too few examples per class for a validation split; weight decay %g", chosen)
+        say("linear probe: too few examples per class for a validation split; weight decay %g", chosen)
 
     mean, std = _standardise(x_all)
     # The refit starts from the chosen candidate: same decay, nearly the same scaling.
