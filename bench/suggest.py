@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         size = config.data.eval_size
         feature_sets["trained run"] = net
     report = Report("suggest", {
-        "data": relative(data), "run": args.run.name if args.run else None,  # a name: runs live outside the repository "budgets": budgets, "draws": draws,
+        # The run's name only: runs live outside the repository.
+        "data": relative(data), "run": args.run.name if args.run else None, "budgets": budgets, "draws": draws,
         "train_pool": len(train_samples), "test_images": len(test_samples), "classes": len(index.classes),
         "eval_size": size, "method": "fgdesk.evaluate.suggest.suggest_to_label (TypiClust)", "starts": args.starts,
     })

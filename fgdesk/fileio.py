@@ -58,9 +58,12 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        if hasattr(os, "fchmod"):
+    if hasattr(os, "fchmod"):
+        try:
             os.fchmod(fd, _file_mode())
+        except OSError:  # file systems without modes (vfat, some network mounts): keep mkstemp's
+            pass
+    try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
             handle.flush()

@@ -278,9 +278,10 @@ def test_unlabeled_folder_beside_split_folders(tmp_path):
             write_image(tmp_path / split / name / "1.png")
     for k in range(4):
         write_image(tmp_path / "unlabeled" / f"{k}.png")
+    write_image(tmp_path / "train" / "Unlabelled" / "more" / "5.png")  # inside a split folder: not a class either
     index = detect(tmp_path)
     assert index.classes == ["hawk", "owl"]
-    assert len(index.split("unlabeled")) == 4 and len(index.train_samples()) == 6
+    assert len(index.split("unlabeled")) == 5 and len(index.train_samples()) == 7
     assert len(index.test_samples()) == 2
 
 

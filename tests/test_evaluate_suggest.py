@@ -50,3 +50,13 @@ def test_a_budget_larger_than_the_groups_goes_on_by_distance_and_never_repeats()
     assert len(indices) == 40 and len(set(indices)) == 40
     assert suggest_to_label(points, points[:0], 0) == []
     assert len(suggest_to_label(points[:5], points[:0], 9)) == 5
+
+
+def test_duplicates_do_not_cut_the_suggestions_short():
+    """Three distinct images, each copied ten times: after one per group, the rest come by
+    distance, where a copy of a taken image is at distance 0 (or a rounding error below)."""
+    distinct = F.normalize(torch.randn(3, 24, generator=torch.Generator().manual_seed(2)), dim=1)  # rounds 1 - x·x below 0
+    pool = distinct.repeat(10, 1)
+    for seed in range(20):
+        suggestions = suggest_to_label(pool, pool[:0], 8, seed=seed)
+        assert len({s.index for s in suggestions}) == 8

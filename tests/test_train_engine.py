@@ -451,6 +451,10 @@ def test_resuming_with_another_batch_size_goes_on_from_the_same_image(tiny_data,
     assert [e.epoch for e in epochs] == [0, 1] and all(math.isfinite(e.mean_loss) for e in epochs)
     saved = load_checkpoint(runs.last_checkpoint(run), kind="pretrain")
     assert saved["global_step"] == expected_steps[-1] and saved["global_batch"] == new_batch
+    # The steps logged before the change are kept, in the new units: the curve goes forward.
+    logged = [r["global_step"] for r in read_jsonl(run / runs.METRICS_FILE) if r["type"] == "step"]
+    assert len(logged) == 3 + len(expected_steps) and logged == sorted(logged)
+    assert logged[2] == round(3 * 8 / new_batch)
 
 
 def test_resuming_a_run_that_used_its_budget_changes_nothing(tiny_data, tmp_path):
@@ -477,27 +481,39 @@ def test_a_run_being_trained_by_another_process_is_left_alone(tiny_data, tmp_pat
     import json
     import os
     import socket
+    import subprocess
+    import sys
 
     run = tmp_path / "run"
     assert Trainer(tiny_config(tiny_data, **{"schedule.epochs": 1}), run_dir=run).run().status == "finished"
-    state = (run / runs.STATE_FILE).read_bytes()
-    lock = run / runs.LOCK_FILE
-    assert not lock.exists()  # released at the end
-    # A live process on this computer holds it (the test runner's parent stands in for it).
-    lock.write_text(json.dumps({"pid": os.getppid(), "host": socket.gethostname(), "since": 0, "token": "x"}))
-    events: list = []
-    busy = Trainer.resume(run, on_event=collect(events), overrides={"schedule.epochs": 2}).run()
-    assert isinstance(busy, FailedEvent) and f"process {os.getppid()}" in busy.reason
-    assert events == [busy] and (run / runs.STATE_FILE).read_bytes() == state
-    # Another computer's lock cannot be checked: refused, with the way out.
-    lock.write_text(json.dumps({"pid": 1, "host": "other-host.example", "since": 0, "token": "y"}))
-    refused = Trainer.resume(run, overrides={"schedule.epochs": 2}).run()
-    assert isinstance(refused, FailedEvent) and "other-host.example" in refused.reason and "delete" in refused.reason
-    # A lock left by a process that has died is stale: the run resumes and releases it.
-    dead = max(2, os.getpid()) + 10_000_000  # above any pid_max
-    lock.write_text(json.dumps({"pid": dead, "host": socket.gethostname(), "since": 0, "token": "z"}))
+    state, config = (run / runs.STATE_FILE).read_bytes(), (run / runs.CONFIG_FILE).read_bytes()
+    # Another process holds the run (the OS lock on RUN/.lock, as a trainer does).
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from fgdesk.train import runs; lock = runs.acquire_lock(sys.argv[1]); "
+                               "print('held', flush=True); time.sleep(60)", str(run)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        events: list = []
+        busy = Trainer.resume(run, on_event=collect(events), overrides={"schedule.epochs": 2}).run()
+        assert isinstance(busy, FailedEvent) and f"process {holder.pid} on {socket.gethostname()}" in busy.reason
+        # Nothing in the run is touched: not its state, not its settings.
+        assert events == [busy]
+        assert (run / runs.STATE_FILE).read_bytes() == state and (run / runs.CONFIG_FILE).read_bytes() == config
+    finally:
+        holder.kill()
+        holder.wait()
+    # The holder died without a word: the system dropped its lock, so the run resumes.
+    assert json.loads((run / runs.LOCK_FILE).read_text())["pid"] == holder.pid
     resumed = Trainer.resume(run, overrides={"schedule.epochs": 2}).run()
-    assert resumed.status == "finished" and resumed.epochs_done == 2 and not lock.exists()
+    assert resumed.status == "finished" and resumed.epochs_done == 2
+    assert json.loads((run / runs.LOCK_FILE).read_text())["pid"] == os.getpid()
+    # Two trainers in one process are kept apart as well.
+    lock = runs.acquire_lock(run)
+    try:
+        assert isinstance(Trainer.resume(run, overrides={"schedule.epochs": 3}).run(), FailedEvent)
+    finally:
+        lock.release()
 
 
 def test_resuming_drops_the_records_written_after_the_checkpoint(tiny_data, tmp_path):

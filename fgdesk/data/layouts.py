@@ -498,12 +498,17 @@ def _index_split_folders(
 ) -> DatasetIndex | None:
     per_split: dict[str, dict[str, list[Path]]] = {}
     class_dirs: dict[str, Path] = {}
+    unlabeled: list[Path] = []
     for split, split_dir in split_dirs.items():
         entries, list_problems = _list_dir(split_dir)
         problems.extend(list_problems)
         per_split[split] = {}
         for name, path, is_dir in entries:
-            if is_dir:
+            if is_dir and name.lower() in UNLABELED_FOLDER_NAMES:  # train/unlabeled/: not a class
+                images, walk_problems = walk_images(path)
+                problems.extend(walk_problems)
+                unlabeled.extend(images)
+            elif is_dir:
                 images, walk_problems = walk_images(path)
                 problems.extend(walk_problems)
                 per_split[split][name] = images
@@ -530,6 +535,7 @@ def _index_split_folders(
     for name in classes:
         if not any(per_split[s].get(name) for s in per_split):
             problems.append(Problem(class_dirs[name], "class folder has no images"))
+    samples.extend(Sample(path, -1, "unlabeled") for path in unlabeled)
     return DatasetIndex(root, "folders", classes, samples, problems)
 
 

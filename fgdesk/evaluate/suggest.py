@@ -25,6 +25,7 @@ import torch.nn.functional as F
 log = logging.getLogger(__name__)
 
 TYPICALITY_NEIGHBOURS = 20
+TYPICALITY_SAMPLE = 4_000  # a bigger group is scored on a random sample of it: distances grow with its square
 KMEANS_ITERATIONS = 25
 MAX_CLUSTERS = 2_000  # k-means cost grows with groups x images; beyond this, k-center fills in
 
@@ -96,6 +97,8 @@ def suggest_to_label(pool: torch.Tensor, labelled: torch.Tensor, count: int, see
     chosen: list[Suggestion] = []
     for cluster in uncovered[:count]:
         members = torch.nonzero(pool_assignment == cluster).flatten()
+        if len(members) > TYPICALITY_SAMPLE:
+            members = members[torch.randperm(len(members), generator=generator)[:TYPICALITY_SAMPLE]]
         scores = typicality(pool_unit[members])
         best = int(scores.argmax())
         chosen.append(Suggestion(int(members[best]), int(sizes[cluster]), float(scores[best])))
@@ -113,16 +116,15 @@ def _k_center(pool: torch.Tensor, labelled: torch.Tensor, taken: list[int], coun
         distance = (1.0 - pool @ anchors.t()).min(dim=1).values
     else:
         distance = torch.full((len(pool),), float("inf"))
-    if taken:
-        distance[taken] = -1.0
+    free = torch.ones(len(pool), dtype=torch.bool)
+    free[taken] = False
     picked = []
-    for _ in range(count):
-        index = int(distance.argmax())
-        if distance[index] < 0:
-            break
+    for _ in range(min(count, int(free.sum()))):
+        # Near-duplicates of a taken row score about 0 (or a rounding error below): still free.
+        index = int(torch.where(free, distance, torch.tensor(float("-inf"))).argmax())
         picked.append(Suggestion(index, 0, 0.0))
+        free[index] = False
         distance = torch.minimum(distance, 1.0 - pool @ pool[index])
-        distance[[p.index for p in picked]] = -1.0
     return picked
 
 

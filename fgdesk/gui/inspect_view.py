@@ -566,11 +566,14 @@ class InspectView(QWidget):
         if run is None or self._suggest_task is not None:
             return False
         self.status_message.emit("Choosing the unlabeled images most worth labelling…")
+        generation = self._run_generation  # Clear or another run meanwhile: the answer is dropped
 
         def done(suggestions) -> None:
             self._suggest_task = None
-            self.last_suggestions = suggestions
             self._update_hint()
+            if generation != self._run_generation:
+                return
+            self.last_suggestions = suggestions
             if suggestions:
                 self.add_images([(s.path, s.path) for s in suggestions])
                 self.status_message.emit(
@@ -587,7 +590,8 @@ class InspectView(QWidget):
             self._suggest_task = None
             self._update_hint()
 
-        self._suggest_task = self._runner.start(
+        # On the general pool: embedding a large unlabeled folder must not hold up predictions.
+        self._suggest_task = self._general.start(
             lambda ctx: workers.core("fgdesk.evaluate.suggest").suggest_for_run(run, count=count),
             on_done=done, on_failed=failed, on_cancelled=cancelled, name="suggest images to label",
         )

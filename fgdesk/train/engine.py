@@ -170,6 +170,7 @@ class Trainer:
         self._monitor_images: tuple[DecodedImages, DecodedImages] | None = None
         self._announced_pause = 0  # the control's pause_count last announced with a PausedEvent
         self._lock: runs.RunLock | None = None
+        self._save_config = False  # a resume with overrides writes them to config.json
 
     @classmethod
     def resume(
@@ -197,8 +198,7 @@ class Trainer:
             config = config.with_overrides(overrides)
         trainer = cls(config, run_dir, on_event, control)
         trainer._resuming = True
-        if overrides and trainer.dist.is_main:
-            config.save(config_path)
+        trainer._save_config = bool(overrides)  # once the run is ours (run() takes its lock first)
         return trainer
 
     # -- public ---------------------------------------------------------------
@@ -348,8 +348,11 @@ class Trainer:
         bank, validation = holdout_split([s for s in samples if s.label >= 0], index.root) if labelled else (samples, [])
         state = {"epoch": 0, "step_in_epoch": 0, "global_step": 0, "elapsed_s": 0.0, "best_knn_top1": None}
         global_batch = batch_size * self.dist.world_size
+        if self._save_config and self.dist.is_main:
+            cfg.save(self.run_dir / runs.CONFIG_FILE)
+        logged_step, step_scale = 0, 1.0  # where metrics.jsonl's records end, and their steps in this run's units
         if self._resuming and runs.last_checkpoint(self.run_dir).is_file():
-            state = self._restore(model, optimizer, state, global_batch, steps_per_epoch, len(samples))
+            state, logged_step, step_scale = self._restore(model, optimizer, state, global_batch, steps_per_epoch, len(samples))
             budget_spent = budget_s > 0 and state["elapsed_s"] >= budget_s
             if state["epoch"] >= cfg.schedule.epochs or budget_spent:
                 return self._already_finished(state, budget_spent)
@@ -362,7 +365,7 @@ class Trainer:
             remove_stale_temp_files(self.run_dir / runs.CHECKPOINT_DIR)
             drop_torn_jsonl_line(self.run_dir / runs.METRICS_FILE)
             if self._resuming:  # from the checkpoint, or from the start when there is none yet
-                dropped = runs.truncate_metrics(self.run_dir, state["global_step"], state["epoch"])
+                dropped = runs.truncate_metrics(self.run_dir, logged_step, state["epoch"], step_scale)
                 if dropped:
                     log.info("dropped %d metric record(s) written after the checkpoint resumed from", dropped)
             runs.mark_running(
@@ -626,7 +629,9 @@ class Trainer:
         return result
 
     def _restore(self, model: MoCo, optimizer: torch.optim.Optimizer, state: dict,
-                 global_batch: int, steps_per_epoch: int, num_images: int) -> dict:
+                 global_batch: int, steps_per_epoch: int, num_images: int) -> tuple[dict, int, float]:
+        """The training state of the checkpoint resumed from, in this run's step units; the
+        checkpoint's own global step; and the factor from its step units to this run's."""
         path = runs.last_checkpoint(self.run_dir)
         try:
             document = load_checkpoint(path, kind="pretrain", map_location=self.device)
@@ -651,10 +656,15 @@ class Trainer:
         rng_words = tuple(int(x) for x in document["python_rng"])
         random.setstate((3, rng_words, None))
         restored = {key: document[key] for key in state}
+        saved_step = int(restored["global_step"])
         saved_images = int(document.get("num_images", num_images))
         if saved_images != num_images:
             log.warning("the dataset has %d training images now, %d when this checkpoint was written", num_images, saved_images)
-        saved_batch = int(document.get("global_batch") or min(saved.schedule.batch_size, saved_images))
+        if "global_batch" in document:
+            saved_batch = int(document["global_batch"])
+        else:  # written before checkpoints recorded it: assume the same processes as now
+            world = self.dist.world_size
+            saved_batch = min(saved.schedule.batch_size, saved_images // world) * world
         if saved_batch != global_batch or saved_images != num_images:
             # Steps count batches: carry the position over in images, so the learning-rate and
             # momentum schedules go on from where they were and no epoch is cut short or run twice.
@@ -664,7 +674,7 @@ class Trainer:
             log.info("batch of %d images now, %d before: the run goes on from step %d of epoch %d",
                      global_batch, saved_batch, restored["step_in_epoch"], restored["epoch"])
         log.info("resumed %s at epoch %d, step %d of the epoch", self.run_dir, restored["epoch"], restored["step_in_epoch"])
-        return restored
+        return restored, saved_step, saved_batch / global_batch
 
     def _oom_message(self) -> str:
         batch = self.config.schedule.batch_size

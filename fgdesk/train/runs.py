@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import secrets
 import socket
 import time
 from dataclasses import dataclass
@@ -90,71 +89,90 @@ def mark_running(run_dir: Path, **changes: Any) -> dict[str, Any]:
 
 
 class RunBusy(RuntimeError):
-    """Another process is training this run; the message says which and how to clear a stale lock."""
+    """Another process is training this run; the message says which."""
+
+
+# An OS lock on RUN/.lock marks the run as taken (flock; on Windows a range lock on a byte
+# past the JSON, so the mandatory lock never stops others from reading who holds it). The
+# system drops it when the process ends however it ends, so no lock is ever left stale;
+# the JSON only says who holds it.
+_LOCK_OFFSET = 1 << 20
 
 
 @dataclass
 class RunLock:
     path: Path
-    token: str
+    handle: Any  # the open lock file; the lock lives as long as it stays open
 
     def release(self) -> None:
-        """Remove the lock if it is still ours (a stale-lock takeover may have replaced it)."""
-        if _read_lock(self.path).get("token") == self.token:
-            self.path.unlink(missing_ok=True)
+        try:
+            _unlock(self.handle)
+        except OSError:
+            pass
+        finally:
+            self.handle.close()
+
+
+def _lock_byte(handle: Any) -> None:
+    """Take the lock without waiting; OSError when another open file holds it."""
+    if os.name == "nt":
+        import msvcrt
+
+        handle.seek(_LOCK_OFFSET)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
+    else:
+        import fcntl
+
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)  # per open file: a second open conflicts
+
+
+def _unlock(handle: Any) -> None:
+    if os.name == "nt":
+        import msvcrt
+
+        handle.seek(_LOCK_OFFSET)
+        msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
+    else:
+        import fcntl
+
+        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
 def _read_lock(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        with open(path, "rb") as handle:
+            return json.loads(handle.read(4096).split(b"\n", 1)[0].decode("utf-8"))
     except (OSError, ValueError):
         return {}
 
 
 def acquire_lock(run_dir: Path) -> RunLock:
-    """Claim the run for this process, or raise RunBusy while another live process holds it.
-
-    A lock left by a process that died on this host is taken over. One from another host
-    (a shared folder) cannot be checked, so it is respected and the message says how to
-    remove it.
-    """
+    """Claim the run for this process, or raise RunBusy while another holds it (on this
+    computer or, on a shared folder whose file system supports locks, on another)."""
     path = Path(run_dir) / LOCK_FILE
-    token = secrets.token_hex(8)
-    record = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(), "token": token}
-    for _ in range(3):
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            holder = _read_lock(path)
-            if not holder and time.time() - _mtime(path) < 5.0:
-                time.sleep(0.2)  # another process is writing its lock right now
-                continue
-            pid, host = holder.get("pid"), holder.get("host")
-            if host == socket.gethostname() and isinstance(pid, int) and pid != os.getpid() and _process_alive(pid):
-                raise RunBusy(f"{run_dir} is being trained by process {pid} on this computer; "
-                              "stop that run first, or resume it once it has stopped") from None
-            if holder and host != socket.gethostname():
-                since = time.strftime("%Y-%m-%d %H:%M", time.localtime(float(holder.get("since", 0))))
-                raise RunBusy(f"{run_dir} is being trained on {host} (process {pid}, since {since}). If that "
-                              f"process has ended, delete {path} and try again") from None
-            path.unlink(missing_ok=True)  # left by a process that died here, or unreadable: stale
-            continue
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(record, handle)
-        return RunLock(path, token)
-    raise RunBusy(f"could not claim {run_dir}: its lock file {path} keeps changing; is another fgdesk starting it?")
-
-
-def _mtime(path: Path) -> float:
+    handle = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o644), "r+b")
     try:
-        return path.stat().st_mtime
+        _lock_byte(handle)
     except OSError:
-        return 0.0
+        handle.close()
+        holder = _read_lock(path)
+        who = f"process {holder.get('pid')} on {holder.get('host')}" if holder else "another process"
+        since = f" since {time.strftime('%Y-%m-%d %H:%M', time.localtime(float(holder['since'])))}" if "since" in holder else ""
+        raise RunBusy(f"{run_dir} is being trained by {who}{since}; stop that run first, "
+                      "or resume it once it has stopped") from None
+    record = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}
+    handle.seek(0)
+    handle.write(json.dumps(record).encode("utf-8") + b"\n")
+    handle.truncate()
+    handle.flush()
+    return RunLock(path, handle)
 
 
-def truncate_metrics(run_dir: Path, global_step: int, epochs_done: int) -> int:
+def truncate_metrics(run_dir: Path, global_step: int, epochs_done: int, step_scale: float = 1.0) -> int:
     """Drop the step, epoch and checkpoint records written after the checkpoint a run resumes
-    from: a crash after them would otherwise leave curves that run backwards. Returns how
+    from (at `global_step`): a crash after them would otherwise leave curves that run
+    backwards. `step_scale` turns the steps kept into the resumed run's units when the batch
+    size changed (old images per step / new), so the curves stay in one unit. Returns how
     many records went."""
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
@@ -168,9 +186,11 @@ def truncate_metrics(run_dir: Path, global_step: int, epochs_done: int) -> int:
         )
         if later:
             dropped += 1
-        else:
-            kept.append(record)
-    if dropped:
+            continue
+        if step_scale != 1.0 and kind in ("step", "checkpoint"):
+            record = {**record, "global_step": round(int(record.get("global_step", 0)) * step_scale)}
+        kept.append(record)
+    if dropped or step_scale != 1.0:
         atomic_write_text(path, "".join(json.dumps(r, separators=(",", ":"), allow_nan=False) + "\n" for r in kept))
     return dropped
 
@@ -240,22 +260,27 @@ def remembered_runs() -> list[Path]:
         lines = paths.runs_elsewhere_file().read_text(encoding="utf-8").splitlines()
     except OSError:
         return []
-    return [Path(line) for line in lines if line.strip()]
+    return list(dict.fromkeys(Path(line) for line in lines if line.strip()))
 
 
 def remember_run(run_dir: Path) -> None:
-    """Note a run made outside the runs folder, so `fgdesk runs` and the app list it."""
+    """Note a run made outside the runs folder, so `fgdesk runs` and the app list it.
+
+    Appended, one line each: two runs starting at once cannot lose each other's line, and a
+    run on a disk that is not plugged in now is listed again when it is.
+    """
     run_dir = Path(run_dir).resolve()
     try:
         run_dir.relative_to(paths.runs_dir().resolve())
         return  # listed anyway
     except ValueError:
         pass
-    known = [folder for folder in remembered_runs() if folder.is_dir()]  # forget deleted ones
-    if run_dir in known:
+    if run_dir in remembered_runs():
         return
     try:
-        atomic_write_text(paths.runs_elsewhere_file(), "".join(f"{p}\n" for p in [*known, run_dir]))
+        paths.runs_elsewhere_file().parent.mkdir(parents=True, exist_ok=True)
+        with open(paths.runs_elsewhere_file(), "a", encoding="utf-8") as handle:
+            handle.write(f"{run_dir}\n")
     except OSError as exc:  # a read-only home must not stop a run
         log.warning("could not note %s in %s: %s", run_dir, paths.runs_elsewhere_file(), exc)
 
