@@ -196,6 +196,8 @@ def truncate_metrics(run_dir: Path, global_step: int, epochs_done: int, step_sca
 
 
 def _process_alive(pid: int) -> bool:
+    if os.name == "nt":  # os.kill(pid, 0) there sends Ctrl+C to a console process group
+        return _windows_process_alive(pid)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -203,6 +205,20 @@ def _process_alive(pid: int) -> bool:
     except (PermissionError, OSError):
         return True
     return True
+
+
+def _windows_process_alive(pid: int) -> bool:
+    import ctypes
+
+    kernel32 = ctypes.windll.kernel32  # type: ignore[attr-defined]
+    handle = kernel32.OpenProcess(0x1000, False, pid)  # PROCESS_QUERY_LIMITED_INFORMATION
+    if not handle:
+        return False
+    try:
+        code = ctypes.c_ulong()
+        return bool(kernel32.GetExitCodeProcess(handle, ctypes.byref(code))) and code.value == 259  # STILL_ACTIVE
+    finally:
+        kernel32.CloseHandle(handle)
 
 
 def effective_status(state: dict[str, Any]) -> str:
