@@ -131,6 +131,10 @@ def _k_center(pool: torch.Tensor, labelled: torch.Tensor, taken: list[int], coun
 # -- for a run ------------------------------------------------------------------------------
 
 
+class SuggestCancelled(Exception):
+    """`should_cancel` turned true while the images were being embedded."""
+
+
 @dataclass
 class LabelSuggestion:
     rank: int  # 1: label first
@@ -142,9 +146,12 @@ class LabelSuggestion:
 
 
 def suggest_for_run(run_dir, count: int = 50, device: str = "auto", seed: int = 0,
-                    on_progress=None) -> list[LabelSuggestion]:
+                    on_progress=None, should_cancel=None) -> list[LabelSuggestion]:
     """The run's unlabeled images (its dataset's unlabeled/ folder; every image of a dataset
-    without labels) that are most worth labelling next, with the class a kNN vote guesses."""
+    without labels) that are most worth labelling next, with the class a kNN vote guesses.
+
+    Embedding a large pool takes a while: `should_cancel()` is asked after every batch, and
+    SuggestCancelled raised when it says so (nothing is cached then)."""
     from pathlib import Path
 
     from fgdesk.evaluate.embeddings import cached_embeddings, compute_embeddings, load_encoder
@@ -169,6 +176,8 @@ def suggest_for_run(run_dir, count: int = 50, device: str = "auto", seed: int = 
 
     def embed(samples, stage: str, start: float, end: float):
         def progress(done: int, total: int) -> None:
+            if should_cancel is not None and should_cancel():
+                raise SuggestCancelled(f"cancelled after embedding {done} of {total} images")
             if on_progress:
                 on_progress(stage, start + (end - start) * done / max(1, total))
 

@@ -528,6 +528,8 @@ class InspectView(QWidget):
         self._active_run = run
         self._run_generation += 1
         self._runner.cancel_all()
+        if self._suggest_task is not None:
+            self._suggest_task.cancel()
         if run:
             self.model_state.setText("")
             self.run_chosen.emit(run)
@@ -583,6 +585,8 @@ class InspectView(QWidget):
         def failed(message: str, details: str) -> None:
             self._suggest_task = None
             self._update_hint()
+            if generation != self._run_generation:  # cancelled by Clear or another run: nothing to say
+                return
             self.last_error_box = show_error(self, "Cannot suggest images to label", message,
                                              details if "Traceback" in details and "EvaluationError" not in details else "")
 
@@ -592,7 +596,7 @@ class InspectView(QWidget):
 
         # On the general pool: embedding a large unlabeled folder must not hold up predictions.
         self._suggest_task = self._general.start(
-            lambda ctx: workers.core("fgdesk.evaluate.suggest").suggest_for_run(run, count=count),
+            lambda ctx: workers.core("fgdesk.evaluate.suggest").suggest_for_run(run, count=count, should_cancel=ctx.cancelled),
             on_done=done, on_failed=failed, on_cancelled=cancelled, name="suggest images to label",
         )
         self._update_hint()
@@ -688,6 +692,8 @@ class InspectView(QWidget):
 
     def clear_images(self) -> None:
         self._runner.cancel_all()
+        if self._suggest_task is not None:
+            self._suggest_task.cancel()
         self._run_generation += 1
         self._entries.clear()
         self._sources_by_name.clear()

@@ -186,10 +186,10 @@ def test_suggest_what_to_label_adds_unlabeled_images_or_says_why_not(inspect, qt
     qtbot.waitUntil(lambda: view._suggest_task is None, timeout=120_000)
     assert [Path(s.path).parent.name for s in view.last_suggestions] == ["unlabeled"] * 3
     assert view.image_list.count() == 3 and view.suggest_button.isEnabled()
-    # Cleared before the answer came: it is dropped, not added to the emptied list.
+    # Cleared before the answer came: the work stops and nothing lands in the emptied list.
     view.clear_images()
-    view.last_suggestions = []
+    view.last_suggestions, view.last_error_box = [], None
     assert view.suggest_images_to_label(count=2)
     view.clear_images()
     qtbot.waitUntil(lambda: view._suggest_task is None, timeout=120_000)
-    assert view.image_list.count() == 0 and view.last_suggestions == []
+    assert view.image_list.count() == 0 and view.last_suggestions == [] and view.last_error_box is None
