@@ -96,6 +96,20 @@ def build_parser() -> argparse.ArgumentParser:
     suggest.add_argument("--csv", type=Path, help="also write them to this CSV file")
     suggest.add_argument("--device", default="auto")
 
+    label = commands.add_parser(
+        "label", help="give labels: move unlabeled images into class folders (undoable)",
+        description="Labels an image of a class-folder dataset's unlabeled/ folder by moving it into its class "
+                    "folder (train/CLASS when the dataset has split folders). Nothing is overwritten, and every "
+                    "move is logged in fgdesk-labels.csv at the dataset's root, so --undo can reverse it.")
+    label.add_argument("data", type=Path, help="the dataset folder, or a run folder (its dataset)")
+    label.add_argument("images", nargs="*", type=Path, help="unlabeled images to label as --as CLASS")
+    label.add_argument("--as", dest="class_name", metavar="CLASS", help="the class of the images named")
+    label.add_argument("--csv", type=Path, help="a table with path and label columns, such as `fgdesk suggest --csv` "
+                                                "writes with its label column filled in; rows without a label are skipped")
+    label.add_argument("--new-class", action="store_true", help="make a class folder for a class the dataset lacks")
+    label.add_argument("--dry-run", action="store_true", help="say where each image would go, and move nothing")
+    label.add_argument("--undo", type=int, nargs="?", const=1, metavar="N", help="move the last N labelled images back (default 1)")
+
     export = commands.add_parser("export", help="export a run's encoder to TorchScript and ONNX")
     export.add_argument("run", type=Path, help="run folder")
     export.add_argument("--format", choices=("torchscript", "onnx", "all"), default="all")
@@ -136,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         return app_main([str(path)] if path else [])
     handler = {
         "train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "export": cmd_export, "suggest": cmd_suggest,
-        "demo-data": cmd_demo_data, "summary": cmd_summary, "runs": cmd_runs,
+        "label": cmd_label, "demo-data": cmd_demo_data, "summary": cmd_summary, "runs": cmd_runs,
     }[args.command]
     try:
         return handler(args)
@@ -420,6 +434,89 @@ def cmd_suggest(args: argparse.Namespace) -> int:
         write_suggestions_csv(args.csv, suggestions)
         print(f"wrote {len(suggestions)} suggestions to {args.csv}")
     return 0
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    from fgdesk.data.labeling import DatasetLabeler, apply_label_table
+
+    modes = [bool(args.images), args.csv is not None, args.undo is not None]
+    if sum(modes) != 1:
+        raise CLIError("name images with --as CLASS, or give --csv TABLE, or --undo [N]: exactly one of them")
+    if args.images and not args.class_name:
+        raise CLIError("say which class the images are with --as CLASS")
+    if args.class_name and not args.images:
+        raise CLIError("--as names the class of the images given; name some images")
+    labeler = DatasetLabeler(_dataset_of(args.data))
+    root = labeler.root
+
+    def shown(path: Path) -> str:
+        try:
+            return path.relative_to(root).as_posix()
+        except ValueError:
+            return str(path)
+
+    if args.undo is not None:
+        if args.undo < 1:
+            raise CLIError(f"--undo takes a count of 1 or more, got {args.undo}")
+        if args.dry_run:
+            moves = labeler.logged_moves()[-args.undo:]
+            for move in reversed(moves):
+                print(f"would move back {shown(move.target)} -> {shown(move.source)}")
+            return 0
+        undone = labeler.undo_last(args.undo)
+        for move in undone:
+            print(f"moved back {shown(move.target)} -> {shown(move.source)}")
+        print(f"undid {len(undone)} label(s)" + ("" if len(undone) == args.undo else "; the log holds no more"))
+        return 0
+
+    failures: list[str] = []
+    if args.csv is not None:
+        result = apply_label_table(labeler, args.csv, allow_new=args.new_class, dry_run=args.dry_run)
+        moves, skipped = result.moves, result.skipped
+        failures = [f"{args.csv}, line {line}: {message}" for line, message in result.errors]
+    else:
+        from fgdesk.data.labeling import LabelingError, LabelMove
+
+        moves, skipped = [], 0
+        for image in args.images:
+            try:
+                if args.dry_run:
+                    if not image.is_file():
+                        raise LabelingError(f"{image} does not exist")
+                    name = labeler.check_class_name(args.class_name, args.new_class)
+                    moves.append(LabelMove(image, labeler.destination(image, name, args.new_class), name))
+                else:
+                    moves.append(labeler.assign(image, args.class_name, allow_new=args.new_class))
+            except LabelingError as exc:
+                failures.append(str(exc))
+    verb = "would move" if args.dry_run else "labelled"
+    for move in moves:
+        print(f"{verb} {shown(move.source)} -> {shown(move.target)}  ({move.class_name})")
+    for failure in failures:
+        print(f"skipped: {failure}", file=sys.stderr)
+    summary = f"{len(moves)} image(s) {'would be labelled' if args.dry_run else 'labelled'}"
+    if skipped:
+        summary += f", {skipped} row(s) without a label"
+    if failures:
+        summary += f", {len(failures)} could not be"
+    if moves and not args.dry_run:
+        summary += f"; the moves are logged in {labeler.log_path}"
+    print(summary)
+    return 1 if failures and not moves else 0
+
+
+def _dataset_of(path: Path) -> Path:
+    """A dataset folder as given, or the dataset a run folder was trained on."""
+    from fgdesk.config import RunConfig
+    from fgdesk.train import runs
+
+    config_file = path / runs.CONFIG_FILE
+    if config_file.is_file():
+        data = RunConfig.load(config_file).data.path
+        if not data:
+            raise CLIError(f"the run {path} does not record a dataset folder (data.path is empty)")
+        return Path(data)
+    return path
 
 
 def _csv_error_rows(path: Path) -> int:

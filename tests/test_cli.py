@@ -154,3 +154,42 @@ def test_a_folder_or_image_given_alone_opens_the_app_on_it(tmp_path, monkeypatch
     assert cli.main(["app", str(image)]) == 0
     assert cli.main([]) == 0
     assert opened == [[str(tmp_path)], [str(image)], []]
+
+
+def test_label_moves_named_images_applies_a_table_and_undoes(tmp_path):
+    data = tmp_path / "few"
+    fgdesk("demo-data", data, "--classes", "3", "--per-class", "4", "--size", "48", "--unlabeled", "4")
+    pool = data / "unlabeled"
+    first, second, third, fourth = sorted(pool.iterdir())
+
+    shown = fgdesk("label", data, first, "--as", "class_2_square", "--dry-run").stdout
+    assert "would move unlabeled/img_0000.png -> train/class_2_square/img_0000.png" in shown and first.is_file()
+    fgdesk("label", data, first, second, "--as", "class_2_square")
+    assert {first.name, second.name} <= {p.name for p in (data / "train" / "class_2_square").iterdir()}
+    assert not first.exists() and not second.exists()
+
+    table = tmp_path / "labels.csv"
+    table.write_text(f"path,label\n{third},class_0_circle\nunlabeled/{fourth.name},\n", encoding="utf-8")
+    out = fgdesk("label", data, "--csv", table).stdout
+    assert "1 image(s) labelled, 1 row(s) without a label" in out
+    assert (data / "train" / "class_0_circle" / third.name).is_file() and fourth.is_file()
+
+    summary = fgdesk("summary", data).stdout
+    assert "(unlabeled)" in summary
+
+    undone = fgdesk("label", data, "--undo", "2").stdout
+    assert "undid 2 label(s)" in undone and third.is_file() and second.is_file() and not first.is_file()
+    log = list(csv.DictReader((data / "fgdesk-labels.csv").open(encoding="utf-8")))
+    assert [row["action"] for row in log] == ["label", "label", "label", "undo", "undo"]
+
+    for args, expected in (
+        (("label", data, fourth, "--as", "class_9"), "no class 'class_9'"),
+        (("label", data, data / "train" / "class_2_square" / first.name, "--as", "class_0_circle"), "not in an unlabeled/"),
+        (("label", data, fourth), "--as CLASS"),
+        (("label", data), "exactly one of them"),
+    ):
+        refused = fgdesk(*args, check=False)
+        assert refused.returncode in (1, 2) and expected in refused.stderr and "Traceback" not in refused.stderr, refused.stderr
+    assert fourth.is_file()
+    made = fgdesk("label", data, fourth, "--as", "class_9", "--new-class")
+    assert (data / "train" / "class_9" / fourth.name).is_file(), made.stdout

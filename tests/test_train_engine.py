@@ -429,7 +429,30 @@ def test_unlabeled_images_train_the_encoder_but_stay_out_of_the_monitor_and_clas
     assert all(s.guess in index.classes and 0.0 < s.guess_share <= 1.0 for s in suggestions)
     table = tmp_path / "suggested.csv"
     write_suggestions_csv(table, suggestions)
-    assert table.read_text().splitlines()[0] == "rank,path,guess,guess_share,group_size,typicality"
+    assert table.read_text().splitlines()[0] == "rank,path,guess,guess_share,group_size,typicality,label"
+
+    # The loop closes: fill in the label column (here with the guesses) and apply it. The
+    # images join train/ under their classes, the classifier learns from them, and they are
+    # no longer suggested.
+    import csv as csv_module
+
+    from fgdesk.data.labeling import DatasetLabeler, apply_label_table
+
+    rows = list(csv_module.DictReader(table.open(encoding="utf-8")))
+    for row in rows[:3]:
+        row["label"] = row["guess"]
+    with table.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv_module.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    applied = apply_label_table(DatasetLabeler(data), table)
+    assert len(applied.moves) == 3 and applied.skipped == 2 and not applied.errors
+    assert all(m.target.parent == data / "train" / m.class_name for m in applied.moves)
+    report = fit_classifier(run, device="cpu")
+    assert report.num_train == 24 + 3 and report.num_test == 8
+    again = suggest_for_run(run, count=5, device="cpu")
+    assert not {str(m.source) for m in applied.moves} & {s.path for s in again}
+    assert all(Path(s.path).is_file() for s in again)
 
 
 @pytest.mark.parametrize("new_batch, expected_steps", [(16, [2, 3, 4]), (4, list(range(7, 17)))])

@@ -218,7 +218,8 @@ def write_suggestions_csv(path, suggestions: list[LabelSuggestion]) -> None:
 
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    writer.writerow(["rank", "path", "guess", "guess_share", "group_size", "typicality"])
+    # `label` is left empty for the user to fill in; `fgdesk label DATA --csv FILE` then applies it.
+    writer.writerow(["rank", "path", "guess", "guess_share", "group_size", "typicality", "label"])
     for s in suggestions:
-        writer.writerow([s.rank, s.path, s.guess, f"{s.guess_share:.4f}", s.group_size, f"{s.typicality:.4f}"])
+        writer.writerow([s.rank, s.path, s.guess, f"{s.guess_share:.4f}", s.group_size, f"{s.typicality:.4f}", ""])
     atomic_write_text(path, buffer.getvalue())

@@ -1,0 +1,358 @@
+"""Giving labels: move images from a class-folder dataset's unlabeled/ folder into class folders.
+
+A label is where the file lives, so labelling moves the file beside its peers and every
+part of fgdesk (the browser, the classifier, the scores) sees it on the next index. Moves
+never overwrite a file, and each one is appended to `fgdesk-labels.csv` at the dataset's
+root (time, action, class, from, to), so every label can be traced and undone, in the
+app or with `fgdesk label --undo`.
+
+Only class-folder datasets take labels this way: CUB-200-2011 and FGVC-Aircraft keep
+theirs in text files that fgdesk reads but does not edit.
+"""
+from __future__ import annotations
+
+import csv
+import errno
+import os
+import shutil
+import unicodedata
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from fgdesk.data.layouts import (
+    _SPLIT_FOLDER_NAMES,
+    UNLABELED_FOLDER_NAMES,
+    DatasetError,
+    _find_aircraft_dir,
+    _find_cub_root,
+    _list_dir,
+)
+
+LABEL_LOG = "fgdesk-labels.csv"
+_LOG_HEADER = ["time", "action", "class", "from", "to"]
+
+
+class LabelingError(DatasetError):
+    """A label cannot be given; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class LabelMove:
+    """One labelled image: it was at `source` (in an unlabeled folder) and is now at `target`."""
+
+    source: Path
+    target: Path
+    class_name: str
+    created: tuple[Path, ...] = field(default=(), compare=False)  # folders made for it, outermost first
+
+
+class DatasetLabeler:
+    """The class folders of one dataset and the moves that label its unlabeled images."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        root = Path(root).expanduser()
+        if not root.is_dir():
+            raise LabelingError(f"dataset folder {root} does not exist")
+        if _find_cub_root(root, required=False) is not None:
+            raise LabelingError(
+                f"{root} is a CUB-200-2011 dataset, whose labels live in its text files; fgdesk gives labels "
+                "only to datasets of class folders (one folder per class, plus unlabeled/)")
+        if _find_aircraft_dir(root, required=False) is not None:
+            raise LabelingError(
+                f"{root} is an FGVC-Aircraft dataset, whose labels live in its text files; fgdesk gives labels "
+                "only to datasets of class folders (one folder per class, plus unlabeled/)")
+        self.root = root
+        entries, _ = _list_dir(root)
+        folders = {name: path for name, path, is_dir in entries if is_dir}
+        self._unlabeled = [path for name, path in folders.items() if name.lower() in UNLABELED_FOLDER_NAMES]
+        self.split_dirs: dict[str, Path] = {}
+        for name, path in folders.items():
+            split = _SPLIT_FOLDER_NAMES.get(name.lower())
+            if split is not None and split not in self.split_dirs:
+                self.split_dirs[split] = path
+        self.has_splits = "train" in self.split_dirs or ("test" in self.split_dirs and len(self.split_dirs) > 1)
+        names: set[str] = set()
+        for parent in list(self.split_dirs.values()) if self.has_splits else [root]:
+            for name, path, is_dir in _list_dir(parent)[0]:
+                if not is_dir:
+                    continue
+                if name.lower() in UNLABELED_FOLDER_NAMES:
+                    if parent != root:
+                        self._unlabeled.append(path)  # train/unlabeled/
+                elif parent != root or name.lower() not in _SPLIT_FOLDER_NAMES:
+                    names.add(name)
+        self.classes = sorted(names)
+        if not self._unlabeled:
+            raise LabelingError(
+                f"{root} has no unlabeled/ folder: put the images still to label in an unlabeled/ folder "
+                "beside the class folders (or inside train/)")
+
+    @property
+    def unlabeled_folders(self) -> list[Path]:
+        return list(self._unlabeled)
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / LABEL_LOG
+
+    # ------------------------------------------------------------------ where a label puts a file
+    def is_unlabeled(self, image: str | os.PathLike[str]) -> bool:
+        return self._unlabeled_folder_of(Path(image)) is not None
+
+    def _unlabeled_folder_of(self, image: Path) -> tuple[Path, Path] | None:
+        """(the unlabeled folder holding `image`, the image's path inside it), or None."""
+        resolved = _resolve(image)
+        for folder in self._unlabeled:
+            try:
+                inside = resolved.relative_to(_resolve(folder))
+            except ValueError:
+                continue
+            if inside.parts:
+                return folder, inside
+        return None
+
+    def check_class_name(self, name: str, allow_new: bool = False) -> str:
+        """The folder name for class `name`: an existing class's own spelling, or a new valid name."""
+        name = unicodedata.normalize("NFC", name.strip())
+        for known in self.classes:
+            if unicodedata.normalize("NFC", known) == name:
+                return known
+        for known in self.classes:  # one folder on case-insensitive disks: never make a second
+            if unicodedata.normalize("NFC", known).casefold() == name.casefold():
+                return known
+        if not name:
+            raise LabelingError("the class name is empty")
+        if any(sep in name for sep in ("/", "\\", "\0")) or name in (".", "..") or name.startswith("."):
+            raise LabelingError(f"{name!r} cannot be a class folder's name (no slashes, and not starting with a dot)")
+        if name.lower() in UNLABELED_FOLDER_NAMES or name.lower() in _SPLIT_FOLDER_NAMES:
+            raise LabelingError(f"{name!r} is reserved: fgdesk reads a folder of that name as a split or as unlabeled images")
+        if not allow_new:
+            raise LabelingError(
+                f"{self.root} has no class {name!r}; its classes are {', '.join(self.classes) or 'none yet'}. "
+                "Make a new class explicitly (--new-class on the command line)")
+        return name
+
+    def destination(self, image: str | os.PathLike[str], class_name: str, allow_new: bool = False) -> Path:
+        """Where labelling `image` as `class_name` puts it: the class folder beside its unlabeled
+        folder (train/ when unlabeled/ sits beside split folders), keeping any subfolders."""
+        image = Path(image)
+        found = self._unlabeled_folder_of(image)
+        if found is None:
+            raise LabelingError(
+                f"{image} is not in an unlabeled/ folder of {self.root}; only unlabeled images can be given a label")
+        folder, inside = found
+        name = self.check_class_name(class_name, allow_new=allow_new)
+        parent = folder.parent
+        if parent == self.root and self.has_splits:
+            if "train" not in self.split_dirs:
+                raise LabelingError(f"{self.root} has split folders but no train/ folder to put labelled images in")
+            parent = self.split_dirs["train"]
+        class_dir = next((path for n, path, is_dir in _list_dir(parent)[0] if is_dir and n == name), parent / name)
+        return _free_name(class_dir / inside)
+
+    # ------------------------------------------------------------------ moving
+    def assign(self, image: str | os.PathLike[str], class_name: str, allow_new: bool = False) -> LabelMove:
+        """Label `image` as `class_name` by moving it into the class folder; never overwrites."""
+        source = Path(image)
+        if not source.is_file():
+            raise LabelingError(f"{source} no longer exists (moved or deleted since it was listed)")
+        target = self.destination(source, class_name, allow_new=allow_new)
+        name = self.check_class_name(class_name, allow_new=allow_new)
+        created = _make_parents(target.parent)
+        try:
+            _move_without_overwrite(source, target)
+        except OSError as exc:
+            _remove_empty(created)
+            raise LabelingError(f"cannot move {source} to {target}: {exc.strerror or exc}") from exc
+        if name not in self.classes:
+            self.classes = sorted([*self.classes, name])
+        move = LabelMove(source, target, name, tuple(created))
+        self._log("label", move)
+        return move
+
+    def undo(self, move: LabelMove) -> Path:
+        """Put a labelled image back where it was; folders the label made are removed when empty."""
+        if not move.target.is_file():
+            raise LabelingError(f"{move.target} is no longer there; it cannot be moved back")
+        move.source.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            _move_without_overwrite(move.target, move.source)
+        except FileExistsError as exc:
+            raise LabelingError(f"cannot move {move.target} back: {move.source} exists again") from exc
+        except OSError as exc:
+            raise LabelingError(f"cannot move {move.target} back to {move.source}: {exc.strerror or exc}") from exc
+        _remove_empty(list(move.created) + [move.target.parent])
+        self._log("undo", move)
+        return move.source
+
+    def undo_last(self, count: int = 1) -> list[LabelMove]:
+        """Undo the last `count` labels recorded in the log that are still in place, newest first."""
+        undone = []
+        for move in reversed(self.logged_moves()[-count:] if count > 0 else []):
+            self.undo(move)
+            undone.append(move)
+        return undone
+
+    def logged_moves(self) -> list[LabelMove]:
+        """The labels in the log that have not been undone, oldest first."""
+        if not self.log_path.is_file():
+            return []
+        moves: list[LabelMove] = []
+        with open(self.log_path, newline="", encoding="utf-8") as handle:
+            for row in csv.DictReader(handle):
+                try:
+                    move = LabelMove(self.root / row["from"], self.root / row["to"], row["class"])
+                    action = row["action"]
+                except (KeyError, TypeError):
+                    continue  # a damaged line: the others still count
+                if action == "label":
+                    moves.append(move)
+                elif action == "undo":
+                    for i in range(len(moves) - 1, -1, -1):
+                        if moves[i].target == move.target and moves[i].source == move.source:
+                            del moves[i]
+                            break
+        return moves
+
+    def _log(self, action: str, move: LabelMove) -> None:
+        """Append one line and flush it to disk: the log is what lets a label be traced later."""
+        new = not self.log_path.exists()
+        row = [datetime.now(timezone.utc).isoformat(timespec="seconds"), action, move.class_name,
+               _relative(self.root, move.source), _relative(self.root, move.target)]
+        with open(self.log_path, "a", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            if new:
+                writer.writerow(_LOG_HEADER)
+            writer.writerow(row)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+
+# -- a table of labels (the `fgdesk suggest --csv` file with its label column filled in) ----------
+
+
+@dataclass
+class TableResult:
+    moves: list[LabelMove]
+    skipped: int  # rows without a label
+    errors: list[tuple[int, str]]  # (line number, message)
+
+
+def read_label_table(path: str | os.PathLike[str], root: Path) -> list[tuple[int, Path, str]]:
+    """(line, image, class) for each row of a CSV with `path` and `label` (or `class`) columns.
+    Relative image paths are taken from the dataset's root."""
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            fields = [name.strip().lower() for name in reader.fieldnames or []]
+            column = "label" if "label" in fields else "class" if "class" in fields else None
+            if "path" not in fields or column is None:
+                raise LabelingError(f"{path} needs a 'path' column and a 'label' (or 'class') column; it has "
+                                    f"{', '.join(fields) or 'none'}")
+            rows = []
+            for row in reader:
+                row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
+                image = Path(row.get("path", "")).expanduser()
+                rows.append((reader.line_num, image if image.is_absolute() else root / image, row.get(column, "")))
+            return rows
+    except OSError as exc:
+        raise LabelingError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise LabelingError(f"{path} is not a UTF-8 CSV file ({exc})") from exc
+
+
+def apply_label_table(labeler: DatasetLabeler, path: str | os.PathLike[str], allow_new: bool = False,
+                      dry_run: bool = False) -> TableResult:
+    """Label every row of the table that has a label; a bad row is reported and the rest go on."""
+    result = TableResult([], 0, [])
+    for line, image, name in read_label_table(path, labeler.root):
+        if not name:
+            result.skipped += 1
+            continue
+        try:
+            if dry_run:
+                if not image.is_file():
+                    raise LabelingError(f"{image} does not exist")
+                target = labeler.destination(image, name, allow_new=allow_new)
+                result.moves.append(LabelMove(image, target, labeler.check_class_name(name, allow_new)))
+            else:
+                result.moves.append(labeler.assign(image, name, allow_new=allow_new))
+        except LabelingError as exc:
+            result.errors.append((line, str(exc)))
+    return result
+
+
+# -- files ---------------------------------------------------------------------------
+
+
+def _resolve(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except OSError:
+        return Path(os.path.abspath(path))
+
+
+def _relative(root: Path, path: Path) -> str:
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        return str(path)
+
+
+def _free_name(path: Path) -> Path:
+    """`path`, or `stem-2.ext`, `stem-3.ext`… when a file of that name is already there."""
+    if not path.exists():
+        return path
+    number = 2
+    while True:
+        candidate = path.with_name(f"{path.stem}-{number}{path.suffix}")
+        if not candidate.exists():
+            return candidate
+        number += 1
+
+
+def _make_parents(folder: Path) -> list[Path]:
+    """Create `folder` and its missing parents; return those created, outermost first."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        path.mkdir()
+    return list(reversed(missing))
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    for folder in sorted(set(folders), key=lambda p: len(p.parts), reverse=True):
+        try:
+            folder.rmdir()  # only succeeds when empty
+        except OSError:
+            pass
+
+
+def _move_without_overwrite(source: Path, target: Path) -> None:
+    """Move a file; FileExistsError if `target` exists. A hard link claims the name atomically;
+    where links are not possible (FAT, some shares, another disk) the file is copied in full
+    under a temporary name first, so an interruption never leaves a half-written image."""
+    try:
+        os.link(source, target)
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EACCES):
+            raise
+        partial = target.with_name(f".{target.name}.fgdesk-partial")
+        shutil.copy2(source, partial)
+        with open(partial, "rb") as handle:
+            os.fsync(handle.fileno())
+        if target.exists():
+            partial.unlink(missing_ok=True)
+            raise FileExistsError(errno.EEXIST, "file exists", str(target)) from None
+        os.replace(partial, target)
+    try:
+        os.unlink(source)
+    except OSError:
+        target.unlink(missing_ok=True)  # one copy, where it was, rather than two
+        raise

@@ -1,0 +1,196 @@
+"""Giving labels by moving unlabeled images into class folders: where they go, that nothing is
+overwritten or lost, that the dataset index sees the label, and that every move can be undone."""
+from __future__ import annotations
+
+import csv
+import errno
+import os
+
+import pytest
+from PIL import Image
+
+from fgdesk.data import labeling
+from fgdesk.data.labeling import LABEL_LOG, DatasetLabeler, LabelingError, apply_label_table
+from fgdesk.data.layouts import detect
+from fgdesk.data.synthetic import make_demo_dataset
+
+
+def _image(path, colour=(200, 30, 30)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (32, 32), colour).save(path)
+    return path
+
+
+@pytest.fixture
+def flat(tmp_path):
+    """Class folders a/ and b/ directly under the root, unlabeled/ beside them (with a subfolder)."""
+    root = tmp_path / "flat"
+    for name in ("a", "b"):
+        for i in range(3):
+            _image(root / name / f"{name}{i}.png")
+    _image(root / "unlabeled" / "x.png", (1, 2, 3))
+    _image(root / "unlabeled" / "cam2" / "y.png", (4, 5, 6))
+    return root
+
+
+def _label_of(root, path):
+    index = detect(root, check_images=False)
+    by_path = {s.path: s for s in index.samples}
+    sample = by_path[path]
+    return (index.classes[sample.label] if sample.label >= 0 else None), sample.split
+
+
+def test_label_moves_the_image_into_its_class_folder_and_the_index_sees_it(flat):
+    labeler = DatasetLabeler(flat)
+    assert labeler.classes == ["a", "b"]
+    before = (flat / "unlabeled" / "x.png").read_bytes()
+    move = labeler.assign(flat / "unlabeled" / "x.png", "b")
+    assert move.target == flat / "b" / "x.png"
+    assert not move.source.exists() and move.target.read_bytes() == before
+    assert _label_of(flat, move.target)[0] == "b"
+    assert len(detect(flat, check_images=False).split("unlabeled")) == 1
+
+    # Subfolders inside unlabeled/ are kept, so same-named files from two cameras cannot collide.
+    nested = labeler.assign(flat / "unlabeled" / "cam2" / "y.png", "a")
+    assert nested.target == flat / "a" / "cam2" / "y.png"
+    assert _label_of(flat, nested.target)[0] == "a"
+
+    rows = list(csv.DictReader(open(flat / LABEL_LOG, encoding="utf-8")))
+    assert [(r["action"], r["class"], r["from"], r["to"]) for r in rows] == [
+        ("label", "b", "unlabeled/x.png", "b/x.png"), ("label", "a", "unlabeled/cam2/y.png", "a/cam2/y.png")]
+
+
+def test_undo_puts_the_image_back_and_removes_only_the_folders_the_label_made(flat):
+    labeler = DatasetLabeler(flat)
+    data = (flat / "unlabeled" / "cam2" / "y.png").read_bytes()
+    nested = labeler.assign(flat / "unlabeled" / "cam2" / "y.png", "a")
+    assert (flat / "a" / "cam2").is_dir()
+    assert labeler.undo(nested) == flat / "unlabeled" / "cam2" / "y.png"
+    assert (flat / "unlabeled" / "cam2" / "y.png").read_bytes() == data
+    assert not (flat / "a" / "cam2").exists() and (flat / "a").is_dir()
+    assert _label_of(flat, flat / "unlabeled" / "cam2" / "y.png") == (None, "unlabeled")
+    assert labeler.logged_moves() == []
+
+
+def test_labels_never_overwrite_a_file_of_the_same_name(flat):
+    clash = _image(flat / "a" / "x.png", (9, 9, 9))
+    kept = clash.read_bytes()
+    move = DatasetLabeler(flat).assign(flat / "unlabeled" / "x.png", "a")
+    assert move.target == flat / "a" / "x-2.png"
+    assert clash.read_bytes() == kept
+
+
+def test_split_folders_take_labels_into_train(tmp_path):
+    root = make_demo_dataset(tmp_path / "demo", num_classes=2, per_class=4, size=48, unlabeled=2)
+    labeler = DatasetLabeler(root)
+    assert labeler.classes == ["class_0_circle", "class_1_triangle"]
+    move = labeler.assign(root / "unlabeled" / "img_0001.png", "class_1_triangle")
+    assert move.target == root / "train" / "class_1_triangle" / "img_0001.png"
+    assert _label_of(root, move.target) == ("class_1_triangle", "train")
+
+    # train/unlabeled/ stays inside train/
+    _image(root / "train" / "unlabeled" / "z.png")
+    move = DatasetLabeler(root).assign(root / "train" / "unlabeled" / "z.png", "class_0_circle")
+    assert move.target == root / "train" / "class_0_circle" / "z.png"
+
+
+def test_class_names_are_checked_and_new_classes_are_explicit(flat):
+    labeler = DatasetLabeler(flat)
+    image = flat / "unlabeled" / "x.png"
+    with pytest.raises(LabelingError, match="no class 'c'.*a, b"):
+        labeler.assign(image, "c")
+    assert labeler.check_class_name(" A ") == "a"  # one folder on case-insensitive disks
+    for bad in ("", "../evil", "sub/dir", ".hidden", "unlabeled", "Train", "test"):
+        with pytest.raises(LabelingError):
+            labeler.assign(image, bad, allow_new=True)
+    assert image.is_file()
+
+    move = labeler.assign(image, "c", allow_new=True)
+    assert move.target == flat / "c" / "x.png" and "c" in labeler.classes
+    assert _label_of(flat, move.target)[0] == "c"
+    labeler.undo(move)
+    assert not (flat / "c").exists()  # the class folder the label made goes with it
+
+
+def test_only_unlabeled_images_of_a_class_folder_dataset_take_labels(flat, tmp_path):
+    with pytest.raises(LabelingError, match="not in an unlabeled/ folder"):
+        DatasetLabeler(flat).assign(flat / "a" / "a0.png", "b")
+    with pytest.raises(LabelingError, match="not in an unlabeled/ folder"):
+        DatasetLabeler(flat).assign(_image(tmp_path / "elsewhere.png"), "b")
+    with pytest.raises(LabelingError, match="no longer exists"):
+        DatasetLabeler(flat).assign(flat / "unlabeled" / "gone.png", "b")
+
+    no_pool = tmp_path / "no_pool"
+    _image(no_pool / "a" / "1.png")
+    _image(no_pool / "b" / "1.png")
+    with pytest.raises(LabelingError, match="no unlabeled/ folder"):
+        DatasetLabeler(no_pool)
+
+    cub = tmp_path / "cub"
+    (cub / "images").mkdir(parents=True)
+    for name in ("images.txt", "image_class_labels.txt", "train_test_split.txt", "classes.txt"):
+        (cub / name).write_text("")
+    with pytest.raises(LabelingError, match="CUB-200-2011"):
+        DatasetLabeler(cub)
+
+
+def test_a_move_without_hard_links_copies_in_full_and_leaves_no_partial_file(flat, monkeypatch):
+    def no_links(*_args, **_kwargs):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(labeling.os, "link", no_links)
+    data = (flat / "unlabeled" / "x.png").read_bytes()
+    move = DatasetLabeler(flat).assign(flat / "unlabeled" / "x.png", "a")
+    assert move.target.read_bytes() == data and not move.source.exists()
+    assert not [p for p in (flat / "a").iterdir() if p.name.startswith(".")]
+
+
+def test_a_failed_removal_of_the_original_keeps_exactly_one_copy(flat, monkeypatch):
+    real_unlink = os.unlink
+
+    def refuse(path, *args, **kwargs):
+        if str(path).endswith("x.png") and "unlabeled" in str(path):
+            raise PermissionError(errno.EACCES, "Permission denied")
+        return real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(labeling.os, "unlink", refuse)
+    with pytest.raises(LabelingError, match="Permission denied"):
+        DatasetLabeler(flat).assign(flat / "unlabeled" / "x.png", "a")
+    assert (flat / "unlabeled" / "x.png").is_file() and not (flat / "a" / "x.png").exists()
+    assert not (flat / LABEL_LOG).exists()
+
+
+def test_undo_last_works_from_the_log_in_a_later_session(flat):
+    first = DatasetLabeler(flat)
+    first.assign(flat / "unlabeled" / "x.png", "a")
+    first.assign(flat / "unlabeled" / "cam2" / "y.png", "b")
+    undone = DatasetLabeler(flat).undo_last(1)  # a new process: only the log remembers
+    assert [m.target for m in undone] == [flat / "b" / "cam2" / "y.png"]
+    assert (flat / "unlabeled" / "cam2" / "y.png").is_file() and (flat / "a" / "x.png").is_file()
+    assert [m.target for m in DatasetLabeler(flat).logged_moves()] == [flat / "a" / "x.png"]
+
+
+def test_a_filled_in_table_labels_its_rows_and_reports_bad_ones(flat, tmp_path):
+    table = tmp_path / "next.csv"
+    with open(table, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["rank", "path", "guess", "label"])
+        writer.writerow([1, str(flat / "unlabeled" / "x.png"), "a", "b"])
+        writer.writerow([2, "unlabeled/cam2/y.png", "a", ""])  # relative to the dataset; no label yet
+        writer.writerow([3, str(flat / "unlabeled" / "missing.png"), "a", "a"])
+        writer.writerow([4, str(flat / "a" / "a0.png"), "a", "nope"])
+    labeler = DatasetLabeler(flat)
+
+    dry = apply_label_table(labeler, table, dry_run=True)
+    assert [m.target for m in dry.moves] == [flat / "b" / "x.png"] and dry.skipped == 1
+    assert [line for line, _ in dry.errors] == [4, 5]
+    assert (flat / "unlabeled" / "x.png").is_file() and not (flat / LABEL_LOG).exists()
+
+    done = apply_label_table(labeler, table)
+    assert [m.target for m in done.moves] == [flat / "b" / "x.png"] and (flat / "b" / "x.png").is_file()
+    assert len(done.errors) == 2 and (flat / "unlabeled" / "cam2" / "y.png").is_file()
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("file,klass\nx,y\n")
+    with pytest.raises(LabelingError, match="'path' column"):
+        apply_label_table(labeler, bad)
