@@ -39,14 +39,61 @@ def test_cached_embeddings_take_their_labels_from_the_current_samples(tmp_path):
     before = [Sample(tmp_path / f"{k}.png", k % 3, "train") for k in range(6)]
     vectors = torch.randn(5, 4)
     computed = Embeddings(vectors, torch.tensor([0, 1, 2, 1, 2]), torch.tensor([0, 1, 2, 4, 5]), [3])
-    first = cached_embeddings(tmp_path, checkpoint, "train", lambda: computed, before)
+    first = cached_embeddings(tmp_path, checkpoint, "train", lambda subset: computed, before)
     assert torch.equal(first.labels, computed.labels)
 
     after = [Sample(s.path, s.label + 1, s.split) for s in before]  # "aaa_new" now sorts first
 
-    def must_not_run() -> Embeddings:
+    def must_not_run(subset) -> Embeddings:
         raise AssertionError("the cache should have answered")
 
     again = cached_embeddings(tmp_path, checkpoint, "train", must_not_run, after)
     assert torch.equal(again.vectors, vectors) and again.bad == [3]
     assert again.labels.tolist() == [1, 2, 3, 2, 3]
+
+
+def test_labelling_a_few_images_embeds_only_those_again(tmp_path):
+    """A label moves the file; the next evaluation must embed the moved files alone, reuse
+    every other vector as it was, and notice an image changed in place."""
+    import os
+
+    from PIL import Image
+
+    from fgdesk.data.layouts import Sample
+    from fgdesk.evaluate.embeddings import Embeddings, cached_embeddings
+
+    checkpoint = tmp_path / "last.pt"
+    checkpoint.write_bytes(b"weights")
+    paths = []
+    for k in range(6):
+        paths.append(tmp_path / "unlabeled" / f"{k}.png")
+        paths[-1].parent.mkdir(exist_ok=True)
+        Image.new("RGB", (8, 8), (k, k, k)).save(paths[-1])
+    asked: list[list] = []
+
+    def fake_embed(subset) -> Embeddings:  # one distinct vector per file, by its pixel value
+        asked.append([s.path for s in subset])
+        values = [float(Image.open(s.path).getpixel((0, 0))[0]) for s in subset]
+        return Embeddings(torch.tensor([[v, 1.0] for v in values]), torch.zeros(len(subset), dtype=torch.long),
+                          torch.arange(len(subset)), [])
+
+    samples = [Sample(p, -1, "unlabeled") for p in paths]
+    first = cached_embeddings(tmp_path, checkpoint, "unlabeled", fake_embed, samples)
+    assert len(asked) == 1 and first.vectors[:, 0].tolist() == [0, 1, 2, 3, 4, 5]
+
+    moved = tmp_path / "class_a" / "4.png"  # labelled: same file, new path
+    moved.parent.mkdir()
+    os.replace(paths[4], moved)
+    Image.new("RGB", (8, 8), (9, 9, 9)).save(paths[1])  # edited in place
+    os.utime(paths[1], ns=(1, 10**18))  # a clearly different modification time
+    samples = [Sample(p, 0 if p == moved else -1, "x") for p in [paths[0], paths[1], paths[2], moved, paths[3], paths[5]]]
+    again = cached_embeddings(tmp_path, checkpoint, "unlabeled", fake_embed, samples)
+    assert sorted(map(str, asked[-1])) == sorted(map(str, [paths[1], moved]))
+    assert again.vectors[:, 0].tolist() == [0, 9, 2, 4, 3, 5] and again.sample_indices.tolist() == list(range(6))
+    assert again.labels.tolist() == [-1, -1, -1, 0, -1, -1]
+
+    def must_not_run(subset) -> Embeddings:
+        raise AssertionError(f"the cache should have answered, asked for {subset}")
+
+    assert torch.equal(cached_embeddings(tmp_path, checkpoint, "unlabeled", must_not_run, samples).vectors, again.vectors)
+    assert len(list((tmp_path / "cache").glob("embeddings-unlabeled-*.pt"))) == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,37 +162,90 @@ def _collect(net: FineGrainedNet, vectors: list, labels: list, indices: list, ba
     return Embeddings(torch.cat(vectors), torch.cat(labels), torch.cat(indices), bad)
 
 
+_CACHE_FORMAT = 2
+
+
+def _file_key(sample: Sample) -> str:
+    """What identifies an image file's content cheaply: its path, size and modification time."""
+    try:
+        stat = os.stat(sample.path)
+        return f"{sample.path}\0{stat.st_size}\0{stat.st_mtime_ns}"
+    except OSError:
+        return f"{sample.path}\0missing"
+
+
 def cached_embeddings(
     run_dir: Path,
     checkpoint_path: Path,
     split_name: str,
-    compute: Callable[[], Embeddings],
+    compute: Callable[[Sequence[Sample]], Embeddings],
     samples: Sequence[Sample],
 ) -> Embeddings:
-    """Embeddings of one split for one checkpoint, computed once and kept in the run folder.
+    """Embeddings of one split for one checkpoint, kept per image file in the run folder.
 
-    The cache holds vectors for the sample paths; labels always come from `samples`, so a
-    class added, removed or renamed since (which renumbers the labels) cannot attach the
-    old numbers to the new names.
+    `compute(subset)` embeds the samples the cache lacks: images added, labelled (a label
+    moves the file, so it sits under a new path) or changed on disk since. The others come
+    from the cache, so labelling a few images and fitting the classifier again embeds only
+    those few. Labels always come from `samples`, so a class added, removed or renamed since
+    (which renumbers the labels) cannot attach the old numbers to the new names.
     """
-    key = hashlib.sha256()
     stat = Path(checkpoint_path).stat()
-    key.update(f"{checkpoint_path.name}:{stat.st_mtime_ns}:{stat.st_size}".encode())
-    for sample in samples:
-        key.update(str(sample.path).encode() + b"\0")
-    cache = Path(run_dir) / "cache" / f"embeddings-{split_name}-{key.hexdigest()[:16]}.pt"
+    weights = hashlib.sha256(f"{checkpoint_path.name}:{stat.st_mtime_ns}:{stat.st_size}".encode()).hexdigest()[:16]
+    cache = Path(run_dir) / "cache" / f"embeddings-{split_name}-{weights}.pt"
+    keys = [_file_key(sample) for sample in samples]
+    cached_rows: dict[str, int] = {}
+    cached_bad: set[str] = set()
+    cached_vectors = None
     if cache.is_file():
         try:
             raw = torch.load(cache, map_location="cpu", weights_only=True)
-            indices = raw["sample_indices"]
-            labels = torch.tensor([samples[i].label for i in indices.tolist()], dtype=torch.long)
-            return Embeddings(raw["vectors"], labels, indices, list(raw["bad"]))
+            if raw.get("format") == _CACHE_FORMAT:
+                cached_vectors = raw["vectors"]
+                cached_rows = {key: row for row, key in enumerate(raw["keys"])}
+                cached_bad = set(raw["bad_keys"])
         except Exception:  # a damaged cache is only a cache
             log.warning("ignoring damaged embedding cache %s", cache)
-    result = compute()
-    buffer = io.BytesIO()
-    torch.save({"vectors": result.vectors, "labels": result.labels, "sample_indices": result.sample_indices, "bad": result.bad}, buffer)
-    for stale in cache.parent.glob(f"embeddings-{split_name}-*.pt") if cache.parent.is_dir() else []:
-        stale.unlink(missing_ok=True)
-    atomic_write(cache, lambda handle: handle.write(buffer.getbuffer()))
+    missing = [i for i, key in enumerate(keys) if key not in cached_rows and key not in cached_bad]
+    fresh_rows: dict[int, int] = {}
+    fresh_bad: set[int] = set()
+    fresh_vectors = None
+    if missing:
+        fresh = compute([samples[i] for i in missing])
+        fresh_vectors = fresh.vectors
+        fresh_rows = {missing[j]: row for row, j in enumerate(fresh.sample_indices.tolist())}
+        fresh_bad = {missing[j] for j in fresh.bad}
+
+    indices, bad, old_at, old_rows, new_at, new_rows = [], [], [], [], [], []
+    for i, key in enumerate(keys):
+        if i in fresh_rows:
+            new_at.append(len(indices))
+            new_rows.append(fresh_rows[i])
+            indices.append(i)
+        elif i not in fresh_bad and key in cached_rows:
+            old_at.append(len(indices))
+            old_rows.append(cached_rows[key])
+            indices.append(i)
+        else:
+            bad.append(i)
+    some = fresh_vectors if fresh_vectors is not None and len(fresh_vectors) else cached_vectors
+    dim = some.shape[1] if some is not None else 1
+    dtype = some.dtype if some is not None else torch.float32
+    vectors = torch.empty(len(indices), dim, dtype=dtype)
+    if old_rows:
+        vectors[old_at] = cached_vectors[old_rows].to(dtype)
+    if new_rows:
+        vectors[new_at] = fresh_vectors[new_rows].to(dtype)
+    labels = torch.tensor([samples[i].label for i in indices], dtype=torch.long)
+    result = Embeddings(vectors, labels, torch.tensor(indices, dtype=torch.long), bad)
+
+    kept_keys = [keys[i] for i in indices]
+    bad_keys = [keys[i] for i in bad]
+    if missing or set(kept_keys) != set(cached_rows) or set(bad_keys) != cached_bad:
+        # Only what the current samples use is kept, so moved and deleted files do not pile up.
+        buffer = io.BytesIO()
+        torch.save({"format": _CACHE_FORMAT, "keys": kept_keys, "vectors": vectors, "bad_keys": bad_keys}, buffer)
+        for stale in cache.parent.glob(f"embeddings-{split_name}-*.pt") if cache.parent.is_dir() else []:
+            if stale != cache:
+                stale.unlink(missing_ok=True)
+        atomic_write(cache, lambda handle: handle.write(buffer.getbuffer()))
     return result

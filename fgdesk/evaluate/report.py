@@ -288,16 +288,16 @@ def _prepare(run_dir: Path, device: str, on_progress: Progress | None, train_end
     dtype = resolve_precision(config.precision, torch_device) if torch_device.type == "cuda" else None
     workers = config.data.num_workers
 
-    def embed(samples: list[Sample], stage: str, start: float, end: float) -> Callable[[], Embeddings]:
-        return lambda: compute_embeddings(
+    def embed(stage: str, start: float, end: float) -> Callable[[list[Sample]], Embeddings]:
+        return lambda samples: compute_embeddings(
             net, samples, config.data.eval_size, crop_bottom=index.crop_bottom, device=torch_device,
             dtype=dtype, num_workers=workers, on_progress=_scaled_progress(on_progress, stage, start, end),
         )
 
-    train = cached_embeddings(run_dir, checkpoint_path, "train", embed(train_samples, "embedding training images", 0.02, train_end), train_samples)
+    train = cached_embeddings(run_dir, checkpoint_path, "train", embed("embedding training images", 0.02, train_end), train_samples)
     if len(train.labels) == 0:
         raise EvaluationError(f"none of the {len(train_samples)} training images of {index.root} could be read")
-    test = cached_embeddings(run_dir, checkpoint_path, "test", embed(test_samples, "embedding test images", train_end, test_end), test_samples)
+    test = cached_embeddings(run_dir, checkpoint_path, "test", embed("embedding test images", train_end, test_end), test_samples)
     if not test_samples:
         log.warning("the dataset at %s has no test split; test scores are left empty", index.root)
     return _Prepared(run_dir, net, config, checkpoint_path, epoch, torch_device, index, train_samples, test_samples, train, test)

@@ -174,19 +174,20 @@ def suggest_for_run(run_dir, count: int = 50, device: str = "auto", seed: int = 
         )
     labelled_samples = training_samples(index) if labelled else []
 
-    def embed(samples, stage: str, start: float, end: float):
+    def embed(stage: str, start: float, end: float):
         def progress(done: int, total: int) -> None:
             if should_cancel is not None and should_cancel():
                 raise SuggestCancelled(f"cancelled after embedding {done} of {total} images")
             if on_progress:
                 on_progress(stage, start + (end - start) * done / max(1, total))
 
-        return lambda: compute_embeddings(net, samples, config.data.eval_size, crop_bottom=index.crop_bottom,
-                                          device=torch_device, num_workers=config.data.num_workers, on_progress=progress)
+        return lambda samples: compute_embeddings(net, samples, config.data.eval_size, crop_bottom=index.crop_bottom,
+                                                  device=torch_device, num_workers=config.data.num_workers,
+                                                  on_progress=progress)
 
-    known = cached_embeddings(run_dir, checkpoint_path, "train", embed(labelled_samples, "embedding labelled images", 0.02, 0.4),
+    known = cached_embeddings(run_dir, checkpoint_path, "train", embed("embedding labelled images", 0.02, 0.4),
                               labelled_samples) if labelled_samples else None
-    pool = cached_embeddings(run_dir, checkpoint_path, "unlabeled", embed(pool_samples, "embedding unlabeled images", 0.4, 0.9),
+    pool = cached_embeddings(run_dir, checkpoint_path, "unlabeled", embed("embedding unlabeled images", 0.4, 0.9),
                              pool_samples)
     if len(pool.vectors) == 0:
         raise EvaluationError(f"none of the {len(pool_samples)} unlabeled images of {index.root} could be read")

@@ -162,9 +162,9 @@ class Predictor:
         if index is not None:
             samples = training_samples(index)
 
-            def compute():
+            def compute(missing):
                 return compute_embeddings(
-                    net, samples, config.data.eval_size, crop_bottom=index.crop_bottom, device=torch_device,
+                    net, missing, config.data.eval_size, crop_bottom=index.crop_bottom, device=torch_device,
                     num_workers=config.data.num_workers,
                     on_progress=(lambda done, total: on_progress("embedding training images", done / max(1, total)))
                     if on_progress else None,
