@@ -437,7 +437,7 @@ def cmd_suggest(args: argparse.Namespace) -> int:
 
 
 def cmd_label(args: argparse.Namespace) -> int:
-    from fgdesk.data.labeling import DatasetLabeler, apply_label_table
+    from fgdesk.data.labeling import DatasetLabeler, apply_label_table, dataset_folder
 
     modes = [bool(args.images), args.csv is not None, args.undo is not None]
     if sum(modes) != 1:
@@ -446,7 +446,7 @@ def cmd_label(args: argparse.Namespace) -> int:
         raise CLIError("say which class the images are with --as CLASS")
     if args.class_name and not args.images:
         raise CLIError("--as names the class of the images given; name some images")
-    labeler = DatasetLabeler(_dataset_of(args.data))
+    labeler = DatasetLabeler(dataset_folder(args.data))
     root = labeler.root
 
     def shown(path: Path) -> str:
@@ -503,20 +503,6 @@ def cmd_label(args: argparse.Namespace) -> int:
         summary += f"; the moves are logged in {labeler.log_path}"
     print(summary)
     return 1 if failures and not moves else 0
-
-
-def _dataset_of(path: Path) -> Path:
-    """A dataset folder as given, or the dataset a run folder was trained on."""
-    from fgdesk.config import RunConfig
-    from fgdesk.train import runs
-
-    config_file = path / runs.CONFIG_FILE
-    if config_file.is_file():
-        data = RunConfig.load(config_file).data.path
-        if not data:
-            raise CLIError(f"the run {path} does not record a dataset folder (data.path is empty)")
-        return Path(data)
-    return path
 
 
 def _csv_error_rows(path: Path) -> int:

@@ -3,7 +3,7 @@
 
     python scripts/screenshots.py [--out docs/screenshots] [--epochs 6]
 
-Writes browser.png, training_running.png, training_done.png and inspect.png. With no
+Writes browser.png, training_running.png, training_done.png, inspect.png and labelling.png. With no
 DISPLAY it starts Xvfb when it is installed (the Qt xcb plug-in needs a few Debian
 packages; the script says which are missing), and falls back to Qt's offscreen platform
 otherwise. Everything it creates (demo set, run, thumbnails) lives in a temporary
@@ -168,6 +168,18 @@ def take_screenshots(out: Path, epochs: int) -> int:
     wait(lambda: not training.classifier_running(), "the classifier")
     save("training_done")
 
+    # Images still to label, as a lab would add them after the run: unlabeled/ beside the classes.
+    import numpy as np
+
+    from fgdesk.data.synthetic import PATTERNS, draw_demo_image
+
+    pool = Path(dataset.index.root) / "unlabeled"
+    pool.mkdir(exist_ok=True)
+    patterns = list(PATTERNS)[:len(dataset.index.classes)]
+    for j in range(40):
+        image, _box = draw_demo_image(np.random.default_rng([7, 1 << 21, j]), PATTERNS[patterns[j % len(patterns)]], 112)
+        image.save(pool / f"field_{j:03d}.png")
+
     # 3. Inspection of a few test images with their heatmaps.
     inspect = window.inspect_view
     window.open_run_in_inspect(run_dir)
@@ -178,6 +190,16 @@ def take_screenshots(out: Path, epochs: int) -> int:
     wait(lambda: len(inspect.results()) == len(samples), "predictions")
     inspect.image_list.setCurrentRow(1)
     save("inspect")
+
+    # 4. What to label next, labelled in place: the prediction fills the class box.
+    inspect.clear_images()
+    inspect.suggest_images_to_label(count=8)
+    wait(lambda: inspect._suggest_task is None and len(inspect.results()) == 8, "suggestions")
+    inspect.image_list.setCurrentRow(0)
+    wait(lambda: inspect.label_panel.isVisible(), "the label panel", 30)
+    inspect.label_as_rank(1)
+    wait(lambda: inspect._label_task is None, "the label", 30)
+    save("labelling")
 
     window.close()
     return 0

@@ -194,3 +194,22 @@ def test_a_filled_in_table_labels_its_rows_and_reports_bad_ones(flat, tmp_path):
     bad.write_text("file,klass\nx,y\n")
     with pytest.raises(LabelingError, match="'path' column"):
         apply_label_table(labeler, bad)
+
+
+def test_a_symbolic_link_moves_as_a_link_still_aimed_at_its_file(flat, tmp_path):
+    store = _image(tmp_path / "raw-store" / "deep" / "z.png", (7, 7, 7))
+    relative_link = flat / "unlabeled" / "z.png"
+    absolute_link = flat / "unlabeled" / "cam2" / "w.png"
+    try:
+        relative_link.symlink_to(os.path.relpath(store, relative_link.parent))
+        absolute_link.symlink_to(store)
+    except (OSError, NotImplementedError):
+        pytest.skip("symbolic links are not available here")
+    labeler = DatasetLabeler(flat)
+    for link in (relative_link, absolute_link):
+        move = labeler.assign(link, "a")
+        assert move.target.is_symlink() and move.target.resolve() == store.resolve()
+        assert move.target.read_bytes() == store.read_bytes() and not os.path.lexists(link)
+        labeler.undo(move)
+        assert link.is_symlink() and link.resolve() == store.resolve()
+    assert store.is_file()

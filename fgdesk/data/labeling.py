@@ -83,6 +83,7 @@ class DatasetLabeler:
                 elif parent != root or name.lower() not in _SPLIT_FOLDER_NAMES:
                     names.add(name)
         self.classes = sorted(names)
+        self._resolved: dict[Path, Path] = {}
         if not self._unlabeled:
             raise LabelingError(
                 f"{root} has no unlabeled/ folder: put the images still to label in an unlabeled/ folder "
@@ -102,10 +103,12 @@ class DatasetLabeler:
 
     def _unlabeled_folder_of(self, image: Path) -> tuple[Path, Path] | None:
         """(the unlabeled folder holding `image`, the image's path inside it), or None."""
-        resolved = _resolve(image)
+        resolved = _resolve(image.parent) / image.name  # the file itself may be a link to elsewhere
         for folder in self._unlabeled:
+            if folder not in self._resolved:
+                self._resolved[folder] = _resolve(folder)
             try:
-                inside = resolved.relative_to(_resolve(folder))
+                inside = resolved.relative_to(self._resolved[folder])
             except ValueError:
                 continue
             if inside.parts:
@@ -229,6 +232,20 @@ class DatasetLabeler:
             os.fsync(handle.fileno())
 
 
+def dataset_folder(path: str | os.PathLike[str]) -> Path:
+    """A dataset folder as given, or the dataset a run folder (one with config.json) was trained on."""
+    from fgdesk.config import RunConfig
+
+    path = Path(path).expanduser()
+    config_file = path / "config.json"
+    if config_file.is_file():
+        data = RunConfig.load(config_file).data.path
+        if not data:
+            raise LabelingError(f"the run {path} does not record a dataset folder (data.path is empty)")
+        return Path(data)
+    return path
+
+
 # -- a table of labels (the `fgdesk suggest --csv` file with its label column filled in) ----------
 
 
@@ -335,7 +352,19 @@ def _remove_empty(folders: list[Path]) -> None:
 def _move_without_overwrite(source: Path, target: Path) -> None:
     """Move a file; FileExistsError if `target` exists. A hard link claims the name atomically;
     where links are not possible (FAT, some shares, another disk) the file is copied in full
-    under a temporary name first, so an interruption never leaves a half-written image."""
+    under a temporary name first, so an interruption never leaves a half-written image.
+    A symbolic link moves as a link (still pointing at the same file), never as a copy."""
+    if source.is_symlink():
+        pointee = os.readlink(source)
+        if not os.path.isabs(pointee):  # relative links must be re-aimed from their new folder
+            pointee = os.path.relpath(os.path.join(source.parent, pointee), target.parent)
+        os.symlink(pointee, target)  # FileExistsError if taken
+        try:
+            os.unlink(source)
+        except OSError:
+            os.unlink(target)
+            raise
+        return
     try:
         os.link(source, target)
     except FileExistsError:

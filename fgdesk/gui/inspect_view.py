@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QListView,
     QListWidget,
     QListWidgetItem,
+    QMessageBox,
     QProgressBar,
     QPushButton,
     QSizePolicy,
@@ -37,6 +38,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from fgdesk.data.layouts import UNLABELED_FOLDER_NAMES
 from fgdesk.gui import workers
 from fgdesk.gui.qtutil import (
     IMAGE_SUFFIXES,
@@ -189,6 +191,8 @@ class _Entry:
     source: Any  # path string or PIL image
     result: InspectResult | None = None
     state: str = "queued"  # queued | running | done | failed
+    labelled: Any = None  # the LabelMove that gave it a label in this session
+    in_pool: bool | None = None  # in the run's dataset's unlabeled/ folder (None: not yet asked)
 
 
 class _LayerPanel(QWidget):
@@ -215,6 +219,7 @@ class InspectView(QWidget):
 
     status_message = Signal(str)
     run_chosen = Signal(str)
+    labels_changed = Signal(str)  # a dataset's root: images moved into or out of its class folders
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -240,6 +245,11 @@ class InspectView(QWidget):
         self._csv_task = None
         self._suggest_task = None
         self.last_suggestions: list = []
+        self._labeler = None  # fgdesk.data.labeling.DatasetLabeler of the run's dataset, when it takes labels
+        self._labeler_generation = 0
+        self._label_task = None
+        self.label_history: list = []  # (entry key, LabelMove, DatasetLabeler), oldest first: what Undo takes back
+        self._label_text_for: tuple[int, bool] | None = None  # (entry, whether the guess filled the box)
         self._pending_run: str | None = None
         self._active_run: str | None = None
         self._colormaps: tuple[str, ...] = DEFAULT_COLORMAPS
@@ -279,6 +289,15 @@ class InspectView(QWidget):
         paste = QShortcut(QKeySequence(QKeySequence.StandardKey.Paste), self)
         paste.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
         paste.activated.connect(self.paste_from_clipboard)
+        for keys, slot in (("Ctrl+Return", self.label_current), ("Ctrl+Enter", self.label_current),
+                           ("Ctrl+Z", self.undo_last_label)):
+            shortcut = QShortcut(QKeySequence(keys), self)
+            shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            shortcut.activated.connect(slot)
+        for rank in range(1, 6):  # 1-5: label as the prediction's class of that rank
+            shortcut = QShortcut(QKeySequence(str(rank)), self)
+            shortcut.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            shortcut.activated.connect(lambda r=rank: self.label_as_rank(r))
         self._update_hint()
 
     # ================================================================== building
@@ -457,6 +476,8 @@ class InspectView(QWidget):
             self.neighbour_grid.addWidget(tile, i // 2, i % 2)
             self.neighbour_tiles.append((canvas, caption))
         right.body.addLayout(self.neighbour_grid)
+        right.body.addSpacing(10)
+        right.body.addWidget(self._build_label_panel())
         right.body.addStretch(1)
         splitter.addWidget(right)
         splitter.setStretchFactor(0, 0)
@@ -465,6 +486,46 @@ class InspectView(QWidget):
         splitter.setSizes([200, 660, 270])
         self.splitter = splitter
         return splitter
+
+    def _build_label_panel(self) -> QWidget:
+        """Shown for images of the run's dataset's unlabeled/ folder: give one a class here.
+        Kept to three short rows, so the neighbours above keep their room."""
+        self.label_panel = QWidget()
+        column = QVBoxLayout(self.label_panel)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.setSpacing(4)
+        head = QHBoxLayout()
+        title = QLabel("Label this image")
+        title.setObjectName("Subtitle")
+        title.setToolTip("Labelling moves the image into its class folder; train the classifier again to use it. "
+                         "Keys 1-5 label it as the prediction of that rank, Ctrl+Z undoes.")
+        head.addWidget(title, 1)
+        self.undo_label_button = QPushButton("Undo")
+        self.undo_label_button.setToolTip("Move the image labelled last back to unlabeled/ (Ctrl+Z)")
+        self.undo_label_button.clicked.connect(lambda: self.undo_last_label())
+        head.addWidget(self.undo_label_button)
+        column.addLayout(head)
+        row = QHBoxLayout()
+        row.setSpacing(6)
+        self.label_combo = QComboBox()
+        self.label_combo.setEditable(True)
+        self.label_combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+        self.label_combo.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        self.label_combo.setToolTip("The image's class: one of the dataset's classes, or type a new one")
+        self.label_combo.lineEdit().returnPressed.connect(self.label_current)
+        row.addWidget(self.label_combo, 1)
+        self.label_button = QPushButton("Label")
+        self.label_button.setObjectName("Primary")
+        self.label_button.setToolTip("Move the image into this class's folder (Enter; keys 1-5 label it as the "
+                                     "predicted class of that rank)")
+        self.label_button.clicked.connect(lambda: self.label_current())
+        row.addWidget(self.label_button)
+        column.addLayout(row)
+        self.label_note = muted_label("", wrap=False)
+        self.label_note.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+        column.addWidget(self.label_note)
+        self.label_panel.hide()
+        return self.label_panel
 
     def _build_csv_strip(self) -> QWidget:
         self.csv_strip = Card(margins=8)
@@ -533,6 +594,7 @@ class InspectView(QWidget):
         if run:
             self.model_state.setText("")
             self.run_chosen.emit(run)
+        self._open_labeler(run)
         for entry in self._entries:
             entry.result = None
             entry.state = "queued"
@@ -577,6 +639,7 @@ class InspectView(QWidget):
                 return
             self.last_suggestions = suggestions
             if suggestions:
+                self._look_for_labels_again()
                 self.add_images([(s.path, s.path) for s in suggestions])
                 self.status_message.emit(
                     f"Added {len(suggestions)} images worth labelling, most useful first: move each into its "
@@ -601,6 +664,202 @@ class InspectView(QWidget):
         )
         self._update_hint()
         return True
+
+    # ================================================================== giving labels
+    def _open_labeler(self, run: str | None) -> None:
+        """Find out, off the GUI thread, whether the run's dataset takes labels (class folders
+        plus unlabeled/); the label panel appears only then."""
+        self._labeler = None
+        self._labeler_generation += 1
+        generation = self._labeler_generation
+        for entry in self._entries:
+            entry.in_pool = None
+        self._update_label_panel()
+        if run is None:
+            return
+
+        def open_labeler(_ctx):
+            labeling = workers.core("fgdesk.data.labeling")
+            try:
+                return labeling.DatasetLabeler(labeling.dataset_folder(run))
+            except labeling.LabelingError as exc:  # CUB, no unlabeled/ folder yet…: no panel
+                log.debug("labels cannot be given for run %s: %s", run, exc)
+                return None
+
+        def opened(labeler) -> None:
+            if generation == self._labeler_generation:
+                self._labeler = labeler
+                for entry in self._entries:
+                    entry.in_pool = None
+                self._reset_label_choices()
+                self._update_label_panel()
+
+        self._general.start(open_labeler, on_done=opened,
+                            on_failed=lambda message, _details: log.warning("cannot open the dataset for labels: %s", message),
+                            name="open the dataset for labels")
+
+    def _look_for_labels_again(self) -> None:
+        """An unlabeled/ folder may have appeared since the run was chosen."""
+        if self._labeler is None and self.current_run() is not None:
+            self._open_labeler(self.current_run())
+
+    def _reset_label_choices(self) -> None:
+        if self._labeler is None:
+            return
+        text = self.label_combo.currentText()
+        self.label_combo.blockSignals(True)
+        self.label_combo.clear()
+        self.label_combo.addItems(self._labeler.classes)
+        self.label_combo.setEditText(text)
+        self.label_combo.blockSignals(False)
+
+    def _in_pool(self, entry: _Entry | None) -> bool:
+        if entry is None or self._labeler is None or not isinstance(entry.source, str):
+            return False
+        if entry.in_pool is None:
+            entry.in_pool = self._labeler.is_unlabeled(entry.source)
+        return entry.in_pool
+
+    def _update_label_panel(self) -> None:
+        entry = self._current
+        labelled = entry is not None and entry.labelled is not None
+        self.label_panel.setVisible(self._labeler is not None and (labelled or self._in_pool(entry)))
+        self.undo_label_button.setEnabled(bool(self.label_history) and self._label_task is None)
+        self._fill_neighbours(entry.result if entry is not None else None)  # four of them beside the panel
+        if self.label_panel.isHidden():
+            return
+        busy = self._label_task is not None
+        self.label_combo.setEnabled(not labelled and not busy)
+        self.label_button.setEnabled(not labelled and not busy)
+        if labelled:
+            move = entry.labelled
+            self.label_combo.setEditText(move.class_name)
+            self.label_note.setText(f"Moved to {self._shown_path(move.target)}")
+            self.label_note.setToolTip(str(move.target))
+            return
+        topk = list(getattr(entry.result.prediction, "topk", None) or []) if entry.result and entry.result.prediction else []
+        guess = next((name for name, _ in topk if name in self._labeler.classes), "")
+        # The prediction fills the box once per image; what the user types stays.
+        if self._label_text_for is None or self._label_text_for[0] != entry.key or (guess and not self._label_text_for[1]):
+            self.label_combo.setEditText(guess)
+            self._label_text_for = (entry.key, bool(guess))
+        self.label_note.setText("Keys 1-5: the prediction of that rank")
+        self.label_note.setToolTip("")
+
+    def _shown_path(self, path) -> str:
+        try:
+            return Path(path).relative_to(self._labeler.root).as_posix()
+        except (ValueError, AttributeError):
+            return str(path)
+
+    def confirm_new_class(self, name: str) -> bool:
+        answer = QMessageBox.question(
+            self, "New class", f"The dataset has no class \u201c{name}\u201d. Make a class folder for it?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def label_as_rank(self, rank: int) -> bool:
+        entry = self._current
+        topk = list(getattr(entry.result.prediction, "topk", None) or []) if entry and entry.result and entry.result.prediction else []
+        if rank > len(topk):
+            return False
+        return self.label_current(topk[rank - 1][0])
+
+    def label_current(self, class_name: str | None = None) -> bool:
+        """Give the shown image a class: its file moves into that class's folder (off the GUI
+        thread), the list moves on to the next unlabeled image, and Undo can take it back."""
+        entry, labeler = self._current, self._labeler
+        if entry is None or entry.labelled is not None or not self._in_pool(entry) or self._label_task is not None:
+            return False
+        LabelingError = workers.core("fgdesk.data.labeling").LabelingError
+        name = (self.label_combo.currentText() if class_name is None else class_name).strip()
+        try:
+            name = labeler.check_class_name(name, allow_new=True)
+        except LabelingError as exc:
+            self.status_message.emit(f"Cannot label as that: {exc}")
+            return False
+        allow_new = name not in labeler.classes
+        if allow_new and not self.confirm_new_class(name):
+            return False
+        source, key = entry.source, entry.key
+        self._label_task = self._general.start(
+            lambda ctx: labeler.assign(source, name, allow_new=allow_new),
+            on_done=lambda move: self._on_labelled(key, move, labeler),
+            on_failed=self._on_label_failed, name="label image",
+        )
+        self._update_label_panel()
+        return True
+
+    def _on_labelled(self, key: int, move, labeler) -> None:
+        self._label_task = None
+        self.label_history.append((key, move, labeler))
+        self._reset_label_choices()
+        entry = self._entry(key)
+        if entry is not None:
+            self._move_entry(entry, str(move.target))
+            entry.labelled = move
+            self._set_item_text(entry)
+        self.labels_changed.emit(str(labeler.root))
+        self.status_message.emit(
+            f"Labelled {Path(move.target).name} as {move.class_name} ({len(self.label_history)} this session): "
+            "train the classifier again on the Train page to use the new labels")
+        following = self._next_unlabeled(entry)
+        if following is not None:
+            self.image_list.setCurrentItem(self._items[following.key])
+        elif self._current is not None:
+            self._show_entry(self._current)
+
+    def _on_label_failed(self, message: str, details: str) -> None:
+        self._label_task = None
+        self._update_label_panel()
+        self.last_error_box = show_error(self, "Cannot label this image", message,
+                                         details if "Traceback" in details and "LabelingError" not in details else "")
+
+    def _next_unlabeled(self, after: _Entry | None) -> _Entry | None:
+        start = self._entries.index(after) + 1 if after in self._entries else 0
+        for entry in self._entries[start:] + self._entries[:start]:
+            if entry.labelled is None and self._in_pool(entry):
+                return entry
+        return None
+
+    def _move_entry(self, entry: _Entry, path: str) -> None:
+        """The entry's file now lives at `path`: its name and source follow it."""
+        sharing = self._sources_by_name.get(Path(entry.name).name)
+        if sharing is not None:
+            sharing.discard(entry.name)
+        entry.name = entry.source = path
+        self._sources_by_name.setdefault(Path(path).name, set()).add(path)
+        item = self._items.get(entry.key)
+        if item is not None:
+            item.setToolTip(path)
+
+    def undo_last_label(self) -> bool:
+        """Move the image labelled last back to unlabeled/."""
+        if not self.label_history or self._label_task is not None:
+            return False
+        key, move, labeler = self.label_history[-1]
+        self._label_task = self._general.start(
+            lambda ctx: labeler.undo(move), on_done=lambda _path: self._on_unlabelled(key, move, labeler),
+            on_failed=self._on_label_failed, name="undo label",
+        )
+        self._update_label_panel()
+        return True
+
+    def _on_unlabelled(self, key: int, move, labeler) -> None:
+        self._label_task = None
+        self.label_history.pop()
+        entry = self._entry(key)
+        if entry is not None:
+            self._move_entry(entry, str(move.source))
+            entry.labelled = None
+            entry.in_pool = True
+            self._set_item_text(entry)
+            self._label_text_for = None
+            self.image_list.setCurrentItem(self._items[key])
+        self.labels_changed.emit(str(labeler.root))
+        self.status_message.emit(f"Moved {Path(move.source).name} back to {self._shown_path(move.source.parent)}")
+        if self._current is not None:
+            self._show_entry(self._current)
 
     # ================================================================== adding images
     def choose_files(self) -> None:
@@ -685,6 +944,9 @@ class InspectView(QWidget):
         if new_clash:
             for entry in self._entries:
                 self._set_item_text(entry)
+        if any(isinstance(source, str) and any(part.lower() in UNLABELED_FOLDER_NAMES for part in Path(source).parts)
+               for _name, source in items):
+            self._look_for_labels_again()
         self.body.setCurrentIndex(1)
         if first_new is not None:
             self.image_list.setCurrentItem(first_new)
@@ -797,6 +1059,8 @@ class InspectView(QWidget):
 
     def _item_text(self, entry: _Entry) -> str:
         name = self._display_name(entry)
+        if entry.labelled is not None:
+            return f"{name}\n\u2713 {entry.labelled.class_name}"
         if entry.state == "done" and entry.result and entry.result.prediction is not None:
             topk = getattr(entry.result.prediction, "topk", None) or []
             if topk:
@@ -833,6 +1097,7 @@ class InspectView(QWidget):
             self._show_entry(entry)
 
     def _show_entry(self, entry: _Entry) -> None:
+        self._update_label_panel()
         name = self._display_name(entry)
         self.image_title.setText(name)
         self.image_subtitle.setText(entry.name if name != entry.name else "")
@@ -875,6 +1140,8 @@ class InspectView(QWidget):
 
     def _fill_neighbours(self, result: InspectResult | None) -> None:
         neighbours = list(getattr(result.prediction, "neighbours", None) or []) if result and result.prediction else []
+        if not self.label_panel.isHidden():  # the label panel takes the last row's room
+            neighbours = neighbours[:4]
         for i, (canvas, caption) in enumerate(self.neighbour_tiles):
             if i < len(neighbours):
                 path, label, similarity = neighbours[i]

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import sys
 from pathlib import Path
@@ -56,6 +57,7 @@ class MainWindow(QMainWindow):
         self.environment: dict[str, str] = {}
         self.about_box: QMessageBox | None = None
         self._close_after_stop = False
+        self._stale_dataset: str | None = None  # labels given in Inspect moved files of the open dataset
         self._worker_done = False
         self._runner = workers.TaskRunner(parent=self)
         self._app_icon = app_icon or QIcon()
@@ -180,6 +182,8 @@ class MainWindow(QMainWindow):
         self.training_view.run_ended.connect(lambda _event: self.inspect_view.refresh_runs())
         self.inspect_view.status_message.connect(self.show_message)
         self.inspect_view.run_chosen.connect(self._remember_run)
+        self.inspect_view.labels_changed.connect(self._on_labels_changed)
+        self.nav.currentRowChanged.connect(lambda _row: self._reload_stale_dataset())
 
     # ================================================================== pages
     def show_page(self, page: str) -> None:
@@ -213,6 +217,20 @@ class MainWindow(QMainWindow):
         self._refresh_recent_menus()
         self.training_view.set_dataset(index)
         self.setWindowTitle(f"fgdesk — {Path(index.root).name}")
+
+    def _on_labels_changed(self, root: str) -> None:
+        """Files moved in the open dataset: index it again, once, when its pages are next shown
+        (labelling many images in a row must not re-index after each one)."""
+        index = self.dataset_view.index
+        if index is None or os.path.realpath(index.root) != os.path.realpath(root):
+            return
+        self._stale_dataset = str(index.root)
+        self._reload_stale_dataset()
+
+    def _reload_stale_dataset(self) -> None:
+        if self._stale_dataset is not None and self.current_page() != "inspect":
+            root, self._stale_dataset = self._stale_dataset, None
+            self.dataset_view.load_dataset(root)
 
     def _first_run_offer(self) -> None:
         """On first launch the welcome page leads with the one-click demo dataset."""

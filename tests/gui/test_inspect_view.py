@@ -170,22 +170,59 @@ def test_suggest_what_to_label_adds_unlabeled_images_or_says_why_not(inspect, qt
     # The same run pointed at a copy with unlabeled images.
     data = tmp_path / "with-unlabeled"
     shutil.copytree(demo_set, data)
-    (data / "unlabeled").mkdir()
-    for k, image in enumerate(sorted((demo_set / "test").rglob("*.png"))):
-        shutil.copy(image, data / "unlabeled" / f"u{k:02d}.png")
     run = tmp_path / "run-copy"
     shutil.copytree(trained_run, run)
     config = json.loads((run / "config.json").read_text())
     config["data"]["path"] = str(data)
     (run / "config.json").write_text(json.dumps(config))
     view.set_run(run)
-    qtbot.waitUntil(lambda: view.current_run() == str(run), timeout=10_000)
+    qtbot.waitUntil(lambda: view.current_run() == str(run) and not view._general.busy(), timeout=10_000)
+    assert view._labeler is None  # no unlabeled/ folder yet: nothing to label
+    (data / "unlabeled").mkdir()  # made while the run is shown: found when its images arrive
+    for k, image in enumerate(sorted((demo_set / "test").rglob("*.png"))):
+        shutil.copy(image, data / "unlabeled" / f"u{k:02d}.png")
     view.clear_images()
     assert view.suggest_images_to_label(count=3)
     assert not view.suggest_button.isEnabled()
     qtbot.waitUntil(lambda: view._suggest_task is None, timeout=120_000)
     assert [Path(s.path).parent.name for s in view.last_suggestions] == ["unlabeled"] * 3
     assert view.image_list.count() == 3 and view.suggest_button.isEnabled()
+
+    # Labelling them here: each file moves into train/CLASS, the list goes on to the next image,
+    # and Undo puts the last one back. The open dataset is indexed again when its page shows.
+    window = view.window()
+    window.dataset_view.load_dataset(data)
+    qtbot.waitUntil(lambda: window.dataset_view.index is not None and not window.dataset_view.is_loading(), timeout=30_000)
+    unlabeled_before = len(window.dataset_view.index.split("unlabeled"))
+    window.show_page("inspect")
+    view.image_list.setCurrentRow(0)
+    qtbot.waitUntil(lambda: view.label_panel.isVisible() and view.current_result is not None, timeout=120_000)
+    first = view._current
+    source = Path(first.source)
+    predicted = first.result.prediction.topk[0][0]
+    assert view.label_combo.currentText() == predicted
+    assert view.label_as_rank(1)
+    qtbot.waitUntil(lambda: view._label_task is None, timeout=10_000)
+    target = data / "train" / predicted / source.name
+    assert target.is_file() and not source.exists() and first.source == str(target)
+    assert view._items[first.key].text().endswith(f"\u2713 {predicted}")
+    assert view._current is not first and view.label_panel.isVisible()  # on to the next image
+    second = view._current
+    view.confirm_new_class = lambda name: name == "class_new"
+    view.label_combo.setEditText("class_new")
+    assert view.label_current()
+    qtbot.waitUntil(lambda: view._label_task is None, timeout=10_000)
+    assert (data / "train" / "class_new" / Path(second.name).name).is_file()
+    assert len(view.label_history) == 2 and "class_new" in [view.label_combo.itemText(i) for i in range(view.label_combo.count())]
+    assert view.undo_last_label()
+    qtbot.waitUntil(lambda: view._label_task is None, timeout=10_000)
+    assert not (data / "train" / "class_new").exists() and Path(second.source).parent == data / "unlabeled"
+    assert view._current is second and second.labelled is None and view.label_button.isEnabled()
+    assert window._stale_dataset == str(data)  # not indexed again while Inspect shows
+    window.show_page("dataset")
+    qtbot.waitUntil(lambda: window._stale_dataset is None and not window.dataset_view.is_loading(), timeout=30_000)
+    qtbot.waitUntil(lambda: len(window.dataset_view.index.split("unlabeled")) == unlabeled_before - 1, timeout=30_000)
+    window.show_page("inspect")
     # Cleared before the answer came: the work stops and nothing lands in the emptied list.
     view.clear_images()
     view.last_suggestions, view.last_error_box = [], None
