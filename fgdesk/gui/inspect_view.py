@@ -108,11 +108,18 @@ class PredictorCache:
         self._lock = threading.Lock()
         self._run: str | None = None
         self._predictor = None
+        self._stale = False  # set from any thread: the next get() loads the run again
         self.colormaps: tuple[str, ...] = DEFAULT_COLORMAPS
+
+    def invalidate(self) -> None:
+        """The run's classifier or labels changed: load it afresh on the next prediction.
+        Takes no lock, so the GUI thread never waits for a model being loaded."""
+        self._stale = True
 
     def get(self, run_dir: str, on_progress=None):
         with self._lock:
-            if self._run != run_dir or self._predictor is None:
+            if self._run != run_dir or self._predictor is None or self._stale:
+                self._stale = False
                 COLORMAPS = workers.core("fgdesk.infer.overlay").COLORMAPS
                 Predictor = workers.core("fgdesk.infer.predictor").Predictor
                 self._predictor = None  # free the previous model first
@@ -220,6 +227,7 @@ class InspectView(QWidget):
     status_message = Signal(str)
     run_chosen = Signal(str)
     labels_changed = Signal(str)  # a dataset's root: images moved into or out of its class folders
+    classifier_refitted = Signal(str)  # run folder whose classifier.pt the Refit button rewrote
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -250,6 +258,8 @@ class InspectView(QWidget):
         self._label_task = None
         self.label_history: list = []  # (entry key, LabelMove, DatasetLabeler), oldest first: what Undo takes back
         self._label_text_for: tuple[int, bool] | None = None  # (entry, whether the guess filled the box)
+        self.labels_since_fit = 0  # labels given here since the run's classifier was last fitted
+        self._refit_task = None
         self._pending_run: str | None = None
         self._active_run: str | None = None
         self._colormaps: tuple[str, ...] = DEFAULT_COLORMAPS
@@ -521,9 +531,16 @@ class InspectView(QWidget):
         self.label_button.clicked.connect(lambda: self.label_current())
         row.addWidget(self.label_button)
         column.addLayout(row)
+        foot = QHBoxLayout()
         self.label_note = muted_label("", wrap=False)
         self.label_note.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
-        column.addWidget(self.label_note)
+        foot.addWidget(self.label_note, 1)
+        self.refit_button = QPushButton("Refit classifier")
+        self.refit_button.setToolTip("Fit the run's classifier again with the labels given, then classify these "
+                                     "images again (only the newly labelled images are embedded)")
+        self.refit_button.clicked.connect(lambda: self.refit_classifier())
+        foot.addWidget(self.refit_button)
+        column.addLayout(foot)
         self.label_panel.hide()
         return self.label_panel
 
@@ -725,6 +742,8 @@ class InspectView(QWidget):
         labelled = entry is not None and entry.labelled is not None
         self.label_panel.setVisible(self._labeler is not None and (labelled or self._in_pool(entry)))
         self.undo_label_button.setEnabled(bool(self.label_history) and self._label_task is None)
+        self.refit_button.setEnabled(self.labels_since_fit > 0 and self._refit_task is None)
+        self.refit_button.setText(f"Refit classifier ({self.labels_since_fit})" if self.labels_since_fit else "Refit classifier")
         self._fill_neighbours(entry.result if entry is not None else None)  # four of them beside the panel
         if self.label_panel.isHidden():
             return
@@ -793,6 +812,7 @@ class InspectView(QWidget):
     def _on_labelled(self, key: int, move, labeler) -> None:
         self._label_task = None
         self.label_history.append((key, move, labeler))
+        self.labels_since_fit += 1
         self._reset_label_choices()
         entry = self._entry(key)
         if entry is not None:
@@ -802,7 +822,7 @@ class InspectView(QWidget):
         self.labels_changed.emit(str(labeler.root))
         self.status_message.emit(
             f"Labelled {Path(move.target).name} as {move.class_name} ({len(self.label_history)} this session): "
-            "train the classifier again on the Train page to use the new labels")
+            "Refit classifier uses the new labels")
         following = self._next_unlabeled(entry)
         if following is not None:
             self.image_list.setCurrentItem(self._items[following.key])
@@ -848,6 +868,7 @@ class InspectView(QWidget):
     def _on_unlabelled(self, key: int, move, labeler) -> None:
         self._label_task = None
         self.label_history.pop()
+        self.labels_since_fit = max(0, self.labels_since_fit - 1)
         entry = self._entry(key)
         if entry is not None:
             self._move_entry(entry, str(move.source))
@@ -860,6 +881,58 @@ class InspectView(QWidget):
         self.status_message.emit(f"Moved {Path(move.source).name} back to {self._shown_path(move.source.parent)}")
         if self._current is not None:
             self._show_entry(self._current)
+
+    def refit_classifier(self) -> bool:
+        """Fit the run's classifier again with the labels given, on the inference thread (so
+        predictions wait for it, not the GUI), then classify the listed images again."""
+        run = self.current_run()
+        if run is None or self._refit_task is not None:
+            return False
+        generation = self._run_generation
+        cache = self._cache
+
+        def refit(ctx):
+            report = workers.core("fgdesk.evaluate.report").fit_classifier(
+                Path(run), on_progress=lambda stage, fraction: ctx.progress(("preparing", (stage, fraction))))
+            cache.invalidate()
+            return report
+
+        def done(report) -> None:
+            self._refit_task = None
+            self.model_state.setText("")
+            self.labels_since_fit = 0
+            self.status_message.emit(
+                f"Classifier fitted again on {report.num_train:,} labelled images: top-1 {format_percent(report.top1)} "
+                f"on {report.num_test:,} test images")
+            self.classifier_refitted.emit(run)
+            if generation == self._run_generation:
+                self.repredict()
+            self._update_label_panel()
+
+        def failed(message: str, details: str) -> None:
+            self._refit_task = None
+            self.model_state.setText("")
+            self._update_label_panel()
+            self.last_error_box = show_error(self, "Cannot fit the classifier", message,
+                                             details if "Traceback" in details and "EvaluationError" not in details else "")
+
+        def cancelled() -> None:  # another run chosen before it started
+            self._refit_task = None
+            self._update_label_panel()
+
+        self._refit_task = self._runner.start(refit, on_done=done, on_failed=failed, on_cancelled=cancelled,
+                                              on_progress=self._on_predict_progress, name="refit classifier")
+        self.status_message.emit("Fitting the classifier again with the new labels…")
+        self._update_label_panel()
+        return True
+
+    def classifier_changed(self, run_dir: str) -> None:
+        """Another view fitted this run's classifier: use it from the next prediction on."""
+        if run_dir == self.current_run():
+            self._cache.invalidate()
+            self.labels_since_fit = 0
+            self._update_label_panel()
+            self.repredict()
 
     # ================================================================== adding images
     def choose_files(self) -> None:

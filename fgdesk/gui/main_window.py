@@ -183,6 +183,8 @@ class MainWindow(QMainWindow):
         self.inspect_view.status_message.connect(self.show_message)
         self.inspect_view.run_chosen.connect(self._remember_run)
         self.inspect_view.labels_changed.connect(self._on_labels_changed)
+        self.training_view.classifier_trained.connect(self.inspect_view.classifier_changed)
+        self.inspect_view.classifier_refitted.connect(lambda _run: self.training_view.refresh_runs())
         self.nav.currentRowChanged.connect(lambda _row: self._reload_stale_dataset())
 
     # ================================================================== pages

@@ -189,6 +189,7 @@ class TrainingView(QWidget):
     run_started = Signal(str)
     run_ended = Signal(object)  # FinishedEvent, FailedEvent or WorkerFailure
     status_message = Signal(str)
+    classifier_trained = Signal(str)  # run folder whose classifier.pt was just written
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -1059,7 +1060,7 @@ class TrainingView(QWidget):
         self.status_message.emit(f"Fitting a linear classifier on {Path(run_dir).name}…")
         self._classifier_task = self._runner.start(
             lambda ctx: workers.fit_classifier(run_dir, ctx),
-            on_done=self._on_classifier_done,
+            on_done=lambda report: self._on_classifier_done(report, run_dir),
             on_failed=self._on_classifier_failed,
             on_progress=self._on_classifier_progress,
             name="fit classifier",
@@ -1074,7 +1075,7 @@ class TrainingView(QWidget):
         self.classifier_progress.setFormat(f"{str(stage).capitalize()}… %p%")
         self.classifier_progress.setValue(int(round(100 * max(0.0, min(1.0, fraction)))))
 
-    def _on_classifier_done(self, report) -> None:
+    def _on_classifier_done(self, report, run_dir: str) -> None:
         self._classifier_task = None
         self.classifier_report = report
         self.classifier_progress.hide()
@@ -1085,6 +1086,7 @@ class TrainingView(QWidget):
         self.status_message.emit(f"Classifier trained: top-1 {format_percent(report.top1)}, top-5 {format_percent(report.top5)}")
         self._update_buttons()
         self.refresh_runs()
+        self.classifier_trained.emit(run_dir)
 
     def _show_few_labels(self, report) -> None:
         scores = list(getattr(report, "few_labels", []) or [])

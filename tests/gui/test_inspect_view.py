@@ -219,6 +219,18 @@ def test_suggest_what_to_label_adds_unlabeled_images_or_says_why_not(inspect, qt
     assert not (data / "train" / "class_new").exists() and Path(second.source).parent == data / "unlabeled"
     assert view._current is second and second.labelled is None and view.label_button.isEnabled()
     assert window._stale_dataset == str(data)  # not indexed again while Inspect shows
+
+    # Refit: the classifier and the neighbour bank learn the label given; the labelled image,
+    # classified again, is now its own nearest labelled image.
+    assert view.labels_since_fit == 1 and view.refit_button.isEnabled()
+    assert view.refit_classifier()
+    qtbot.waitUntil(lambda: view._refit_task is None, timeout=120_000)
+    assert view.labels_since_fit == 0 and not view.refit_button.isEnabled()
+    qtbot.waitUntil(lambda: first.result is not None and first.state == "done", timeout=120_000)
+    assert first.result.prediction.neighbours[0][0] == str(target)
+    window.training_view.classifier_trained.emit(str(run))  # fitted on the Train page: predictions follow
+    assert first.state in ("queued", "running") or first.result is None
+    qtbot.waitUntil(lambda: first.state == "done", timeout=120_000)
     window.show_page("dataset")
     qtbot.waitUntil(lambda: window._stale_dataset is None and not window.dataset_view.is_loading(), timeout=30_000)
     qtbot.waitUntil(lambda: len(window.dataset_view.index.split("unlabeled")) == unlabeled_before - 1, timeout=30_000)
