@@ -12,10 +12,12 @@ from PySide6.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QHeaderView,
+    QInputDialog,
     QLabel,
     QLineEdit,
     QListWidget,
     QListWidgetItem,
+    QMenu,
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
@@ -77,6 +79,7 @@ class DatasetView(QWidget):
 
     dataset_loaded = Signal(object)  # fgdesk.data.DatasetIndex
     status_message = Signal(str)
+    labels_changed = Signal(str)  # a dataset's root: images moved into or out of its class folders
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -84,6 +87,11 @@ class DatasetView(QWidget):
         self.index = None
         self.summary = None
         self._runner = workers.TaskRunner(parent=self)
+        self._label_runner = workers.TaskRunner(parent=self)  # file moves; loading has its own runner
+        self.labeler = None  # fgdesk.data.labeling.DatasetLabeler when the open dataset takes labels
+        self.last_label_batch: list = []  # the LabelMoves of the last "Label … as", for undo
+        self._label_task = None
+        self.last_error_box = None
         self._loading_path: str | None = None
         self._preview_generation = 0
         self._load_generation = 0  # bumped by each folder asked for; older results are dropped
@@ -219,6 +227,8 @@ class DatasetView(QWidget):
         self.thumbnail_view = ThumbnailView()
         self.thumbnail_view.setModel(self.thumbnail_model)
         self.thumbnail_view.selectionModel().currentChanged.connect(self._show_preview)
+        self.thumbnail_view.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.thumbnail_view.customContextMenuRequested.connect(self._thumbnail_menu)
         self.thumbnail_view.setStyleSheet("QListView { border: none; }")
         centre.body.addWidget(self.thumbnail_view, 1)
         self.showing_label = muted_label(wrap=False)
@@ -311,11 +321,15 @@ class DatasetView(QWidget):
             name="make demo dataset",
         )
 
-    def load_dataset(self, path: str | Path, layout: str = "auto") -> None:
-        """Index `path` on a worker thread; the browser shows it when done."""
+    def load_dataset(self, path: str | Path, layout: str = "auto", refresh: bool = False) -> None:
+        """Index `path` on a worker thread; the browser shows it when done. `refresh` keeps the
+        browser on screen meanwhile (the same folder again, after labels moved files)."""
         path = str(path)
-        self._show_loading(path, f"Reading {path}")
-        self.status_message.emit(f"Reading {path}…")
+        if refresh and self.index is not None:
+            self.status_message.emit(f"Updating {Path(path).name}…")
+        else:
+            self._show_loading(path, f"Reading {path}")
+            self.status_message.emit(f"Reading {path}…")
         # Only the folder asked for last may show: a slow index of an earlier one is dropped.
         self._load_generation += 1
         generation = self._load_generation
@@ -345,6 +359,9 @@ class DatasetView(QWidget):
         show_error(self, "Cannot open this dataset", message, details if "Traceback" in details else "")
 
     def _on_loaded(self, loaded: workers.LoadedDataset) -> None:
+        same_folder = self.index is not None and str(self.index.root) == str(loaded.index.root)
+        keep = self._view_state() if same_folder else None  # reopened after labelling: stay where the user was
+        self.labeler = loaded.labeler
         self.index = loaded.index
         self.summary = loaded.summary
         index, summary = loaded.index, loaded.summary
@@ -369,6 +386,138 @@ class DatasetView(QWidget):
         self.dataset_loaded.emit(index)
         if self.thumbnail_model.rowCount():
             self.thumbnail_view.setCurrentIndex(self.thumbnail_model.index(0, 0))
+        if keep is not None:
+            self._restore_view_state(keep)
+
+    def _view_state(self) -> tuple[str | None, str | None, int]:
+        item = self.class_tree.currentItem()
+        name = item.text(0) if item is not None and item.data(0, Qt.ItemDataRole.UserRole) is not None else None
+        return name, self.split_combo.currentData(), self.thumbnail_view.currentIndex().row()
+
+    def _restore_view_state(self, state: tuple[str | None, str | None, int]) -> None:
+        name, split, row = state
+        for position in range(self.class_tree.topLevelItemCount()):
+            item = self.class_tree.topLevelItem(position)
+            if name is not None and item.text(0) == name:
+                self.class_tree.blockSignals(True)
+                self.class_tree.setCurrentItem(item)
+                self.class_tree.blockSignals(False)
+        position = self.split_combo.findData(split)
+        if position >= 0:
+            self.split_combo.blockSignals(True)
+            self.split_combo.setCurrentIndex(position)
+            self.split_combo.blockSignals(False)
+        self._apply_filter()
+        count = self.thumbnail_model.rowCount()
+        if count:
+            self.thumbnail_view.setCurrentIndex(self.thumbnail_model.index(max(0, min(row, count - 1)), 0))
+
+    # ------------------------------------------------------------------ labelling
+    def selected_unlabeled_paths(self) -> list[str]:
+        rows = sorted(index.row() for index in self.thumbnail_view.selectionModel().selectedIndexes())
+        return [str(sample.path) for sample in (self.thumbnail_model.sample_at(row) for row in rows) if sample.label < 0]
+
+    def _thumbnail_menu(self, position) -> None:
+        menu = self.label_menu()
+        if menu.actions():
+            menu.exec(self.thumbnail_view.viewport().mapToGlobal(position))
+
+    def label_menu(self) -> QMenu:
+        """"Label N images as" the dataset's classes (or a new one), and undo of the last labelling."""
+        menu = QMenu(self)
+        if self.labeler is None:
+            return menu
+        chosen = self.selected_unlabeled_paths()
+        if chosen:
+            sub = menu.addMenu(f"Label {len(chosen):,} unlabeled image{'s' if len(chosen) != 1 else ''} as")
+            for name in self.labeler.classes:
+                sub.addAction(name, lambda n=name: self.label_selected(n))
+            sub.addSeparator()
+            sub.addAction("New class…", self._label_as_new_class)
+        if self.last_label_batch:
+            moves = self.last_label_batch
+            menu.addAction(f"Undo labelling {len(moves):,} image{'s' if len(moves) != 1 else ''} as {moves[0].class_name}",
+                           self.undo_last_labels)
+        return menu
+
+    def _label_as_new_class(self) -> None:
+        name, ok = QInputDialog.getText(self, "New class", "Name of the new class (a folder of that name is made):")
+        if ok and name.strip():
+            self.label_selected(name, allow_new=True)
+
+    def label_selected(self, class_name: str, allow_new: bool = False) -> bool:
+        """Move the selected unlabeled images into `class_name`'s folder (off the GUI thread),
+        then index the dataset again, keeping the filter and position."""
+        paths, labeler = self.selected_unlabeled_paths(), self.labeler
+        if not paths or labeler is None or self._label_task is not None:
+            return False
+        LabelingError = workers.core("fgdesk.data.labeling").LabelingError
+        try:
+            labeler.check_class_name(class_name, allow_new=allow_new)
+        except LabelingError as exc:
+            show_error(self, "Cannot label these images", str(exc))
+            return False
+
+        def move_all(_ctx):
+            moves, errors = [], []
+            for path in paths:
+                try:
+                    moves.append(labeler.assign(path, class_name, allow_new=allow_new))
+                except LabelingError as exc:
+                    errors.append(str(exc))
+            return moves, errors
+
+        self._label_task = self._label_runner.start(move_all, on_done=self._on_labelled,
+                                              on_failed=self._on_label_failed, name="label images")
+        self.status_message.emit(f"Labelling {len(paths):,} image(s) as {class_name}…")
+        return True
+
+    def _on_labelled(self, result) -> None:
+        self._label_task = None
+        moves, errors = result
+        if moves:
+            self.last_label_batch = moves
+            self.labels_changed.emit(str(self.labeler.root))
+        where = f" (moved into {Path(moves[0].target).parent.name}/)" if moves else ""
+        text = f"Labelled {len(moves):,} image(s) as {moves[0].class_name}{where}" if moves else "No image was labelled"
+        self.status_message.emit(text + (f"; {len(errors)} could not be" if errors else ""))
+        if errors:
+            self.last_error_box = show_error(self, "Some images could not be labelled", errors[0],
+                                             "\n".join(errors[:200]))
+        if moves:
+            self.load_dataset(self.index.root, refresh=True)
+
+    def _on_label_failed(self, message: str, details: str) -> None:
+        self._label_task = None
+        self.last_error_box = show_error(self, "Cannot label these images", message, details)
+
+    def undo_last_labels(self) -> bool:
+        """Move the images labelled last (one menu action's worth) back to unlabeled/."""
+        moves, labeler = list(self.last_label_batch), self.labeler
+        if not moves or labeler is None or self._label_task is not None:
+            return False
+
+        def undo_all(_ctx):
+            errors = []
+            for move in reversed(moves):
+                try:
+                    labeler.undo(move)
+                except workers.core("fgdesk.data.labeling").LabelingError as exc:
+                    errors.append(str(exc))
+            return [], errors
+
+        def done(result) -> None:
+            self._label_task = None
+            self.last_label_batch = []
+            errors = result[1]
+            self.status_message.emit(f"Moved {len(moves) - len(errors):,} image(s) back to unlabeled/")
+            if errors:
+                self.last_error_box = show_error(self, "Some images could not be moved back", errors[0], "\n".join(errors))
+            self.labels_changed.emit(str(labeler.root))
+            self.load_dataset(self.index.root, refresh=True)
+
+        self._label_task = self._label_runner.start(undo_all, on_done=done, on_failed=self._on_label_failed, name="undo labels")
+        return True
 
     # ------------------------------------------------------------------ filters
     def _present_splits(self, summary) -> list[str]:

@@ -762,7 +762,7 @@ class InspectView(QWidget):
         if self._label_text_for is None or self._label_text_for[0] != entry.key or (guess and not self._label_text_for[1]):
             self.label_combo.setEditText(guess)
             self._label_text_for = (entry.key, bool(guess))
-        self.label_note.setText("Keys 1-5: the prediction of that rank")
+        self.label_note.setText("")  # the keys are in the tooltips; the row keeps Refit's room
         self.label_note.setToolTip("")
 
     def _shown_path(self, path) -> str:

@@ -232,7 +232,7 @@ class MainWindow(QMainWindow):
     def _reload_stale_dataset(self) -> None:
         if self._stale_dataset is not None and self.current_page() != "inspect":
             root, self._stale_dataset = self._stale_dataset, None
-            self.dataset_view.load_dataset(root)
+            self.dataset_view.load_dataset(root, refresh=True)
 
     def _first_run_offer(self) -> None:
         """On first launch the welcome page leads with the one-click demo dataset."""

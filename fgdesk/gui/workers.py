@@ -203,6 +203,7 @@ class LoadedDataset:
     problem_rows: list[tuple[str, str]] = field(default_factory=list)  # (path, reason), files then tiny images
     paths: list[str] = field(default_factory=list)  # str(sample.path), in sample order
     names_lower: list[str] = field(default_factory=list)  # file names, lower case, for the name filter
+    labeler: Any = None  # fgdesk.data.labeling.DatasetLabeler when the dataset takes labels (class folders + unlabeled/)
 
 
 SMALL_IMAGE_SIDE = 32  # images smaller than this on either side are listed as problems
@@ -223,8 +224,15 @@ def prepare_loaded(index: Any) -> LoadedDataset:
         if size and min(size[0], size[1] - index.crop_bottom) < SMALL_IMAGE_SIDE and str(sample.path) not in reported:
             rows.append((str(sample.path), f"very small image ({size[0]}×{size[1] - index.crop_bottom} px)"))
     files = [str(sample.path) for sample in index.samples]
+    labeler = None
+    if index.layout == "folders" and any(sample.label < 0 for sample in index.samples):
+        labeling = core("fgdesk.data.labeling")
+        try:
+            labeler = labeling.DatasetLabeler(index.root)
+        except labeling.LabelingError as exc:
+            log.info("the images of %s cannot be given labels here: %s", index.root, exc)
     return LoadedDataset(index=index, summary=index.summary(), problem_rows=rows, paths=files,
-                         names_lower=[os.path.basename(f).lower() for f in files])
+                         names_lower=[os.path.basename(f).lower() for f in files], labeler=labeler)
 
 
 def make_demo_dataset() -> Path:

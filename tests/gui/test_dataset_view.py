@@ -76,6 +76,47 @@ def test_unlabeled_images_have_their_own_row_and_filter(window, qtbot, tmp_path)
     assert {view.thumbnail_model.sample_at(r).label for r in range(view.thumbnail_model.rowCount())} == {2}
 
 
+def test_selected_unlabeled_images_are_labelled_from_the_grid_and_the_view_stays_put(window, qtbot, tmp_path):
+    from PySide6.QtCore import QItemSelectionModel
+
+    from fgdesk.data.synthetic import make_demo_dataset
+
+    data = make_demo_dataset(tmp_path / "few-labels", num_classes=3, per_class=4, size=48, seed=3, unlabeled=5)
+    view = window.dataset_view
+    load_dataset(qtbot, window, data)
+    assert view.labeler is not None
+    view.class_tree.setCurrentItem(view.class_tree.topLevelItem(view.class_tree.topLevelItemCount() - 1))
+    assert view.thumbnail_model.rowCount() == 5
+    selection = view.thumbnail_view.selectionModel()
+    picked = [str(view.thumbnail_model.sample_at(row).path) for row in (1, 3)]
+    selection.clearSelection()
+    for row in (1, 3):
+        selection.select(view.thumbnail_model.index(row, 0), QItemSelectionModel.SelectionFlag.Select)
+    assert view.selected_unlabeled_paths() == picked
+    menu = view.label_menu()
+    submenu = menu.actions()[0].menu()
+    assert menu.actions()[0].text() == "Label 2 unlabeled images as"
+    assert [a.text() for a in submenu.actions() if a.text()] == ["class_0_circle", "class_1_triangle", "class_2_square", "New class…"]
+
+    submenu.actions()[1].trigger()  # class_1_triangle
+    qtbot.waitUntil(lambda: view._label_task is None and not view.is_loading()
+                    and view.thumbnail_model.rowCount() == 3, timeout=30_000)
+    for path in picked:
+        assert (data / "train" / "class_1_triangle" / Path(path).name).is_file() and not Path(path).exists()
+    # Still on the (unlabeled) row, near the same place, with the class counts updated.
+    assert view.class_tree.currentItem().text(0) == "(unlabeled)" and view.thumbnail_view.currentIndex().row() >= 0
+    assert {view.thumbnail_model.sample_at(r).label for r in range(3)} == {-1}
+    triangle = [view.class_tree.topLevelItem(i) for i in range(view.class_tree.topLevelItemCount())
+                if view.class_tree.topLevelItem(i).text(0) == "class_1_triangle"][0]
+    assert triangle.text(1) == "5"  # 3 train images + the 2 labelled
+
+    assert view.label_menu().actions()[-1].text() == "Undo labelling 2 images as class_1_triangle"
+    assert view.undo_last_labels()
+    qtbot.waitUntil(lambda: view._label_task is None and not view.is_loading()
+                    and view.thumbnail_model.rowCount() == 5, timeout=30_000)
+    assert all(Path(path).is_file() for path in picked) and view.last_label_batch == []
+
+
 def test_preview_shows_the_image_with_its_details(window, qtbot, demo_set):
     view = window.dataset_view
     load_dataset(qtbot, window, demo_set)
