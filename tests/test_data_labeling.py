@@ -58,6 +58,7 @@ def test_label_moves_the_image_into_its_class_folder_and_the_index_sees_it(flat)
     rows = list(csv.DictReader(open(flat / LABEL_LOG, encoding="utf-8")))
     assert [(r["action"], r["class"], r["from"], r["to"]) for r in rows] == [
         ("label", "b", "unlabeled/x.png", "b/x.png"), ("label", "a", "unlabeled/cam2/y.png", "a/cam2/y.png")]
+    assert all(r["time"].endswith("+00:00") and "user" in r for r in rows)
 
 
 def test_undo_puts_the_image_back_and_removes_only_the_folders_the_label_made(flat):

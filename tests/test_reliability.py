@@ -72,6 +72,29 @@ def test_training_skips_and_reports_corrupt_files(messy_data, tmp_path):
     assert broken <= reported
 
 
+def test_labelling_during_a_run_moves_files_it_then_skips_and_reports(tmp_path):
+    """Labels given (files moved) while a run trains on the same folder: the run finishes,
+    and reports the moved files as missing instead of failing."""
+    from fgdesk.data.labeling import DatasetLabeler
+
+    data = make_demo_dataset(tmp_path / "data", num_classes=2, per_class=4, size=48, unlabeled=6)
+    events: list = []
+    moved: list = []
+
+    def label_on_first_step(event):
+        events.append(event)
+        if isinstance(event, StepEvent) and not moved:
+            labeler = DatasetLabeler(data)
+            for image in sorted((data / "unlabeled").iterdir())[:3]:
+                moved.append(str(labeler.assign(image, "class_0_circle").source))
+
+    result = Trainer(small_config(data, **{"schedule.epochs": 2}), run_dir=tmp_path / "run",
+                     on_event=label_on_first_step).run()
+    assert isinstance(result, FinishedEvent)
+    reported = {e.path: e.reason for e in events if isinstance(e, BadImageEvent)}
+    assert len(moved) == 3 and all("not found" in reported.get(path, "") for path in moved)
+
+
 def test_predictor_reports_each_bad_file_and_classifies_the_rest(messy_data, tmp_path):
     from fgdesk.infer.predictor import Predictor
 

@@ -3,7 +3,7 @@
 A label is where the file lives, so labelling moves the file beside its peers and every
 part of fgdesk (the browser, the classifier, the scores) sees it on the next index. Moves
 never overwrite a file, and each one is appended to `fgdesk-labels.csv` at the dataset's
-root (time, action, class, from, to), so every label can be traced and undone, in the
+root (time, action, class, from, to, user), so every label can be traced and undone, in the
 app or with `fgdesk label --undo`.
 
 Only class-folder datasets take labels this way: CUB-200-2011 and FGVC-Aircraft keep
@@ -30,7 +30,7 @@ from fgdesk.data.layouts import (
 )
 
 LABEL_LOG = "fgdesk-labels.csv"
-_LOG_HEADER = ["time", "action", "class", "from", "to"]
+_LOG_HEADER = ["time", "action", "class", "from", "to", "user"]
 
 
 class LabelingError(DatasetError):
@@ -222,7 +222,7 @@ class DatasetLabeler:
         """Append one line and flush it to disk: the log is what lets a label be traced later."""
         new = not self.log_path.exists()
         row = [datetime.now(timezone.utc).isoformat(timespec="seconds"), action, move.class_name,
-               _relative(self.root, move.source), _relative(self.root, move.target)]
+               _relative(self.root, move.source), _relative(self.root, move.target), _user()]
         with open(self.log_path, "a", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
             if new:
@@ -316,6 +316,16 @@ def _relative(root: Path, path: Path) -> str:
         return path.relative_to(root).as_posix()
     except ValueError:
         return str(path)
+
+
+def _user() -> str:
+    """Who gave the label: shared datasets are labelled by several people."""
+    try:
+        import getpass
+
+        return getpass.getuser()
+    except Exception:  # no user name in this environment (some containers)
+        return ""
 
 
 def _free_name(path: Path) -> Path:
