@@ -463,11 +463,15 @@ def cmd_label(args: argparse.Namespace) -> int:
             for move in reversed(moves):
                 print(f"would move back {shown(move.target)} -> {shown(move.source)}")
             return 0
-        undone = labeler.undo_last(args.undo)
+        undone, errors = labeler.undo_last(args.undo)
         for move in undone:
             print(f"moved back {shown(move.target)} -> {shown(move.source)}")
-        print(f"undid {len(undone)} label(s)" + ("" if len(undone) == args.undo else "; the log holds no more"))
-        return 0
+        for error in errors + labeler.log_errors:
+            print(f"skipped: {error}", file=sys.stderr)
+        left = args.undo - len(undone) - len(errors)
+        print(f"undid {len(undone)} label(s)" + (f", {len(errors)} could not be" if errors else "")
+              + ("; the log holds no more" if left > 0 else ""))
+        return 1 if errors else 0
 
     failures: list[str] = []
     if args.csv is not None:
@@ -492,7 +496,7 @@ def cmd_label(args: argparse.Namespace) -> int:
     verb = "would move" if args.dry_run else "labelled"
     for move in moves:
         print(f"{verb} {shown(move.source)} -> {shown(move.target)}  ({move.class_name})")
-    for failure in failures:
+    for failure in failures + labeler.log_errors:
         print(f"skipped: {failure}", file=sys.stderr)
     summary = f"{len(moves)} image(s) {'would be labelled' if args.dry_run else 'labelled'}"
     if skipped:
@@ -502,7 +506,7 @@ def cmd_label(args: argparse.Namespace) -> int:
     if moves and not args.dry_run:
         summary += f"; the moves are logged in {labeler.log_path}"
     print(summary)
-    return 1 if failures and not moves else 0
+    return 1 if failures else 0  # scripts must see that some images were left unlabelled
 
 
 def _csv_error_rows(path: Path) -> int:

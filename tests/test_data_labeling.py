@@ -146,6 +146,21 @@ def test_a_move_without_hard_links_copies_in_full_and_leaves_no_partial_file(fla
     assert not [p for p in (flat / "a").iterdir() if p.name.startswith(".")]
 
 
+def test_a_copy_that_fails_half_way_leaves_no_partial_file_or_new_folder(flat, monkeypatch):
+    def no_links(*_args, **_kwargs):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    def disk_full(_source, destination, **_kwargs):
+        open(destination, "wb").write(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(labeling.os, "link", no_links)
+    monkeypatch.setattr(labeling.shutil, "copy2", disk_full)
+    with pytest.raises(LabelingError, match="No space left"):
+        DatasetLabeler(flat).assign(flat / "unlabeled" / "x.png", "c", allow_new=True)
+    assert (flat / "unlabeled" / "x.png").is_file() and not (flat / "c").exists()
+
+
 def test_a_failed_removal_of_the_original_keeps_exactly_one_copy(flat, monkeypatch):
     real_unlink = os.unlink
 
@@ -165,10 +180,48 @@ def test_undo_last_works_from_the_log_in_a_later_session(flat):
     first = DatasetLabeler(flat)
     first.assign(flat / "unlabeled" / "x.png", "a")
     first.assign(flat / "unlabeled" / "cam2" / "y.png", "b")
-    undone = DatasetLabeler(flat).undo_last(1)  # a new process: only the log remembers
-    assert [m.target for m in undone] == [flat / "b" / "cam2" / "y.png"]
+    undone, errors = DatasetLabeler(flat).undo_last(1)  # a new process: only the log remembers
+    assert [m.target for m in undone] == [flat / "b" / "cam2" / "y.png"] and errors == []
     assert (flat / "unlabeled" / "cam2" / "y.png").is_file() and (flat / "a" / "x.png").is_file()
+    assert not (flat / "b" / "cam2").exists()  # the folder that label made is gone, from the log's record
     assert [m.target for m in DatasetLabeler(flat).logged_moves()] == [flat / "a" / "x.png"]
+
+
+def test_undo_keeps_a_class_folder_made_by_hand_and_goes_on_past_a_missing_file(flat):
+    (flat / "c").mkdir()  # an empty class folder the user made
+    labeler = DatasetLabeler(flat)
+    first = labeler.assign(flat / "unlabeled" / "x.png", "c")
+    labeler.assign(flat / "unlabeled" / "cam2" / "y.png", "b")
+    labeler.undo(first)
+    assert (flat / "c").is_dir()
+    labeler.assign(flat / "unlabeled" / "x.png", "a")
+    (flat / "b" / "cam2" / "y.png").unlink()  # deleted by hand since
+    undone, errors = DatasetLabeler(flat).undo_last(2)
+    assert [m.target for m in undone] == [flat / "a" / "x.png"] and len(errors) == 1 and "no longer there" in errors[0]
+
+
+def test_a_relative_path_is_logged_from_the_root_so_undo_puts_it_back(flat, monkeypatch):
+    monkeypatch.chdir(flat / "unlabeled")
+    labeler = DatasetLabeler(os.path.relpath(flat))
+    move = labeler.assign("x.png", "a")
+    assert move.source == flat / "unlabeled" / "x.png"
+    DatasetLabeler(flat).undo_last(1)
+    assert (flat / "unlabeled" / "x.png").is_file() and not (flat / "x.png").exists()
+
+
+def test_a_log_that_cannot_be_written_does_not_undo_or_hide_the_move(flat):
+    (flat / LABEL_LOG).mkdir()  # stands in for a log locked by another program
+    labeler = DatasetLabeler(flat)
+    move = labeler.assign(flat / "unlabeled" / "x.png", "a")
+    assert move.target.is_file() and len(labeler.log_errors) == 1 and "cannot be undone from the log" in labeler.log_errors[0]
+
+
+def test_names_that_some_system_cannot_hold_are_refused(flat):
+    labeler = DatasetLabeler(flat)
+    for bad in ("C:x", "a*b", 'say"so', "tab\tname", "trailing.", "CON", "com1.birds", "a|b"):
+        with pytest.raises(LabelingError, match="every system"):
+            labeler.check_class_name(bad, allow_new=True)
+    assert labeler.check_class_name("Parus major (f)", allow_new=True) == "Parus major (f)"
 
 
 def test_a_filled_in_table_labels_its_rows_and_reports_bad_ones(flat, tmp_path):
@@ -180,10 +233,11 @@ def test_a_filled_in_table_labels_its_rows_and_reports_bad_ones(flat, tmp_path):
         writer.writerow([2, "unlabeled/cam2/y.png", "a", ""])  # relative to the dataset; no label yet
         writer.writerow([3, str(flat / "unlabeled" / "missing.png"), "a", "a"])
         writer.writerow([4, str(flat / "a" / "a0.png"), "a", "nope"])
+        writer.writerow([5, "unlabeled/cam2/y.png", "a", "", "a note typed past the last column"])
     labeler = DatasetLabeler(flat)
 
     dry = apply_label_table(labeler, table, dry_run=True)
-    assert [m.target for m in dry.moves] == [flat / "b" / "x.png"] and dry.skipped == 1
+    assert [m.target for m in dry.moves] == [flat / "b" / "x.png"] and dry.skipped == 2
     assert [line for line, _ in dry.errors] == [4, 5]
     assert (flat / "unlabeled" / "x.png").is_file() and not (flat / LABEL_LOG).exists()
 
@@ -214,3 +268,24 @@ def test_a_symbolic_link_moves_as_a_link_still_aimed_at_its_file(flat, tmp_path)
         labeler.undo(move)
         assert link.is_symlink() and link.resolve() == store.resolve()
     assert store.is_file()
+
+
+def test_relative_links_inside_a_linked_unlabeled_folder_still_open_their_file(tmp_path):
+    """unlabeled/ is itself a link to a folder of relative links (a shared store): a moved link
+    is re-aimed from where the system resolves it, never left dangling."""
+    store = tmp_path / "store"
+    _image(store / "files" / "z.png", (3, 3, 3))
+    (store / "pool").mkdir()
+    root = tmp_path / "data"
+    _image(root / "a" / "1.png")
+    _image(root / "b" / "1.png")
+    try:
+        (store / "pool" / "z.png").symlink_to(os.path.join("..", "files", "z.png"))
+        (root / "unlabeled").symlink_to(store / "pool", target_is_directory=True)
+    except (OSError, NotImplementedError):
+        pytest.skip("symbolic links are not available here")
+    labeler = DatasetLabeler(root)
+    move = labeler.assign(root / "unlabeled" / "z.png", "a")
+    assert move.target.read_bytes() == (store / "files" / "z.png").read_bytes()
+    labeler.undo(move)
+    assert (store / "pool" / "z.png").read_bytes() == (store / "files" / "z.png").read_bytes()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import logging
 import os
 import shutil
 import unicodedata
@@ -29,8 +30,12 @@ from fgdesk.data.layouts import (
     _list_dir,
 )
 
+log = logging.getLogger(__name__)
+
 LABEL_LOG = "fgdesk-labels.csv"
-_LOG_HEADER = ["time", "action", "class", "from", "to", "user"]
+_LOG_HEADER = ["time", "action", "class", "from", "to", "user", "made"]  # made: folders the label created
+_FORBIDDEN_IN_NAMES = set('\\/:*?"<>|')  # not in a folder name on Windows, or a path separator anywhere
+_WINDOWS_DEVICE_NAMES = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(10)), *(f"LPT{i}" for i in range(10))}
 
 
 class LabelingError(DatasetError):
@@ -51,7 +56,7 @@ class DatasetLabeler:
     """The class folders of one dataset and the moves that label its unlabeled images."""
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
-        root = Path(root).expanduser()
+        root = Path(os.path.abspath(Path(root).expanduser()))
         if not root.is_dir():
             raise LabelingError(f"dataset folder {root} does not exist")
         if _find_cub_root(root, required=False) is not None:
@@ -84,6 +89,7 @@ class DatasetLabeler:
                     names.add(name)
         self.classes = sorted(names)
         self._resolved: dict[Path, Path] = {}
+        self.log_errors: list[str] = []  # moves done but not written to the log (it was locked or read-only)
         if not self._unlabeled:
             raise LabelingError(
                 f"{root} has no unlabeled/ folder: put the images still to label in an unlabeled/ folder "
@@ -126,8 +132,11 @@ class DatasetLabeler:
                 return known
         if not name:
             raise LabelingError("the class name is empty")
-        if any(sep in name for sep in ("/", "\\", "\0")) or name in (".", "..") or name.startswith("."):
-            raise LabelingError(f"{name!r} cannot be a class folder's name (no slashes, and not starting with a dot)")
+        if (any(c in _FORBIDDEN_IN_NAMES or ord(c) < 32 for c in name) or name.startswith(".")
+                or name.endswith((" ", ".")) or name.split(".")[0].upper() in _WINDOWS_DEVICE_NAMES):
+            raise LabelingError(
+                f"{name!r} cannot be a class folder's name on every system: no \\ / : * ? \" < > |, no leading dot, "
+                "no trailing dot or space, and not a device name such as CON or COM1")
         if name.lower() in UNLABELED_FOLDER_NAMES or name.lower() in _SPLIT_FOLDER_NAMES:
             raise LabelingError(f"{name!r} is reserved: fgdesk reads a folder of that name as a split or as unlabeled images")
         if not allow_new:
@@ -157,13 +166,14 @@ class DatasetLabeler:
     # ------------------------------------------------------------------ moving
     def assign(self, image: str | os.PathLike[str], class_name: str, allow_new: bool = False) -> LabelMove:
         """Label `image` as `class_name` by moving it into the class folder; never overwrites."""
-        source = Path(image)
+        source = Path(os.path.abspath(Path(image).expanduser()))  # the log must name it from the root
         if not source.is_file():
             raise LabelingError(f"{source} no longer exists (moved or deleted since it was listed)")
         target = self.destination(source, class_name, allow_new=allow_new)
         name = self.check_class_name(class_name, allow_new=allow_new)
-        created = _make_parents(target.parent)
+        created: list[Path] = []
         try:
+            created = _make_parents(target.parent, created)
             _move_without_overwrite(source, target)
         except OSError as exc:
             _remove_empty(created)
@@ -178,24 +188,28 @@ class DatasetLabeler:
         """Put a labelled image back where it was; folders the label made are removed when empty."""
         if not move.target.is_file():
             raise LabelingError(f"{move.target} is no longer there; it cannot be moved back")
-        move.source.parent.mkdir(parents=True, exist_ok=True)
         try:
+            move.source.parent.mkdir(parents=True, exist_ok=True)
             _move_without_overwrite(move.target, move.source)
         except FileExistsError as exc:
             raise LabelingError(f"cannot move {move.target} back: {move.source} exists again") from exc
         except OSError as exc:
             raise LabelingError(f"cannot move {move.target} back to {move.source}: {exc.strerror or exc}") from exc
-        _remove_empty(list(move.created) + [move.target.parent])
+        _remove_empty(list(move.created))  # only folders the label made: a class folder made by hand stays
         self._log("undo", move)
         return move.source
 
-    def undo_last(self, count: int = 1) -> list[LabelMove]:
-        """Undo the last `count` labels recorded in the log that are still in place, newest first."""
-        undone = []
+    def undo_last(self, count: int = 1) -> tuple[list[LabelMove], list[str]]:
+        """Undo the last `count` labels recorded in the log, newest first: (undone, why others
+        could not be). One that cannot be undone does not stop the others."""
+        undone, errors = [], []
         for move in reversed(self.logged_moves()[-count:] if count > 0 else []):
-            self.undo(move)
-            undone.append(move)
-        return undone
+            try:
+                self.undo(move)
+                undone.append(move)
+            except LabelingError as exc:
+                errors.append(str(exc))
+        return undone, errors
 
     def logged_moves(self) -> list[LabelMove]:
         """The labels in the log that have not been undone, oldest first."""
@@ -205,9 +219,10 @@ class DatasetLabeler:
         with open(self.log_path, newline="", encoding="utf-8") as handle:
             for row in csv.DictReader(handle):
                 try:
-                    move = LabelMove(self.root / row["from"], self.root / row["to"], row["class"])
+                    made = tuple(self.root / part for part in (row.get("made") or "").split("|") if part)
+                    move = LabelMove(self.root / row["from"], self.root / row["to"], row["class"], made)
                     action = row["action"]
-                except (KeyError, TypeError):
+                except (KeyError, TypeError, AttributeError):
                     continue  # a damaged line: the others still count
                 if action == "label":
                     moves.append(move)
@@ -220,16 +235,23 @@ class DatasetLabeler:
 
     def _log(self, action: str, move: LabelMove) -> None:
         """Append one line and flush it to disk: the log is what lets a label be traced later."""
-        new = not self.log_path.exists()
         row = [datetime.now(timezone.utc).isoformat(timespec="seconds"), action, move.class_name,
-               _relative(self.root, move.source), _relative(self.root, move.target), _user()]
-        with open(self.log_path, "a", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            if new:
-                writer.writerow(_LOG_HEADER)
-            writer.writerow(row)
-            handle.flush()
-            os.fsync(handle.fileno())
+               _relative(self.root, move.source), _relative(self.root, move.target), _user(),
+               "|".join(_relative(self.root, folder) for folder in move.created)]
+        try:
+            new = not self.log_path.exists()
+            with open(self.log_path, "a", newline="", encoding="utf-8") as handle:
+                writer = csv.writer(handle)
+                if new:
+                    writer.writerow(_LOG_HEADER)
+                writer.writerow(row)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as exc:  # the move itself is done and must be reported as done
+            message = (f"{_relative(self.root, move.source)} -> {_relative(self.root, move.target)} was not written to "
+                       f"{self.log_path} ({exc.strerror or exc}); it cannot be undone from the log")
+            log.warning("%s", message)
+            self.log_errors.append(message)
 
 
 def dataset_folder(path: str | os.PathLike[str]) -> Path:
@@ -270,7 +292,8 @@ def read_label_table(path: str | os.PathLike[str], root: Path) -> list[tuple[int
                                     f"{', '.join(fields) or 'none'}")
             rows = []
             for row in reader:
-                row = {(k or "").strip().lower(): (v or "").strip() for k, v in row.items()}
+                # Cells beyond the header (a note added in a spreadsheet) come under None: ignored.
+                row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if isinstance(k, str)}
                 image = Path(row.get("path", "")).expanduser()
                 rows.append((reader.line_num, image if image.is_absolute() else root / image, row.get(column, "")))
             return rows
@@ -340,15 +363,17 @@ def _free_name(path: Path) -> Path:
         number += 1
 
 
-def _make_parents(folder: Path) -> list[Path]:
-    """Create `folder` and its missing parents; return those created, outermost first."""
+def _make_parents(folder: Path, created: list[Path]) -> list[Path]:
+    """Create `folder` and its missing parents, outermost first, appending each to `created`
+    as it is made (so a failure half-way still says what to remove)."""
     missing = []
     while not folder.exists():
         missing.append(folder)
         folder = folder.parent
     for path in reversed(missing):
         path.mkdir()
-    return list(reversed(missing))
+        created.append(path)
+    return created
 
 
 def _remove_empty(folders: list[Path]) -> None:
@@ -366,10 +391,12 @@ def _move_without_overwrite(source: Path, target: Path) -> None:
     A symbolic link moves as a link (still pointing at the same file), never as a copy."""
     if source.is_symlink():
         pointee = os.readlink(source)
-        if not os.path.isabs(pointee):  # relative links must be re-aimed from their new folder
-            pointee = os.path.relpath(os.path.join(source.parent, pointee), target.parent)
+        if not os.path.isabs(pointee):  # re-aimed from the new folder, as the system resolves it: physically
+            pointee = os.path.relpath(os.path.realpath(source), os.path.realpath(target.parent))
         os.symlink(pointee, target)  # FileExistsError if taken
         try:
+            if not os.path.samefile(target, source):
+                raise OSError(errno.EINVAL, "the moved link would not open the same file")
             os.unlink(source)
         except OSError:
             os.unlink(target)
@@ -380,16 +407,24 @@ def _move_without_overwrite(source: Path, target: Path) -> None:
     except FileExistsError:
         raise
     except OSError as exc:
-        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EACCES):
+        # EINVAL and ENOSYS: how Windows reports FAT, exFAT and SMB shares that have no hard links.
+        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EACCES,
+                             errno.EINVAL, errno.ENOSYS):
             raise
         partial = target.with_name(f".{target.name}.fgdesk-partial")
-        shutil.copy2(source, partial)
-        with open(partial, "rb") as handle:
-            os.fsync(handle.fileno())
-        if target.exists():
-            partial.unlink(missing_ok=True)
-            raise FileExistsError(errno.EEXIST, "file exists", str(target)) from None
-        os.replace(partial, target)
+        try:
+            shutil.copy2(source, partial)
+            with open(partial, "rb") as handle:
+                os.fsync(handle.fileno())
+            if os.name == "nt":
+                os.rename(partial, target)  # refuses to replace an existing file
+            else:
+                if target.exists():  # no portable no-replace rename here: a narrow window remains
+                    raise FileExistsError(errno.EEXIST, "file exists", str(target))
+                os.replace(partial, target)
+        finally:
+            if os.path.lexists(partial):
+                os.unlink(partial)
     try:
         os.unlink(source)
     except OSError:

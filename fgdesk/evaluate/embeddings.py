@@ -228,7 +228,9 @@ def cached_embeddings(
         else:
             bad.append(i)
     some = fresh_vectors if fresh_vectors is not None and len(fresh_vectors) else cached_vectors
-    dim = some.shape[1] if some is not None else 1
+    if some is None:  # nothing readable and nothing cached: the network still says the width
+        some = compute([]).vectors
+    dim = some.shape[1]
     dtype = some.dtype if some is not None else torch.float32
     vectors = torch.empty(len(indices), dim, dtype=dtype)
     if old_rows:

@@ -79,7 +79,7 @@ class DatasetView(QWidget):
 
     dataset_loaded = Signal(object)  # fgdesk.data.DatasetIndex
     status_message = Signal(str)
-    labels_changed = Signal(str)  # a dataset's root: images moved into or out of its class folders
+    labels_changed = Signal(str, int)  # (a dataset's root, labels given: negative for undone ones)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -90,6 +90,7 @@ class DatasetView(QWidget):
         self._label_runner = workers.TaskRunner(parent=self)  # file moves; loading has its own runner
         self.labeler = None  # fgdesk.data.labeling.DatasetLabeler when the open dataset takes labels
         self.last_label_batch: list = []  # the LabelMoves of the last "Label … as", for undo
+        self._batch_labeler = None  # the DatasetLabeler those moves belong to
         self._label_task = None
         self.last_error_box = None
         self._loading_path: str | None = None
@@ -362,6 +363,8 @@ class DatasetView(QWidget):
         same_folder = self.index is not None and str(self.index.root) == str(loaded.index.root)
         keep = self._view_state() if same_folder else None  # reopened after labelling: stay where the user was
         self.labeler = loaded.labeler
+        if not same_folder:  # "Undo labelling" belongs to the folder it was done in
+            self.last_label_batch, self._batch_labeler = [], None
         self.index = loaded.index
         self.summary = loaded.summary
         index, summary = loaded.index, loaded.summary
@@ -467,17 +470,20 @@ class DatasetView(QWidget):
                     errors.append(str(exc))
             return moves, errors
 
-        self._label_task = self._label_runner.start(move_all, on_done=self._on_labelled,
-                                              on_failed=self._on_label_failed, name="label images")
+        self._label_task = self._label_runner.start(move_all, on_done=lambda result: self._on_labelled(result, labeler),
+                                                    on_failed=self._on_label_failed, name="label images")
         self.status_message.emit(f"Labelling {len(paths):,} image(s) as {class_name}…")
         return True
 
-    def _on_labelled(self, result) -> None:
+    def _on_labelled(self, result, labeler) -> None:
+        """Moves done for `labeler`'s folder, which may no longer be the one shown."""
         self._label_task = None
         moves, errors = result
+        errors = errors + labeler.log_errors
+        labeler.log_errors = []
         if moves:
-            self.last_label_batch = moves
-            self.labels_changed.emit(str(self.labeler.root))
+            self.last_label_batch, self._batch_labeler = moves, labeler
+            self.labels_changed.emit(str(labeler.root), len(moves))
         where = f" (moved into {Path(moves[0].target).parent.name}/)" if moves else ""
         text = f"Labelled {len(moves):,} image(s) as {moves[0].class_name}{where}" if moves else "No image was labelled"
         self.status_message.emit(text + (f"; {len(errors)} could not be" if errors else ""))
@@ -485,7 +491,11 @@ class DatasetView(QWidget):
             self.last_error_box = show_error(self, "Some images could not be labelled", errors[0],
                                              "\n".join(errors[:200]))
         if moves:
-            self.load_dataset(self.index.root, refresh=True)
+            self._reload_if_showing(labeler.root)
+
+    def _reload_if_showing(self, root) -> None:
+        if self.index is not None and str(self.index.root) == str(root) and not self.is_loading():
+            self.load_dataset(root, refresh=True)
 
     def _on_label_failed(self, message: str, details: str) -> None:
         self._label_task = None
@@ -493,7 +503,7 @@ class DatasetView(QWidget):
 
     def undo_last_labels(self) -> bool:
         """Move the images labelled last (one menu action's worth) back to unlabeled/."""
-        moves, labeler = list(self.last_label_batch), self.labeler
+        moves, labeler = list(self.last_label_batch), self._batch_labeler
         if not moves or labeler is None or self._label_task is not None:
             return False
 
@@ -508,13 +518,15 @@ class DatasetView(QWidget):
 
         def done(result) -> None:
             self._label_task = None
-            self.last_label_batch = []
-            errors = result[1]
-            self.status_message.emit(f"Moved {len(moves) - len(errors):,} image(s) back to unlabeled/")
+            self.last_label_batch, self._batch_labeler = [], None
+            errors = result[1] + labeler.log_errors
+            labeler.log_errors = []
+            undone = len(moves) - len(result[1])
+            self.status_message.emit(f"Moved {undone:,} image(s) back to unlabeled/")
             if errors:
                 self.last_error_box = show_error(self, "Some images could not be moved back", errors[0], "\n".join(errors))
-            self.labels_changed.emit(str(labeler.root))
-            self.load_dataset(self.index.root, refresh=True)
+            self.labels_changed.emit(str(labeler.root), -undone)
+            self._reload_if_showing(labeler.root)
 
         self._label_task = self._label_runner.start(undo_all, on_done=done, on_failed=self._on_label_failed, name="undo labels")
         return True

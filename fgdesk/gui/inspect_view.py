@@ -7,6 +7,7 @@ thread only blends small overlays when the opacity or colormap changes.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -226,7 +227,7 @@ class InspectView(QWidget):
 
     status_message = Signal(str)
     run_chosen = Signal(str)
-    labels_changed = Signal(str)  # a dataset's root: images moved into or out of its class folders
+    labels_changed = Signal(str, int)  # (a dataset's root, labels given: negative for undone ones)
     classifier_refitted = Signal(str)  # run folder whose classifier.pt the Refit button rewrote
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -523,6 +524,9 @@ class InspectView(QWidget):
         self.label_combo.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
         self.label_combo.setToolTip("The image's class: one of the dataset's classes, or type a new one")
         self.label_combo.lineEdit().returnPressed.connect(self.label_current)
+        # Typed by the user: a prediction arriving later must not replace it.
+        self.label_combo.lineEdit().textEdited.connect(
+            lambda _text: setattr(self, "_label_text_for", (self._current.key, True) if self._current else None))
         row.addWidget(self.label_combo, 1)
         self.label_button = QPushButton("Label")
         self.label_button.setObjectName("Primary")
@@ -612,6 +616,7 @@ class InspectView(QWidget):
             self.model_state.setText("")
             self.run_chosen.emit(run)
         self._open_labeler(run)
+        self.labels_since_fit = 0  # counted for the run shown
         for entry in self._entries:
             entry.result = None
             entry.state = "queued"
@@ -819,7 +824,7 @@ class InspectView(QWidget):
             self._move_entry(entry, str(move.target))
             entry.labelled = move
             self._set_item_text(entry)
-        self.labels_changed.emit(str(labeler.root))
+        self.labels_changed.emit(str(labeler.root), 1)
         self.status_message.emit(
             f"Labelled {Path(move.target).name} as {move.class_name} ({len(self.label_history)} this session): "
             "Refit classifier uses the new labels")
@@ -877,7 +882,7 @@ class InspectView(QWidget):
             self._set_item_text(entry)
             self._label_text_for = None
             self.image_list.setCurrentItem(self._items[key])
-        self.labels_changed.emit(str(labeler.root))
+        self.labels_changed.emit(str(labeler.root), -1)
         self.status_message.emit(f"Moved {Path(move.source).name} back to {self._shown_path(move.source.parent)}")
         if self._current is not None:
             self._show_entry(self._current)
@@ -890,6 +895,7 @@ class InspectView(QWidget):
             return False
         generation = self._run_generation
         cache = self._cache
+        counted = self.labels_since_fit  # labels given while it fits still count afterwards
 
         def refit(ctx):
             report = workers.core("fgdesk.evaluate.report").fit_classifier(
@@ -900,7 +906,8 @@ class InspectView(QWidget):
         def done(report) -> None:
             self._refit_task = None
             self.model_state.setText("")
-            self.labels_since_fit = 0
+            if generation == self._run_generation or self.current_run() == run:
+                self.labels_since_fit = max(0, self.labels_since_fit - counted)
             self.status_message.emit(
                 f"Classifier fitted again on {report.num_train:,} labelled images: top-1 {format_percent(report.top1)} "
                 f"on {report.num_test:,} test images")
@@ -916,8 +923,10 @@ class InspectView(QWidget):
             self.last_error_box = show_error(self, "Cannot fit the classifier", message,
                                              details if "Traceback" in details and "EvaluationError" not in details else "")
 
-        def cancelled() -> None:  # another run chosen before it started
+        def cancelled() -> None:  # the images or the run changed before it started
             self._refit_task = None
+            self.status_message.emit("The classifier was not fitted (the images shown changed first); "
+                                     "click Refit classifier again")
             self._update_label_panel()
 
         self._refit_task = self._runner.start(refit, on_done=done, on_failed=failed, on_cancelled=cancelled,
@@ -925,6 +934,13 @@ class InspectView(QWidget):
         self.status_message.emit("Fitting the classifier again with the new labels…")
         self._update_label_panel()
         return True
+
+    def note_labels_given_elsewhere(self, root: str, change: int) -> None:
+        """Labels given on the Dataset page count towards Refit when they are this run's dataset's."""
+        labeler = self._labeler
+        if labeler is not None and os.path.realpath(labeler.root) == os.path.realpath(root):
+            self.labels_since_fit = max(0, self.labels_since_fit + change)
+            self._open_labeler(self.current_run())  # a new class may have been made; listed files may have moved
 
     def classifier_changed(self, run_dir: str) -> None:
         """Another view fitted this run's classifier: use it from the next prediction on."""

@@ -183,6 +183,7 @@ class MainWindow(QMainWindow):
         self.inspect_view.status_message.connect(self.show_message)
         self.inspect_view.run_chosen.connect(self._remember_run)
         self.inspect_view.labels_changed.connect(self._on_labels_changed)
+        self.dataset_view.labels_changed.connect(self.inspect_view.note_labels_given_elsewhere)
         self.training_view.classifier_trained.connect(self.inspect_view.classifier_changed)
         self.inspect_view.classifier_refitted.connect(lambda _run: self.training_view.refresh_runs())
         self.nav.currentRowChanged.connect(lambda _row: self._reload_stale_dataset())
@@ -220,7 +221,7 @@ class MainWindow(QMainWindow):
         self.training_view.set_dataset(index)
         self.setWindowTitle(f"fgdesk — {Path(index.root).name}")
 
-    def _on_labels_changed(self, root: str) -> None:
+    def _on_labels_changed(self, root: str, _change: int = 0) -> None:
         """Files moved in the open dataset: index it again, once, when its pages are next shown
         (labelling many images in a row must not re-index after each one)."""
         index = self.dataset_view.index
@@ -230,8 +231,12 @@ class MainWindow(QMainWindow):
         self._reload_stale_dataset()
 
     def _reload_stale_dataset(self) -> None:
-        if self._stale_dataset is not None and self.current_page() != "inspect":
-            root, self._stale_dataset = self._stale_dataset, None
+        if self._stale_dataset is None or self.current_page() == "inspect":
+            return
+        root, self._stale_dataset = self._stale_dataset, None
+        index = self.dataset_view.index
+        # Another folder opened since (or opening now) wins: the stale one is not brought back.
+        if index is not None and str(index.root) == root and not self.dataset_view.is_loading():
             self.dataset_view.load_dataset(root, refresh=True)
 
     def _first_run_offer(self) -> None:

@@ -116,6 +116,18 @@ def test_selected_unlabeled_images_are_labelled_from_the_grid_and_the_view_stays
                     and view.thumbnail_model.rowCount() == 5, timeout=30_000)
     assert all(Path(path).is_file() for path in picked) and view.last_label_batch == []
 
+    # Another folder opened while a labelling finishes: the moves are reported, nothing is
+    # reloaded over the new folder, and "Undo" is not offered there.
+    selection.clearSelection()
+    view.class_tree.setCurrentItem(view.class_tree.topLevelItem(view.class_tree.topLevelItemCount() - 1))
+    selection.select(view.thumbnail_model.index(0, 0), QItemSelectionModel.SelectionFlag.Select)
+    other = make_demo_dataset(tmp_path / "other", num_classes=2, per_class=3, size=48)
+    assert view.label_selected("class_0_circle")
+    view.load_dataset(other)
+    qtbot.waitUntil(lambda: view._label_task is None and not view.is_loading(), timeout=30_000)
+    assert str(view.index.root) == str(other) and view.labeler is None
+    assert view.label_menu().actions() == []
+
 
 def test_preview_shows_the_image_with_its_details(window, qtbot, demo_set):
     view = window.dataset_view

@@ -201,6 +201,11 @@ def test_suggest_what_to_label_adds_unlabeled_images_or_says_why_not(inspect, qt
     source = Path(first.source)
     predicted = first.result.prediction.topk[0][0]
     assert view.label_combo.currentText() == predicted
+    # What the user types stays, even when the image is shown again (as when its prediction lands).
+    view.label_combo.setEditText("typed by hand")
+    view.label_combo.lineEdit().textEdited.emit("typed by hand")
+    view._show_entry(first)
+    assert view.label_combo.currentText() == "typed by hand"
     assert view.label_as_rank(1)
     qtbot.waitUntil(lambda: view._label_task is None, timeout=10_000)
     target = data / "train" / predicted / source.name

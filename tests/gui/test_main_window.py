@@ -91,3 +91,17 @@ def test_dropping_images_goes_to_inspect(window, demo_set):
     window.handle_dropped_paths([image])
     assert window.current_page() == "inspect"
     assert window.inspect_view.image_list.count() == 1
+
+
+def test_a_folder_opened_after_labels_were_given_in_inspect_is_not_replaced(window, qtbot, demo_set, tmp_path):
+    from fgdesk.data.synthetic import make_demo_dataset
+
+    load_dataset(qtbot, window, demo_set)
+    window.show_page("inspect")
+    window._on_labels_changed(str(demo_set), 1)  # labels given in Inspect: the open folder is stale
+    assert window._stale_dataset == str(demo_set)
+    other = make_demo_dataset(tmp_path / "other", num_classes=2, per_class=3, size=48)
+    window.dataset_view.load_dataset(other)
+    window.show_page("dataset")
+    qtbot.waitUntil(lambda: not window.dataset_view.is_loading(), timeout=30_000)
+    assert str(window.dataset_view.index.root) == str(other) and window._stale_dataset is None
