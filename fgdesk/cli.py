@@ -466,8 +466,10 @@ def cmd_label(args: argparse.Namespace) -> int:
         undone, errors = labeler.undo_last(args.undo)
         for move in undone:
             print(f"moved back {shown(move.target)} -> {shown(move.source)}")
-        for error in errors + labeler.log_errors:
+        for error in errors:
             print(f"skipped: {error}", file=sys.stderr)
+        for warning in labeler.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
         left = args.undo - len(undone) - len(errors)
         print(f"undid {len(undone)} label(s)" + (f", {len(errors)} could not be" if errors else "")
               + ("; the log holds no more" if left > 0 else ""))
@@ -496,8 +498,10 @@ def cmd_label(args: argparse.Namespace) -> int:
     verb = "would move" if args.dry_run else "labelled"
     for move in moves:
         print(f"{verb} {shown(move.source)} -> {shown(move.target)}  ({move.class_name})")
-    for failure in failures + labeler.log_errors:
+    for failure in failures:
         print(f"skipped: {failure}", file=sys.stderr)
+    for warning in labeler.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     summary = f"{len(moves)} image(s) {'would be labelled' if args.dry_run else 'labelled'}"
     if skipped:
         summary += f", {skipped} row(s) without a label"

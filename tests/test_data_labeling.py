@@ -213,7 +213,7 @@ def test_a_log_that_cannot_be_written_does_not_undo_or_hide_the_move(flat):
     (flat / LABEL_LOG).mkdir()  # stands in for a log locked by another program
     labeler = DatasetLabeler(flat)
     move = labeler.assign(flat / "unlabeled" / "x.png", "a")
-    assert move.target.is_file() and len(labeler.log_errors) == 1 and "cannot be undone from the log" in labeler.log_errors[0]
+    assert move.target.is_file() and len(labeler.warnings) == 1 and "cannot be undone from the log" in labeler.warnings[0]
 
 
 def test_names_that_some_system_cannot_hold_are_refused(flat):
@@ -289,3 +289,17 @@ def test_relative_links_inside_a_linked_unlabeled_folder_still_open_their_file(t
     assert move.target.read_bytes() == (store / "files" / "z.png").read_bytes()
     labeler.undo(move)
     assert (store / "pool" / "z.png").read_bytes() == (store / "files" / "z.png").read_bytes()
+
+
+def test_a_box_follows_its_image_to_the_class_folder_and_back(tmp_path):
+    root = make_demo_dataset(tmp_path / "demo", num_classes=2, per_class=4, size=48, unlabeled=2)
+    image = root / "unlabeled" / "img_0000.png"
+    box_before = next(s.box for s in detect(root, check_images=False).samples if s.path == image)
+    assert box_before is not None
+    labeler = DatasetLabeler(root)
+    move = labeler.assign(image, "class_0_circle")
+    assert next(s.box for s in detect(root, check_images=False).samples if s.path == move.target) == box_before
+    assert "unlabeled/img_0000.png" not in (root / "boxes.csv").read_text()
+    labeler.undo(move)
+    assert next(s.box for s in detect(root, check_images=False).samples if s.path == image) == box_before
+    assert labeler.warnings == []

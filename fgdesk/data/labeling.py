@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import io
 import logging
 import os
 import shutil
@@ -28,7 +29,9 @@ from fgdesk.data.layouts import (
     _find_aircraft_dir,
     _find_cub_root,
     _list_dir,
+    relative_key,
 )
+from fgdesk.fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +92,7 @@ class DatasetLabeler:
                     names.add(name)
         self.classes = sorted(names)
         self._resolved: dict[Path, Path] = {}
-        self.log_errors: list[str] = []  # moves done but not written to the log (it was locked or read-only)
+        self.warnings: list[str] = []  # done, but not all of it: a move missing from the log, a box left behind
         if not self._unlabeled:
             raise LabelingError(
                 f"{root} has no unlabeled/ folder: put the images still to label in an unlabeled/ folder "
@@ -181,6 +184,7 @@ class DatasetLabeler:
         if name not in self.classes:
             self.classes = sorted([*self.classes, name])
         move = LabelMove(source, target, name, tuple(created))
+        self._move_box(source, target)
         self._log("label", move)
         return move
 
@@ -196,6 +200,7 @@ class DatasetLabeler:
         except OSError as exc:
             raise LabelingError(f"cannot move {move.target} back to {move.source}: {exc.strerror or exc}") from exc
         _remove_empty(list(move.created))  # only folders the label made: a class folder made by hand stays
+        self._move_box(move.target, move.source)
         self._log("undo", move)
         return move.source
 
@@ -233,6 +238,28 @@ class DatasetLabeler:
                             break
         return moves
 
+    def _move_box(self, old: Path, new: Path) -> None:
+        """boxes.csv names images by path: its row follows the file, so the box is not lost."""
+        boxes = self.root / "boxes.csv"
+        if not boxes.is_file():
+            return
+        old_key, new_key = relative_key(self.root, old), relative_key(self.root, new)
+        try:
+            with open(boxes, newline="", encoding="utf-8-sig") as handle:
+                rows = list(csv.reader(handle))
+            changed = False
+            for row in rows[1:]:
+                if row and unicodedata.normalize("NFC", row[0].strip().replace("\\", "/").removeprefix("./")) == old_key:
+                    row[0], changed = new_key, True
+            if changed:
+                buffer = io.StringIO()
+                csv.writer(buffer, lineterminator="\n").writerows(rows)
+                atomic_write_text(boxes, buffer.getvalue())
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:  # the box is extra; the label stands
+            message = f"the box of {old_key} in {boxes} could not follow it to {new_key} ({exc})"
+            log.warning("%s", message)
+            self.warnings.append(message)
+
     def _log(self, action: str, move: LabelMove) -> None:
         """Append one line and flush it to disk: the log is what lets a label be traced later."""
         row = [datetime.now(timezone.utc).isoformat(timespec="seconds"), action, move.class_name,
@@ -251,7 +278,7 @@ class DatasetLabeler:
             message = (f"{_relative(self.root, move.source)} -> {_relative(self.root, move.target)} was not written to "
                        f"{self.log_path} ({exc.strerror or exc}); it cannot be undone from the log")
             log.warning("%s", message)
-            self.log_errors.append(message)
+            self.warnings.append(message)
 
 
 def dataset_folder(path: str | os.PathLike[str]) -> Path:

@@ -479,8 +479,8 @@ class DatasetView(QWidget):
         """Moves done for `labeler`'s folder, which may no longer be the one shown."""
         self._label_task = None
         moves, errors = result
-        errors = errors + labeler.log_errors
-        labeler.log_errors = []
+        errors = errors + labeler.warnings  # shown with the errors: each needs the user's eye
+        labeler.warnings = []
         if moves:
             self.last_label_batch, self._batch_labeler = moves, labeler
             self.labels_changed.emit(str(labeler.root), len(moves))
@@ -519,8 +519,8 @@ class DatasetView(QWidget):
         def done(result) -> None:
             self._label_task = None
             self.last_label_batch, self._batch_labeler = [], None
-            errors = result[1] + labeler.log_errors
-            labeler.log_errors = []
+            errors = result[1] + labeler.warnings
+            labeler.warnings = []
             undone = len(moves) - len(result[1])
             self.status_message.emit(f"Moved {undone:,} image(s) back to unlabeled/")
             if errors:

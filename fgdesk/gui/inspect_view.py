@@ -828,11 +828,18 @@ class InspectView(QWidget):
         self.status_message.emit(
             f"Labelled {Path(move.target).name} as {move.class_name} ({len(self.label_history)} this session): "
             "Refit classifier uses the new labels")
+        self._show_label_warnings(labeler)
         following = self._next_unlabeled(entry)
         if following is not None:
             self.image_list.setCurrentItem(self._items[following.key])
         elif self._current is not None:
             self._show_entry(self._current)
+
+    def _show_label_warnings(self, labeler) -> None:
+        """Done, but not all of it (a locked log, a box that could not follow): say so once."""
+        if labeler.warnings:
+            warnings, labeler.warnings = labeler.warnings, []
+            self.last_error_box = show_error(self, "Labelled, with a warning", warnings[0], "\n".join(warnings))
 
     def _on_label_failed(self, message: str, details: str) -> None:
         self._label_task = None
@@ -884,6 +891,7 @@ class InspectView(QWidget):
             self.image_list.setCurrentItem(self._items[key])
         self.labels_changed.emit(str(labeler.root), -1)
         self.status_message.emit(f"Moved {Path(move.source).name} back to {self._shown_path(move.source.parent)}")
+        self._show_label_warnings(labeler)
         if self._current is not None:
             self._show_entry(self._current)
 
