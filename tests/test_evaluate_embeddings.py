@@ -97,3 +97,19 @@ def test_labelling_a_few_images_embeds_only_those_again(tmp_path):
 
     assert torch.equal(cached_embeddings(tmp_path, checkpoint, "unlabeled", must_not_run, samples).vectors, again.vectors)
     assert len(list((tmp_path / "cache").glob("embeddings-unlabeled-*.pt"))) == 1
+
+
+def test_a_split_with_no_readable_image_keeps_the_network_width(tmp_path):
+    from fgdesk.data.layouts import Sample
+    from fgdesk.evaluate.embeddings import Embeddings, cached_embeddings
+
+    checkpoint = tmp_path / "last.pt"
+    checkpoint.write_bytes(b"weights")
+
+    def none_readable(subset) -> Embeddings:
+        empty = torch.zeros(0, dtype=torch.long)
+        return Embeddings(torch.zeros(0, 7), empty, empty, list(range(len(subset))))
+
+    samples = [Sample(tmp_path / f"gone{k}.png", 0, "test") for k in range(2)]
+    result = cached_embeddings(tmp_path, checkpoint, "test", none_readable, samples)
+    assert tuple(result.vectors.shape) == (0, 7) and result.bad == [0, 1]
