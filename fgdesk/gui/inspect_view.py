@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QSize, Qt, QThreadPool, QTimer, Signal
+from PySide6.QtCore import QEvent, QObject, QSize, Qt, QThreadPool, QTimer, Signal
 from PySide6.QtGui import QImage, QKeySequence, QPixmap, QShortcut
 from PySide6.QtWidgets import (
     QApplication,
@@ -60,6 +60,7 @@ NEIGHBOUR_THUMB = 96
 BATCH = 8  # images per prediction task
 MAX_DROPPED_IMAGES = 500  # more than this: classify the folder to CSV instead
 SUGGESTED_IMAGES = 20  # a labelling session's worth
+RANK_KEYS = {getattr(Qt.Key, f"Key_{rank}"): rank for rank in range(1, 6)}
 DEFAULT_COLORMAPS = ("inferno", "viridis", "magma", "jet")
 IMAGE_LAYER = "image"
 
@@ -367,6 +368,7 @@ class InspectView(QWidget):
         self.image_list.setTextElideMode(Qt.TextElideMode.ElideRight)
         self.image_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.image_list.currentItemChanged.connect(self._on_item_changed)
+        self.image_list.installEventFilter(self)  # keys 1-5 label, though a list takes digits to search
         images.body.addWidget(self.image_list, 1)
         images.setMinimumWidth(190)
         splitter.addWidget(images)
@@ -775,6 +777,18 @@ class InspectView(QWidget):
             return Path(path).relative_to(self._labeler.root).as_posix()
         except (ValueError, AttributeError):
             return str(path)
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        """In the image list, where labelling goes on, digits 1-5 label the shown image (the
+        list would use them for its type-ahead search, before any shortcut sees them)."""
+        if watched is self.image_list and event.type() == QEvent.Type.KeyPress:
+            rank = RANK_KEYS.get(event.key())
+            plain = event.modifiers() & ~Qt.KeyboardModifier.KeypadModifier == Qt.KeyboardModifier.NoModifier
+            if rank is not None and plain and self._in_pool(self._current) \
+                    and self._current.labelled is None:
+                self.label_as_rank(rank)
+                return True
+        return super().eventFilter(watched, event)
 
     def confirm_new_class(self, name: str) -> bool:
         answer = QMessageBox.question(

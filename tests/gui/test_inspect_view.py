@@ -206,8 +206,13 @@ def test_suggest_what_to_label_adds_unlabeled_images_or_says_why_not(inspect, qt
     view.label_combo.lineEdit().textEdited.emit("typed by hand")
     view._show_entry(first)
     assert view.label_combo.currentText() == "typed by hand"
-    assert view.label_as_rank(1)
-    qtbot.waitUntil(lambda: view._label_task is None, timeout=10_000)
+    # A digit typed in the box is text, not the "label as rank 1" key.
+    view.label_combo.lineEdit().setFocus()
+    qtbot.keyClicks(view.label_combo.lineEdit(), " 1")
+    assert view.label_combo.currentText() == "typed by hand 1" and view.label_history == [] and source.exists()
+    view.image_list.setFocus()
+    qtbot.keyClick(view.image_list, "1")  # the key for "label as the top prediction"
+    qtbot.waitUntil(lambda: view._label_task is None and bool(view.label_history), timeout=10_000)
     target = data / "train" / predicted / source.name
     assert target.is_file() and not source.exists() and first.source == str(target)
     assert view._items[first.key].text().endswith(f"\u2713 {predicted}")
