@@ -80,6 +80,7 @@ class DatasetView(QWidget):
     dataset_loaded = Signal(object)  # fgdesk.data.DatasetIndex
     status_message = Signal(str)
     labels_changed = Signal(str, int)  # (a dataset's root, labels given: negative for undone ones)
+    files_moved = Signal(object)  # [(old path, new path)] of the images a label or an undo moved
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -484,6 +485,7 @@ class DatasetView(QWidget):
         if moves:
             self.last_label_batch, self._batch_labeler = moves, labeler
             self.labels_changed.emit(str(labeler.root), len(moves))
+            self.files_moved.emit([(str(m.source), str(m.target)) for m in moves])
         where = f" (moved into {Path(moves[0].target).parent.name}/)" if moves else ""
         text = f"Labelled {len(moves):,} image(s) as {moves[0].class_name}{where}" if moves else "No image was labelled"
         self.status_message.emit(text + (f"; {len(errors)} could not be" if errors else ""))
@@ -508,20 +510,22 @@ class DatasetView(QWidget):
             return False
 
         def undo_all(_ctx):
-            errors = []
+            errors, undone = [], []
             for move in reversed(moves):
                 try:
                     labeler.undo(move)
+                    undone.append(move)
                 except workers.core("fgdesk.data.labeling").LabelingError as exc:
                     errors.append(str(exc))
-            return [], errors
+            return undone, errors
 
         def done(result) -> None:
             self._label_task = None
             self.last_label_batch, self._batch_labeler = [], None
             errors = result[1] + labeler.warnings
             labeler.warnings = []
-            undone = len(moves) - len(result[1])
+            undone = len(result[0])
+            self.files_moved.emit([(str(m.target), str(m.source)) for m in result[0]])
             self.status_message.emit(f"Moved {undone:,} image(s) back to unlabeled/")
             if errors:
                 self.last_error_box = show_error(self, "Some images could not be moved back", errors[0], "\n".join(errors))

@@ -964,6 +964,17 @@ class InspectView(QWidget):
             self.labels_since_fit = max(0, self.labels_since_fit + change)
             self._open_labeler(self.current_run())  # a new class may have been made; listed files may have moved
 
+    def follow_moved_files(self, moved: list) -> None:
+        """Images listed here that a label on the Dataset page moved: their entries follow."""
+        new_path = dict(moved)
+        for entry in self._entries:
+            if isinstance(entry.source, str) and entry.source in new_path:
+                self._move_entry(entry, new_path[entry.source])
+                entry.in_pool = None
+                self._set_item_text(entry)
+                if entry is self._current:
+                    self._show_entry(entry)
+
     def classifier_changed(self, run_dir: str) -> None:
         """Another view fitted this run's classifier: use it from the next prediction on."""
         if run_dir == self.current_run():

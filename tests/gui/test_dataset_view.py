@@ -98,11 +98,13 @@ def test_selected_unlabeled_images_are_labelled_from_the_grid_and_the_view_stays
     assert menu.actions()[0].text() == "Label 2 unlabeled images as"
     assert [a.text() for a in submenu.actions() if a.text()] == ["class_0_circle", "class_1_triangle", "class_2_square", "New class…"]
 
+    window.inspect_view.add_images([(picked[0], picked[0])])  # also listed in Inspect: its entry follows the file
     submenu.actions()[1].trigger()  # class_1_triangle
     qtbot.waitUntil(lambda: view._label_task is None and not view.is_loading()
                     and view.thumbnail_model.rowCount() == 3, timeout=30_000)
     for path in picked:
         assert (data / "train" / "class_1_triangle" / Path(path).name).is_file() and not Path(path).exists()
+    assert window.inspect_view._entries[0].source == str(data / "train" / "class_1_triangle" / Path(picked[0]).name)
     # Still on the (unlabeled) row, near the same place, with the class counts updated.
     assert view.class_tree.currentItem().text(0) == "(unlabeled)" and view.thumbnail_view.currentIndex().row() >= 0
     assert {view.thumbnail_model.sample_at(r).label for r in range(3)} == {-1}
