@@ -432,7 +432,8 @@ def cmd_suggest(args: argparse.Namespace) -> int:
         print(f"{s.rank:>4}  {s.guess or '-':<{width}}  {vote:>5}  {group:>5}  {s.path}")
     if args.csv:
         write_suggestions_csv(args.csv, suggestions)
-        print(f"wrote {len(suggestions)} suggestions to {args.csv}")
+        print(f"wrote {len(suggestions)} suggestions to {args.csv}; fill in its label column, then "
+              f"`fgdesk label {args.run} --csv {args.csv}` moves each image into its class folder")
     return 0
 
 
