@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from fgdesk import __version__
+from fgdesk.evaluate import DEFAULT_LABELS_PER_CLASS
 
 log = logging.getLogger("fgdesk.cli")
 
@@ -73,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run", type=Path, help="run folder")
     evaluate.add_argument("--device", default="auto")
     evaluate.add_argument("--json", action="store_true", help="print the report as JSON")
-    evaluate.add_argument("--labels-per-class", default="1,5,10", metavar="N[,N...]",
+    evaluate.add_argument("--labels-per-class", default=",".join(map(str, DEFAULT_LABELS_PER_CLASS)),
+                          metavar="N[,N...]",
                           help="also score with only N labelled training images per class, e.g. 1,5,10 "
                                "(default), or none")
     evaluate.add_argument("--draws", type=int, default=5, help="random draws of the labelled images per N (default 5)")

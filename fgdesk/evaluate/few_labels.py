@@ -15,12 +15,12 @@ from dataclasses import dataclass
 
 import torch
 
+from fgdesk.evaluate import DEFAULT_LABELS_PER_CLASS  # re-exported: its home loads no torch
 from fgdesk.evaluate.knn import knn_scores, topk_accuracy
 from fgdesk.evaluate.linear import fit_linear
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LABELS_PER_CLASS: tuple[int, ...] = (1, 5, 10)
 DEFAULT_DRAWS = 5
 
 
