@@ -229,7 +229,10 @@ def resolve_train_config(args: argparse.Namespace):
             except DatasetError as exc:
                 raise CLIError(str(exc)) from exc
             config = default_config(str(args.data), count, args.device or "auto")
-        return config.with_overrides(_flag_overrides(args)).validate()
+        config = config.with_overrides(_flag_overrides(args)).validate()
+        if config.data.path:  # the run must find its dataset from any folder later (eval, suggest, label)
+            config.data.path = os.path.abspath(os.path.expanduser(config.data.path))
+        return config
     except (ConfigError, ValueError) as exc:
         raise CLIError(str(exc)) from exc
 

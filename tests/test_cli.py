@@ -193,3 +193,14 @@ def test_label_moves_named_images_applies_a_table_and_undoes(tmp_path):
     assert fourth.is_file()
     made = fgdesk("label", data, fourth, "--as", "class_9", "--new-class")
     assert (data / "train" / "class_9" / fourth.name).is_file(), made.stdout
+
+
+def test_a_relative_data_folder_is_recorded_absolute(tmp_path, monkeypatch):
+    """A run made with --data d must find d later from any folder (eval, suggest, label)."""
+    from fgdesk.cli import build_parser, resolve_train_config
+    from fgdesk.data.synthetic import make_demo_dataset
+
+    make_demo_dataset(tmp_path / "d", num_classes=2, per_class=3, size=48)
+    monkeypatch.chdir(tmp_path)
+    config = resolve_train_config(build_parser().parse_args(["train", "--data", "d"]))
+    assert config.data.path == str(tmp_path / "d")

@@ -303,3 +303,12 @@ def test_a_box_follows_its_image_to_the_class_folder_and_back(tmp_path):
     labeler.undo(move)
     assert next(s.box for s in detect(root, check_images=False).samples if s.path == image) == box_before
     assert labeler.warnings == []
+
+
+def test_a_table_written_from_another_folder_finds_its_images(flat, tmp_path, monkeypatch):
+    """Paths relative to where the table was made (the current folder) are found too."""
+    monkeypatch.chdir(flat.parent)
+    table = tmp_path / "labels.csv"
+    table.write_text("path,label\nflat/unlabeled/x.png,a\n", encoding="utf-8")
+    done = apply_label_table(DatasetLabeler(flat), table)
+    assert [m.target for m in done.moves] == [flat / "a" / "x.png"] and not done.errors

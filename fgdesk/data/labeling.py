@@ -307,7 +307,8 @@ class TableResult:
 
 def read_label_table(path: str | os.PathLike[str], root: Path) -> list[tuple[int, Path, str]]:
     """(line, image, class) for each row of a CSV with `path` and `label` (or `class`) columns.
-    Relative image paths are taken from the dataset's root."""
+    A relative image path is looked for from the dataset's root, then from the current
+    folder, then from the table's folder; the first that exists is taken."""
     path = Path(path)
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
@@ -322,7 +323,10 @@ def read_label_table(path: str | os.PathLike[str], root: Path) -> list[tuple[int
                 # Cells beyond the header (a note added in a spreadsheet) come under None: ignored.
                 row = {k.strip().lower(): (v or "").strip() for k, v in row.items() if isinstance(k, str)}
                 image = Path(row.get("path", "")).expanduser()
-                rows.append((reader.line_num, image if image.is_absolute() else root / image, row.get(column, "")))
+                if not image.is_absolute():
+                    candidates = [root / image, Path.cwd() / image, path.parent / image]
+                    image = next((c for c in candidates if c.exists()), candidates[0])
+                rows.append((reader.line_num, image, row.get(column, "")))
             return rows
     except OSError as exc:
         raise LabelingError(f"cannot read {path}: {exc.strerror or exc}") from exc

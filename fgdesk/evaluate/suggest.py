@@ -214,6 +214,7 @@ def suggest_for_run(run_dir, count: int = 50, device: str = "auto", seed: int = 
 def write_suggestions_csv(path, suggestions: list[LabelSuggestion]) -> None:
     import csv
     import io
+    import os
 
     from fgdesk.fileio import atomic_write_text
 
@@ -222,5 +223,7 @@ def write_suggestions_csv(path, suggestions: list[LabelSuggestion]) -> None:
     # `label` is left empty for the user to fill in; `fgdesk label DATA --csv FILE` then applies it.
     writer.writerow(["rank", "path", "guess", "guess_share", "group_size", "typicality", "label"])
     for s in suggestions:
-        writer.writerow([s.rank, s.path, s.guess, f"{s.guess_share:.4f}", s.group_size, f"{s.typicality:.4f}", ""])
+        # Absolute, so the table can be applied from any folder.
+        writer.writerow([s.rank, os.path.abspath(s.path), s.guess, f"{s.guess_share:.4f}", s.group_size,
+                         f"{s.typicality:.4f}", ""])
     atomic_write_text(path, buffer.getvalue())

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from array import array
 from collections.abc import Callable
@@ -558,7 +559,7 @@ class TrainingView(QWidget):
     # ================================================================== dataset and config
     def set_dataset(self, index) -> None:
         """Called when the Dataset page opened a folder; prepares default settings off-thread."""
-        self._dataset_path = str(index.root)
+        self._dataset_path = os.path.abspath(str(index.root))  # runs find their dataset from any folder
         training = index.train_samples() if hasattr(index, "train_samples") else index.samples
         self._dataset_images = len(training)
         unlabeled = sum(1 for s in training if s.label < 0) if getattr(index, "classes", None) else 0
