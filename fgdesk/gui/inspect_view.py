@@ -229,7 +229,7 @@ class InspectView(QWidget):
     status_message = Signal(str)
     run_chosen = Signal(str)
     labels_changed = Signal(str, int)  # (a dataset's root, labels given: negative for undone ones)
-    classifier_refitted = Signal(str)  # run folder whose classifier.pt the Refit button rewrote
+    classifier_refitted = Signal(str, object)  # (run folder, ClassifierReport) after the Refit button
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -933,7 +933,7 @@ class InspectView(QWidget):
             self.status_message.emit(
                 f"Classifier fitted again on {report.num_train:,} labelled images: top-1 {format_percent(report.top1)} "
                 f"on {report.num_test:,} test images")
-            self.classifier_refitted.emit(run)
+            self.classifier_refitted.emit(run, report)
             if generation == self._run_generation:
                 self.repredict()
             self._update_label_panel()

@@ -217,6 +217,7 @@ class TrainingView(QWidget):
         self._history_generation = 0
         self._shown_run: str | None = None
         self._classifier_task = None
+        self.classifier_report = None  # the last ClassifierReport shown on the card
         self._paused = False
         self.paused_at_step: int | None = None  # the step the engine last parked after
         self.redraw_count = 0
@@ -1078,16 +1079,26 @@ class TrainingView(QWidget):
 
     def _on_classifier_done(self, report, run_dir: str) -> None:
         self._classifier_task = None
-        self.classifier_report = report
         self.classifier_progress.hide()
+        self._show_classifier(report, run_dir)
+        self.status_message.emit(f"Classifier trained: top-1 {format_percent(report.top1)}, top-5 {format_percent(report.top5)}")
+        self._update_buttons()
+        self.classifier_trained.emit(run_dir)
+
+    def show_classifier_report(self, run_dir: str, report) -> None:
+        """A classifier fitted elsewhere (Inspect's Refit after labelling): the card shows it,
+        unless a fit of its own is under way."""
+        if self._classifier_task is None:
+            self._show_classifier(report, run_dir)
+
+    def _show_classifier(self, report, run_dir: str) -> None:
+        self.classifier_report = report
+        self.classifier_run_label.setText(f"Run: {Path(run_dir).name}")
         self.top1_label.setText(format_percent(report.top1))
         self.top5_label.setText(format_percent(report.top5))
         self._show_confusion(np.asarray(report.confusion), list(report.class_names))
         self._show_few_labels(report)
-        self.status_message.emit(f"Classifier trained: top-1 {format_percent(report.top1)}, top-5 {format_percent(report.top5)}")
-        self._update_buttons()
         self.refresh_runs()
-        self.classifier_trained.emit(run_dir)
 
     def _show_few_labels(self, report) -> None:
         scores = list(getattr(report, "few_labels", []) or [])
