@@ -487,18 +487,13 @@ def cmd_label(args: argparse.Namespace) -> int:
         moves, skipped = result.moves, result.skipped
         failures = [f"{args.csv}, line {line}: {message}" for line, message in result.errors]
     else:
-        from fgdesk.data.labeling import LabelingError, LabelMove
+        from fgdesk.data.labeling import LabelingError
 
         moves, skipped = [], 0
+        act = labeler.plan if args.dry_run else labeler.assign
         for image in args.images:
             try:
-                if args.dry_run:
-                    if not image.is_file():
-                        raise LabelingError(f"{image} does not exist")
-                    name = labeler.check_class_name(args.class_name, args.new_class)
-                    moves.append(LabelMove(image, labeler.destination(image, name, args.new_class), name))
-                else:
-                    moves.append(labeler.assign(image, args.class_name, allow_new=args.new_class))
+                moves.append(act(image, args.class_name, allow_new=args.new_class))
             except LabelingError as exc:
                 failures.append(str(exc))
     verb = "would move" if args.dry_run else "labelled"

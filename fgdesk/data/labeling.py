@@ -166,6 +166,14 @@ class DatasetLabeler:
         class_dir = next((path for n, path, is_dir in _list_dir(parent)[0] if is_dir and n == name), parent / name)
         return _free_name(class_dir / inside)
 
+    def plan(self, image: str | os.PathLike[str], class_name: str, allow_new: bool = False) -> LabelMove:
+        """The move `assign` would make, checked the same way; nothing is moved (a dry run)."""
+        source = Path(os.path.abspath(Path(image).expanduser()))
+        if not source.is_file():
+            raise LabelingError(f"{source} does not exist")
+        return LabelMove(source, self.destination(source, class_name, allow_new=allow_new),
+                         self.check_class_name(class_name, allow_new=allow_new))
+
     # ------------------------------------------------------------------ moving
     def assign(self, image: str | os.PathLike[str], class_name: str, allow_new: bool = False) -> LabelMove:
         """Label `image` as `class_name` by moving it into the class folder; never overwrites."""
@@ -343,13 +351,8 @@ def apply_label_table(labeler: DatasetLabeler, path: str | os.PathLike[str], all
             result.skipped += 1
             continue
         try:
-            if dry_run:
-                if not image.is_file():
-                    raise LabelingError(f"{image} does not exist")
-                target = labeler.destination(image, name, allow_new=allow_new)
-                result.moves.append(LabelMove(image, target, labeler.check_class_name(name, allow_new)))
-            else:
-                result.moves.append(labeler.assign(image, name, allow_new=allow_new))
+            act = labeler.plan if dry_run else labeler.assign
+            result.moves.append(act(image, name, allow_new=allow_new))
         except LabelingError as exc:
             result.errors.append((line, str(exc)))
     return result
