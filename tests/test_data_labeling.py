@@ -312,3 +312,38 @@ def test_a_table_written_from_another_folder_finds_its_images(flat, tmp_path, mo
     table.write_text("path,label\nflat/unlabeled/x.png,a\n", encoding="utf-8")
     done = apply_label_table(DatasetLabeler(flat), table)
     assert [m.target for m in done.moves] == [flat / "a" / "x.png"] and not done.errors
+
+
+def test_moved_images_follow_labels_and_undos_through_the_log(flat, tmp_path):
+    from fgdesk.data.labeling import MovedImages
+
+    moved = MovedImages(flat)
+    x, y = flat / "unlabeled" / "x.png", flat / "unlabeled" / "cam2" / "y.png"
+    assert moved.find(x) is None  # no log yet
+    labeler = DatasetLabeler(flat)
+    first = labeler.assign(x, "a")
+    assert moved.find(x) == flat / "a" / "x.png"  # the log changed since the last look: read again
+    labeler.undo(first)
+    assert moved.find(first.target) == x  # an undo moves a labelled image back
+    assert moved.find(x) == x  # labelled, then undone: back where it started
+    x.unlink()
+    assert moved.find(x) is None  # the chain label, undo leads back to the missing file itself
+    _image(x)
+    again = labeler.assign(x, "b")
+    assert moved.find(x) == again.target == flat / "b" / "x.png"
+    assert moved.find(first.target) == again.target  # a/x.png -> unlabeled/x.png -> b/x.png
+
+    # A worker process gets its own copy, which reads the log for itself.
+    import pickle
+    assert pickle.loads(pickle.dumps(moved)).find(x) == again.target
+
+    # A file moved on and then deleted, one outside the dataset, one never moved: nothing found.
+    labeler.assign(y, "a").target.unlink()
+    assert moved.find(y) is None
+    assert moved.find(tmp_path / "elsewhere.png") is None
+    assert moved.find(flat / "a" / "never.png") is None
+
+    # A damaged line does not hide the others.
+    with open(flat / LABEL_LOG, "a", encoding="utf-8") as handle:
+        handle.write("garbage\n2026-01-01,label,a,,\n")
+    assert moved.find(x) == again.target

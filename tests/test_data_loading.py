@@ -72,6 +72,26 @@ def test_dataset_items_and_bad_items(tmp_path):
     assert item.index == 1 and item.reason == "file not found"
 
 
+def test_dataset_follows_an_image_that_a_label_moved_after_it_was_listed(tmp_path):
+    from fgdesk.data.labeling import DatasetLabeler, MovedImages
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        Image.new("RGB", (16, 16), (0, 0, 0)).save(tmp_path / name / f"{name}.png")
+    image = tmp_path / "unlabeled" / "u.png"
+    image.parent.mkdir()
+    Image.new("RGB", (20, 12), (0, 200, 0)).save(image)
+    samples = [Sample(image, -1, "unlabeled")]
+    following = SampleDataset(samples, transform=None, moved=MovedImages(tmp_path))
+    plain = SampleDataset(samples, transform=None)
+
+    DatasetLabeler(tmp_path).assign(image, "b")
+    loaded, label, _ = following[0]
+    assert loaded.size == (20, 12) and loaded.getpixel((0, 0)) == (0, 200, 0)
+    assert label == -1  # the label counts from the next index; this list stays as it was made
+    assert isinstance(plain[0], BadItem) and plain[0].reason == "file not found"
+
+
 def test_collate_stacks_each_view_and_drops_bad_items():
     views = [torch.zeros(3, 8, 8), torch.ones(3, 4, 4)]
     batch = collate_skip_bad([(views, 0, 5), None, BadItem(7, "x.jpg", "truncated image data"), (views, 1, 6)])

@@ -72,27 +72,38 @@ def test_training_skips_and_reports_corrupt_files(messy_data, tmp_path):
     assert broken <= reported
 
 
-def test_labelling_during_a_run_moves_files_it_then_skips_and_reports(tmp_path):
-    """Labels given (files moved) while a run trains on the same folder: the run finishes,
-    and reports the moved files as missing instead of failing."""
+def test_a_run_follows_images_labelled_while_it_trains(tmp_path, monkeypatch):
+    """Labels given (files moved) while a run trains on the same folder: the run's loader
+    workers find each moved image at its new place, instead of skipping it as missing."""
+    from fgdesk.data import loading
     from fgdesk.data.labeling import DatasetLabeler
 
     data = make_demo_dataset(tmp_path / "data", num_classes=2, per_class=4, size=48, unlabeled=6)
+    loaded_list = tmp_path / "loaded.txt"
+    real_load = loading.load_rgb
+
+    def recording_load(path, **kwargs):  # appends from the worker processes too (they fork)
+        with open(loaded_list, "a", encoding="utf-8") as handle:
+            handle.write(f"{path}\n")
+        return real_load(path, **kwargs)
+
+    monkeypatch.setattr(loading, "load_rgb", recording_load)
     events: list = []
-    moved: list = []
+    moves: list = []
 
     def label_on_first_step(event):
         events.append(event)
-        if isinstance(event, StepEvent) and not moved:
+        if isinstance(event, StepEvent) and not moves:
             labeler = DatasetLabeler(data)
-            for image in sorted((data / "unlabeled").iterdir())[:3]:
-                moved.append(str(labeler.assign(image, "class_0_circle").source))
+            moves.extend(labeler.assign(image, "class_0_circle") for image in sorted((data / "unlabeled").iterdir())[:3])
 
-    result = Trainer(small_config(data, **{"schedule.epochs": 2}), run_dir=tmp_path / "run",
-                     on_event=label_on_first_step).run()
-    assert isinstance(result, FinishedEvent)
-    reported = {e.path: e.reason for e in events if isinstance(e, BadImageEvent)}
-    assert len(moved) == 3 and all("not found" in reported.get(path, "") for path in moved)
+    config = small_config(data, **{"schedule.epochs": 2, "data.num_workers": 1})
+    result = Trainer(config, run_dir=tmp_path / "run", on_event=label_on_first_step).run()
+    assert isinstance(result, FinishedEvent) and result.status == "finished"
+    assert len(moves) == 3
+    assert not [e for e in events if isinstance(e, BadImageEvent)]
+    loaded = set(loaded_list.read_text(encoding="utf-8").split())
+    assert {str(move.target) for move in moves} <= loaded  # read from where the label put them
 
 
 def test_predictor_reports_each_bad_file_and_classifies_the_rest(messy_data, tmp_path):

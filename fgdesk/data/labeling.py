@@ -289,6 +289,66 @@ class DatasetLabeler:
             self.warnings.append(message)
 
 
+class MovedImages:
+    """Where labels moved a dataset's images, read from its label log.
+
+    A run indexes its images once and may train for hours while the user labels some of
+    them; without this, each labelled image would be skipped as missing for the rest of the
+    run. Picklable, so DataLoader workers carry it; each re-reads the log when it changes.
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(os.path.abspath(Path(root).expanduser()))
+        self._stamp: tuple[int, int] | None = None
+        self._next: dict[str, str] = {}  # relative path -> where its latest move took it
+
+    def find(self, image: str | os.PathLike[str]) -> Path | None:
+        """The file `image` became through labels and undos, when it exists now; else None."""
+        try:
+            inside = Path(os.path.abspath(image)).relative_to(self.root)
+        except ValueError:
+            return None  # not inside this dataset
+        key = unicodedata.normalize("NFC", inside.as_posix())
+        self._refresh()
+        seen = {key}
+        while key in self._next:
+            key = self._next[key]
+            candidate = self.root / key
+            if candidate.is_file():
+                return candidate
+            if key in seen:  # moved back and forth: the chain has no current end
+                return None
+            seen.add(key)
+        return None
+
+    def _refresh(self) -> None:
+        log_path = self.root / LABEL_LOG
+        try:
+            info = log_path.stat()
+        except OSError:
+            self._stamp, self._next = None, {}
+            return
+        stamp = (info.st_size, info.st_mtime_ns)
+        if stamp == self._stamp:
+            return
+        edges: dict[str, str] = {}
+        try:
+            with open(log_path, newline="", encoding="utf-8") as handle:
+                for row in csv.DictReader(handle):
+                    source, target = (row.get("from") or "").strip(), (row.get("to") or "").strip()
+                    if not source or not target:
+                        continue  # a damaged line: the others still count
+                    source, target = (unicodedata.normalize("NFC", name) for name in (source, target))
+                    if row.get("action") == "label":
+                        edges[source] = target
+                    elif row.get("action") == "undo":
+                        edges[target] = source
+        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+            log.warning("cannot read %s to follow labelled images: %s", log_path, exc)
+            return
+        self._stamp, self._next = stamp, edges
+
+
 def dataset_folder(path: str | os.PathLike[str]) -> Path:
     """A dataset folder as given, or the dataset a run folder (one with config.json) was trained on."""
     from fgdesk.config import RunConfig

@@ -12,6 +12,7 @@ import os
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fgdesk.data.images import ImageDecodeError, load_rgb
+from fgdesk.data.labeling import MovedImages
 from fgdesk.data.layouts import Sample
 
 logger = logging.getLogger(__name__)
@@ -65,11 +67,12 @@ class SampleDataset(Dataset):
     """Items are (transform(image), label, index), or a falsy BadItem when the file is unreadable."""
 
     def __init__(self, samples: Sequence[Sample], transform: Callable[[Any], Any] | None, crop_bottom: int = 0,
-                 min_short_side: int = 0) -> None:
+                 min_short_side: int = 0, moved: MovedImages | None = None) -> None:
         self.samples = list(samples)
         self.transform = transform
         self.crop_bottom = crop_bottom
         self.min_short_side = min_short_side  # JPEGs decode at a reduced scale down to this (see load_rgb)
+        self.moved = moved  # follows images that labels moved after the samples were listed
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -77,12 +80,24 @@ class SampleDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[Any, int, int] | BadItem:
         sample = self.samples[index]
         try:
-            image = load_rgb(sample.path, crop_bottom=self.crop_bottom, min_short_side=self.min_short_side)
+            image = self._load(sample.path)
         except ImageDecodeError as exc:
             logger.warning("skipping unreadable image %s: %s", sample.path, exc.reason)
             return BadItem(index, str(sample.path), exc.reason)
         data = self.transform(image) if self.transform is not None else image
         return data, sample.label, index
+
+    def _load(self, path: Path) -> Any:
+        try:
+            return load_rgb(path, crop_bottom=self.crop_bottom, min_short_side=self.min_short_side)
+        except ImageDecodeError as exc:
+            if self.moved is None or not isinstance(exc.__cause__, FileNotFoundError):
+                raise
+            moved_to = self.moved.find(path)
+            if moved_to is None:
+                raise
+            logger.debug("%s was moved by a label to %s", path, moved_to)
+            return load_rgb(moved_to, crop_bottom=self.crop_bottom, min_short_side=self.min_short_side)
 
 
 def collate_skip_bad(batch: Sequence[Any]) -> Batch:

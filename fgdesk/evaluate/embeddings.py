@@ -13,6 +13,7 @@ import torch
 
 from fgdesk.config import RunConfig
 from fgdesk.data.augment import eval_min_short_side, eval_normalise, eval_pixels, eval_transform
+from fgdesk.data.labeling import MovedImages
 from fgdesk.data.layouts import Sample
 from fgdesk.data.loading import SampleDataset, make_loader
 from fgdesk.fileio import atomic_write
@@ -66,11 +67,13 @@ def compute_embeddings(
     batch_size: int = 128,
     num_workers: int = 0,
     on_progress: Callable[[int, int], None] | None = None,
+    moved: MovedImages | None = None,
 ) -> Embeddings:
     device = torch.device(device)
     was_training = net.training
     net.eval()
-    dataset = SampleDataset(list(samples), eval_transform(image_size), crop_bottom, min_short_side=eval_min_short_side(image_size))
+    dataset = SampleDataset(list(samples), eval_transform(image_size), crop_bottom, min_short_side=eval_min_short_side(image_size),
+                            moved=moved)
     loader = make_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers, drop_last=False, seed=0,
                          pin_memory=device.type == "cuda")
     vectors, labels, indices, bad = [], [], [], []
@@ -102,10 +105,12 @@ class DecodedImages:
         return num_images * 3 * image_size * image_size
 
 
-def decode_images(samples: Sequence[Sample], image_size: int, crop_bottom: int = 0, batch_size: int = 128) -> DecodedImages:
+def decode_images(samples: Sequence[Sample], image_size: int, crop_bottom: int = 0, batch_size: int = 128,
+                  moved: MovedImages | None = None) -> DecodedImages:
     """Decode `samples` for evaluation and keep them; `embed_decoded` then gives what
     `compute_embeddings` gives, without reading or decoding a file again."""
-    dataset = SampleDataset(list(samples), eval_pixels(image_size), crop_bottom, min_short_side=eval_min_short_side(image_size))
+    dataset = SampleDataset(list(samples), eval_pixels(image_size), crop_bottom, min_short_side=eval_min_short_side(image_size),
+                            moved=moved)
     loader = make_loader(dataset, batch_size=batch_size, shuffle=False, num_workers=0, drop_last=False, seed=0)
     # Filled in place: joining a list of batches would briefly hold every image twice.
     pixels = torch.empty(len(dataset), 3, image_size, image_size, dtype=torch.uint8)

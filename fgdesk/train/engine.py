@@ -22,6 +22,7 @@ from torch.utils.data import Sampler
 
 from fgdesk.config import DataConfig, RunConfig
 from fgdesk.data.augment import ContrastiveViews
+from fgdesk.data.labeling import MovedImages
 from fgdesk.data.layouts import DatasetIndex, Sample, detect, relative_key
 from fgdesk.data.loading import SampleDataset, make_loader
 from fgdesk.evaluate.embeddings import DecodedImages, compute_embeddings, decode_images, embed_decoded
@@ -377,6 +378,8 @@ class Trainer:
             len(samples), index.layout, len(index.classes), self.device, dtype or "fp32", batch_size, self.dist.world_size, steps_per_epoch,
         )
 
+        # Labels given while the run trains move images; the loader follows them (see MovedImages).
+        moved = MovedImages(index.root)
         views_size = 0  # the global view side the dataset below makes; set per epoch
         dataset: SampleDataset | None = None
         num_global = 2
@@ -445,7 +448,7 @@ class Trainer:
                     log.info("step %d: global views of %d px from here on (were %d px)", state["global_step"], size, views_size)
                 views_size = size
                 views = ContrastiveViews(views_at(cfg.data, size))
-                dataset = SampleDataset(samples, views, index.crop_bottom, min_short_side=views.min_short_side)
+                dataset = SampleDataset(samples, views, index.crop_bottom, min_short_side=views.min_short_side, moved=moved)
             sampler.set_position(epoch, state["step_in_epoch"])
             loader = make_loader(
                 dataset, batch_size=batch_size, shuffle=False, num_workers=cfg.data.num_workers,
@@ -597,15 +600,18 @@ class Trainer:
         if len(bank) > MONITOR_BANK_LIMIT:
             bank = stable_order(bank, index.root)[:MONITOR_BANK_LIMIT]
         size = self.config.data.eval_size
+        moved = MovedImages(index.root)  # an undo can move a labelled image back to unlabeled/
         if self._monitor_images is None and DecodedImages.size_in_bytes(len(bank) + len(validation), size) <= MONITOR_CACHE_BYTES:
-            self._monitor_images = (decode_images(bank, size, index.crop_bottom), decode_images(validation, size, index.crop_bottom))
+            self._monitor_images = (decode_images(bank, size, index.crop_bottom, moved=moved),
+                                    decode_images(validation, size, index.crop_bottom, moved=moved))
             unreadable = sum(len(images.bad) for images in self._monitor_images)
             if unreadable:
                 log.warning("the kNN monitor leaves out %d unreadable image(s) for this session of the run", unreadable)
         if self._monitor_images is not None:
             bank_embeddings, val_embeddings = (embed_decoded(model.net, images, self.device, dtype) for images in self._monitor_images)
         else:
-            common = dict(image_size=size, crop_bottom=index.crop_bottom, device=self.device, dtype=dtype, num_workers=0)
+            common = dict(image_size=size, crop_bottom=index.crop_bottom, device=self.device, dtype=dtype, num_workers=0,
+                          moved=moved)
             bank_embeddings = compute_embeddings(model.net, bank, **common)
             val_embeddings = compute_embeddings(model.net, validation, **common)
         distributed.barrier(self.dist)
