@@ -347,3 +347,22 @@ def test_moved_images_follow_labels_and_undos_through_the_log(flat, tmp_path):
     with open(flat / LABEL_LOG, "a", encoding="utf-8") as handle:
         handle.write("garbage\n2026-01-01,label,a,,\n")
     assert moved.find(x) == again.target
+
+
+def test_a_dry_run_plans_what_the_real_run_does_when_rows_collide(tmp_path):
+    """Two unlabeled folders holding the same name land in one class folder: the dry run gives
+    the second `-2`, as the real run does, and an image listed twice is planned once."""
+    root = make_demo_dataset(tmp_path / "demo", num_classes=2, per_class=4, size=48, unlabeled=1)
+    top = _image(root / "unlabeled" / "same.png")
+    inner = _image(root / "train" / "unlabeled" / "same.png")
+    planner = DatasetLabeler(root)
+    planned = [planner.plan(top, "class_0_circle"), planner.plan(inner, "class_0_circle")]
+    with pytest.raises(LabelingError, match="already planned"):
+        planner.plan(top, "class_1_triangle")
+    assert not (root / "train" / "class_0_circle" / "same.png").exists()  # nothing moved
+    labeler = DatasetLabeler(root)
+    done = [labeler.assign(top, "class_0_circle"), labeler.assign(inner, "class_0_circle")]
+    assert [m.target for m in planned] == [m.target for m in done]
+    assert done[1].target.name == "same-2.png"
+    with pytest.raises(LabelingError, match="no longer exists"):
+        labeler.assign(top, "class_1_triangle")

@@ -92,6 +92,7 @@ class DatasetLabeler:
                     names.add(name)
         self.classes = sorted(names)
         self._resolved: dict[Path, Path] = {}
+        self._planned: dict[Path, Path] = {}  # dry-run moves so far: source -> target
         self.warnings: list[str] = []  # done, but not all of it: a move missing from the log, a box left behind
         if not self._unlabeled:
             raise LabelingError(
@@ -148,7 +149,8 @@ class DatasetLabeler:
                 "Make a new class explicitly (--new-class on the command line)")
         return name
 
-    def destination(self, image: str | os.PathLike[str], class_name: str, allow_new: bool = False) -> Path:
+    def destination(self, image: str | os.PathLike[str], class_name: str, allow_new: bool = False,
+                    taken: frozenset[Path] | set[Path] = frozenset()) -> Path:
         """Where labelling `image` as `class_name` puts it: the class folder beside its unlabeled
         folder (train/ when unlabeled/ sits beside split folders), keeping any subfolders."""
         image = Path(image)
@@ -164,15 +166,23 @@ class DatasetLabeler:
                 raise LabelingError(f"{self.root} has split folders but no train/ folder to put labelled images in")
             parent = self.split_dirs["train"]
         class_dir = next((path for n, path, is_dir in _list_dir(parent)[0] if is_dir and n == name), parent / name)
-        return _free_name(class_dir / inside)
+        return _free_name(class_dir / inside, taken)
 
     def plan(self, image: str | os.PathLike[str], class_name: str, allow_new: bool = False) -> LabelMove:
-        """The move `assign` would make, checked the same way; nothing is moved (a dry run)."""
+        """The move `assign` would make, checked the same way; nothing is moved (a dry run).
+
+        Plans on one labeler add up as the real moves would: a later plan does not claim a
+        name an earlier one took (it gets `-2`, as the move would), and an image is planned once.
+        """
         source = Path(os.path.abspath(Path(image).expanduser()))
         if not source.is_file():
             raise LabelingError(f"{source} does not exist")
-        return LabelMove(source, self.destination(source, class_name, allow_new=allow_new),
+        if source in self._planned:
+            raise LabelingError(f"{source} is already planned to move to {self._planned[source]}; an image takes one label")
+        move = LabelMove(source, self.destination(source, class_name, allow_new=allow_new, taken=set(self._planned.values())),
                          self.check_class_name(class_name, allow_new=allow_new))
+        self._planned[source] = move.target
+        return move
 
     # ------------------------------------------------------------------ moving
     def assign(self, image: str | os.PathLike[str], class_name: str, allow_new: bool = False) -> LabelMove:
@@ -445,14 +455,14 @@ def _user() -> str:
         return ""
 
 
-def _free_name(path: Path) -> Path:
-    """`path`, or `stem-2.ext`, `stem-3.ext`… when a file of that name is already there."""
-    if not path.exists():
+def _free_name(path: Path, taken: frozenset[Path] | set[Path] = frozenset()) -> Path:
+    """`path`, or `stem-2.ext`, `stem-3.ext`… when a file of that name is already there (or `taken`)."""
+    if not path.exists() and path not in taken:
         return path
     number = 2
     while True:
         candidate = path.with_name(f"{path.stem}-{number}{path.suffix}")
-        if not candidate.exists():
+        if not candidate.exists() and candidate not in taken:
             return candidate
         number += 1
 
