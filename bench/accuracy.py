@@ -50,6 +50,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     DOCS_DIR,
+    KNN_K,
+    KNN_T,
     RESULTS_DIR,
     Report,
     format_table,
@@ -59,6 +61,7 @@ from common import (  # noqa: E402
     quiet_logging,
     relative,
     resolve_data,
+    score_features,
     seed_everything,
     set_threads,
     summarize,
@@ -72,9 +75,8 @@ from fgdesk.data.images import ImageDecodeError, load_rgb  # noqa: E402
 from fgdesk.data.layouts import Sample, detect  # noqa: E402
 from fgdesk.data.loading import SampleDataset, make_loader  # noqa: E402
 from fgdesk.evaluate.embeddings import compute_embeddings, load_encoder  # noqa: E402
-from fgdesk.evaluate.knn import knn_scores, knn_top1, leave_one_out_knn_top1, topk_accuracy  # noqa: E402
+from fgdesk.evaluate.knn import knn_top1, leave_one_out_knn_top1  # noqa: E402
 from fgdesk.evaluate.few_labels import few_label_scores, parse_labels_per_class  # noqa: E402
-from fgdesk.evaluate.linear import fit_linear  # noqa: E402
 from fgdesk.model.moco import EncoderWithHead, cosine_momentum  # noqa: E402
 from fgdesk.model.network import FineGrainedNet  # noqa: E402
 from fgdesk.train import runs  # noqa: E402
@@ -85,7 +87,6 @@ from fgdesk.train.engine import Trainer, holdout_split  # noqa: E402
 from fgdesk.train.events import EpochEvent, FailedEvent, StepEvent  # noqa: E402
 from fgdesk.train.schedule import scaled_lr, warmup_cosine  # noqa: E402
 
-KNN_K, KNN_T = 20, 0.07
 VARIANTS = {
     "random": "random init (no training)",
     "fgdesk_off": "fgdesk defaults, attention off",
@@ -199,19 +200,6 @@ def embed(features: Callable[[torch.Tensor], torch.Tensor], module: nn.Module, i
         out.append(features(chunk).float())
     module.train(was_training)
     return torch.cat(out) if out else torch.zeros(0, 1)
-
-
-def score_features(train_vectors: torch.Tensor, train_labels: torch.Tensor, query_vectors: torch.Tensor,
-                   query_labels: torch.Tensor, num_classes: int, seed: int, linear: bool = True) -> dict[str, float]:
-    scores = knn_scores(train_vectors, train_labels, query_vectors, num_classes, KNN_K, KNN_T)
-    knn = topk_accuracy(scores, query_labels, (1, 5))
-    result = {"knn_top1": knn[1], "knn_top5": knn[5]}
-    if linear:
-        probe = fit_linear(train_vectors, train_labels, num_classes, seed=seed)
-        logits = probe.logits(query_vectors)
-        result["linear_top1"] = (logits.argmax(dim=1) == query_labels).float().mean().item()
-        result["linear_weight_decay"] = probe.weight_decay
-    return result
 
 
 # -- curves -------------------------------------------------------------------------------

@@ -320,3 +320,25 @@ def progress(message: str) -> None:
     """One progress line on stderr (stdout carries the JSON and the tables)."""
     stamp = time.strftime("%H:%M:%S")
     print(f"[{stamp}] {message}", file=sys.stderr, flush=True)
+
+
+# -- scoring frozen features ------------------------------------------------------------
+
+KNN_K, KNN_T = 20, 0.07  # the kNN of `fgdesk eval` (fgdesk.evaluate.report)
+
+
+def score_features(train_vectors, train_labels, query_vectors, query_labels, num_classes: int, seed: int,
+                   linear: bool = True) -> dict[str, float]:
+    """kNN top-1/top-5 and (with `linear`) linear-probe top-1 of frozen features, as `fgdesk eval` scores them."""
+    from fgdesk.evaluate.knn import knn_scores, topk_accuracy
+    from fgdesk.evaluate.linear import fit_linear
+
+    scores = knn_scores(train_vectors, train_labels, query_vectors, num_classes, KNN_K, KNN_T)
+    knn = topk_accuracy(scores, query_labels, (1, 5))
+    result = {"knn_top1": knn[1], "knn_top5": knn[5]}
+    if linear:
+        probe = fit_linear(train_vectors, train_labels, num_classes, seed=seed)
+        logits = probe.logits(query_vectors)
+        result["linear_top1"] = (logits.argmax(dim=1) == query_labels).float().mean().item()
+        result["linear_weight_decay"] = probe.weight_decay
+    return result

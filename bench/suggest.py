@@ -22,25 +22,24 @@ from typing import Any
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import Report, format_table, pct, pct_spread, progress, relative, resolve_data, seed_everything, set_threads, summarize  # noqa: E402
+from common import (  # noqa: E402
+    Report, format_table, pct, pct_spread, progress, relative, resolve_data, score_features, seed_everything, set_threads,
+    summarize,
+)
 
 from fgdesk.data.layouts import detect  # noqa: E402
 from fgdesk.evaluate.embeddings import compute_embeddings, load_encoder  # noqa: E402
-from fgdesk.evaluate.knn import knn_scores, topk_accuracy  # noqa: E402
-from fgdesk.evaluate.linear import fit_linear  # noqa: E402
 from fgdesk.evaluate.suggest import suggest_to_label  # noqa: E402
 from fgdesk.model.network import FineGrainedNet  # noqa: E402
 from fgdesk.train.defaults import default_config  # noqa: E402
 
-KNN_K, KNN_T = 20, 0.07
 
 
 def scores(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
            num_classes: int, seed: int) -> dict[str, float]:
-    knn = topk_accuracy(knn_scores(train_x, train_y, test_x, num_classes, KNN_K, KNN_T), test_y, (1,))[1]
-    probe = fit_linear(train_x, train_y, num_classes, seed=seed)
-    linear = (probe.logits(test_x).argmax(dim=1) == test_y).float().mean().item()
-    return {"knn_top1": knn, "linear_top1": linear, "classes_covered": len(set(train_y.tolist()))}
+    result = score_features(train_x, train_y, test_x, test_y, num_classes, seed)
+    return {"knn_top1": result["knn_top1"], "linear_top1": result["linear_top1"],
+            "classes_covered": len(set(train_y.tolist()))}
 
 
 def compare(features: str, train, test, num_classes: int, budgets: list[int], draws: int, start_per_class: int) -> dict[str, Any]:
