@@ -132,6 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("--level", default="variant")
 
     commands.add_parser("runs", help="list the runs in the user's runs folder")
+    compare = commands.add_parser(
+        "compare", help="runs side by side: scores, training time and the settings that differ",
+        description="Show runs side by side: status, epochs, training time, the kNN monitor's best, the "
+                    "classifier's test top-1/top-5 (after \"Train classifier\" or `fgdesk eval`), and every "
+                    "setting that is not the same in all of them.")
+    compare.add_argument("runs", nargs="+", metavar="RUN", help="run folders, or run names as `fgdesk runs` lists them")
+    compare.add_argument("--json", action="store_true", help="print JSON instead of a table")
     app = commands.add_parser("app", help="open the desktop app")
     app.add_argument("path", nargs="?", type=Path, help="a dataset folder or an image to open")
     return parser
@@ -153,6 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = {
         "train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "export": cmd_export, "suggest": cmd_suggest,
         "label": cmd_label, "demo-data": cmd_demo_data, "summary": cmd_summary, "runs": cmd_runs,
+        "compare": cmd_compare,
     }[args.command]
     try:
         return handler(args)
@@ -572,6 +580,29 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from fgdesk.train.compare import compare_runs
+    from fgdesk.train.runs import list_runs
+
+    known = None
+    folders = []
+    for given in args.runs:
+        folder = Path(given).expanduser()
+        if not folder.is_dir():
+            known = list_runs() if known is None else known
+            match = next((info.path for info in known if info.name == given), None)
+            if match is None:
+                raise CLIError(f"{given} is neither a run folder nor the name of a run that `fgdesk runs` lists")
+            folder = match
+        folders.append(folder)
+    try:
+        comparison = compare_runs(folders)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from exc
+    print(json.dumps(comparison.as_dict(), indent=2) if args.json else comparison.as_text())
+    return 0
+
+
 def cmd_runs(args: argparse.Namespace) -> int:
     import time
 
@@ -583,6 +614,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
         return 0
     for info in infos:
         best = "-" if info.best_knn_top1 is None else f"{100 * info.best_knn_top1:.1f}%"
+        classifier = "-" if info.classifier_top1 is None else f"{100 * info.classifier_top1:.1f}%"
         created = time.strftime("%Y-%m-%d %H:%M", time.localtime(info.created))
-        print(f"{info.name:32s} {info.status:12s} epochs {info.epochs_done}/{info.epochs:<5d} best kNN {best:>6s}  {created}  {info.path}")
+        print(f"{info.name:32s} {info.status:12s} epochs {info.epochs_done}/{info.epochs:<5d} best kNN {best:>6s}  "
+              f"classifier {classifier:>6s}  {created}  {info.path}")
     return 0

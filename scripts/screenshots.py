@@ -201,6 +201,30 @@ def take_screenshots(out: Path, epochs: int) -> int:
     wait(lambda: inspect._label_task is None, "the label", 30)
     save("labelling")
 
+    # 5. A second run with the attention module off, compared with the first.
+    window.show_page("train")
+    base_hook = training.config_hook
+    training.config_hook = lambda config: base_hook(config).with_overrides({"model.attention": "none"})
+    training.start_training()
+    wait(lambda: training.last_result is not None and training.last_result.run_dir != run_dir
+         and not training.is_training(), "the second run to finish")
+    second = training.last_result.run_dir
+    wait(lambda: training.select_run(second), "the second run in the list", 30)
+    training.train_classifier()
+    wait(lambda: not training.classifier_running(), "the second classifier")
+    wait(lambda: all(any(str(r.path) == folder for r in training.runs()) for folder in (run_dir, second)),
+         "both runs in the list", 30)
+    training.runs_table.selectAll()
+    training.compare_selected()
+    dialog = training.compare_dialog
+    wait(lambda: dialog.comparison is not None, "the comparison", 60)
+    pump(300)
+    path = out / "compare.png"
+    if not dialog.grab().save(str(path)):
+        raise OSError(f"could not write {path}")
+    print(f"wrote {path}")
+    dialog.close()
+
     window.close()
     return 0
 

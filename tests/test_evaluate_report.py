@@ -92,6 +92,29 @@ def test_fit_classifier_reports_test_scores_for_the_app(evaluated):
     assert calls and calls[-1] == 1.0
 
 
+def test_a_classifier_fit_is_saved_and_read_back_without_a_model(evaluated):
+    from fgdesk.evaluate.report import load_classifier_report
+
+    run_dir, _, _ = evaluated
+    fitted = fit_classifier(run_dir, device="cpu", labels_per_class=(1, 2), draws=2)
+    saved = load_classifier_report(run_dir)
+    assert saved is not None and saved.top1 == pytest.approx(fitted.top1) and saved.top5 == pytest.approx(fitted.top5)
+    assert saved.class_names == fitted.class_names and np.array_equal(saved.confusion, fitted.confusion)
+    assert saved.num_test == fitted.num_test == 12 and saved.checkpoint == "checkpoints/last.pt" and saved.epoch == 0
+    assert [score.as_dict() for score in saved.few_labels] == [score.as_dict() for score in fitted.few_labels]
+    assert saved.fitted_at > 0
+    assert runs.run_info(run_dir).classifier_top1 == pytest.approx(fitted.top1)  # the runs list reads it, no torch
+
+    # A confusion.csv that no longer fits the report's classes: no report, rather than a wrong matrix.
+    confusion = (run_dir / "confusion.csv").read_text()
+    try:
+        (run_dir / "confusion.csv").write_text("true \\ predicted,x\nx,1\n")
+        assert load_classifier_report(run_dir) is None
+    finally:
+        (run_dir / "confusion.csv").write_text(confusion)
+    assert load_classifier_report(run_dir.parent / "no-such-run") is None
+
+
 def test_an_unlabeled_dataset_cannot_be_evaluated(tmp_path):
     data = tmp_path / "photos"
     make_demo_dataset(tmp_path / "demo", num_classes=2, per_class=2, size=48)

@@ -8,6 +8,7 @@ Modules (import them by name; importing this package loads no torch):
 - `heatmaps`: the full-image geometry and the single forward pass that yields every map.
 - `report`: `evaluate_run` (eval.json, confusion.csv, classifier.pt) and `fit_classifier`.
 - `few_labels`: top-1 from 1, 5, 10 labelled images per class (seeded draws).
+- `scores`: the classifier report and few-label scores as a run folder keeps them (no torch).
 - `suggest`: which unlabeled images to label next (TypiClust).
 """
 

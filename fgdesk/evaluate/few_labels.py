@@ -11,43 +11,17 @@ from __future__ import annotations
 import logging
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import torch
 
 from fgdesk.evaluate import DEFAULT_LABELS_PER_CLASS  # re-exported: its home loads no torch
 from fgdesk.evaluate.knn import knn_scores, topk_accuracy
 from fgdesk.evaluate.linear import fit_linear
+from fgdesk.evaluate.scores import FewLabelScore  # noqa: F401  (its home loads no torch)
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DRAWS = 5
-
-
-@dataclass
-class FewLabelScore:
-    labels_per_class: int
-    draws: int
-    num_train: int  # labelled images in each draw (a class with fewer gives all it has)
-    knn_top1: list[float]  # one per draw
-    linear_top1: list[float]
-
-    @staticmethod
-    def _mean_std(values: list[float]) -> tuple[float, float]:
-        if not values:
-            return float("nan"), float("nan")
-        return statistics.fmean(values), statistics.pstdev(values) if len(values) > 1 else 0.0
-
-    def as_dict(self) -> dict:
-        knn_mean, knn_std = self._mean_std(self.knn_top1)
-        linear_mean, linear_std = self._mean_std(self.linear_top1)
-        return {
-            "labels_per_class": self.labels_per_class,
-            "draws": self.draws,
-            "num_train": self.num_train,
-            "knn_top1": {"mean": knn_mean, "std": knn_std, "per_draw": self.knn_top1},
-            "linear_top1": {"mean": linear_mean, "std": linear_std, "per_draw": self.linear_top1},
-        }
 
 
 def draw_labelled(labels: torch.Tensor, per_class: int, generator: torch.Generator) -> torch.Tensor:

@@ -1,15 +1,13 @@
 """Evaluate a run: kNN and linear probe on the test split, and heatmap localization scores.
 
-`evaluate_run` writes eval.json, confusion.csv and classifier.pt into the run folder;
-`fit_classifier` (the app's "Train classifier" button) writes only classifier.pt.
+`evaluate_run` writes eval.json, classifier.pt, classifier.json and confusion.csv into the
+run folder; `fit_classifier` (the app's "Train classifier" button) writes the last three.
 Both share the cached embeddings of the run's final checkpoint. Progress goes to
 `on_progress(stage, fraction)` with fraction in [0, 1]; nothing here prints.
 """
 from __future__ import annotations
 
 import concurrent.futures
-import csv
-import io
 import json
 import logging
 import math
@@ -27,7 +25,7 @@ from fgdesk.config import RunConfig
 from fgdesk.data.images import ImageDecodeError, load_rgb
 from fgdesk.data.layouts import DatasetError, DatasetIndex, Sample, detect
 from fgdesk.evaluate.embeddings import Embeddings, cached_embeddings, compute_embeddings, load_encoder
-from fgdesk.evaluate.few_labels import DEFAULT_DRAWS, FewLabelScore, few_label_scores
+from fgdesk.evaluate.few_labels import DEFAULT_DRAWS, few_label_scores
 from fgdesk.evaluate.heatmaps import (
     box_scale,
     bucketed,
@@ -47,6 +45,16 @@ from fgdesk.evaluate.localization import (
     chance_summary,
     scale_box,
 )
+from fgdesk.evaluate.scores import (  # noqa: F401  (re-exported: callers import them from here)
+    CONFUSION_FILE,
+    ClassifierReport,
+    FewLabelScore,
+    _json_ready,
+    load_classifier_report,
+    read_confusion_csv,
+    save_classifier_report,
+    write_confusion_csv,
+)
 from fgdesk.fileio import atomic_write_text
 from fgdesk.model.network import FineGrainedNet
 from fgdesk.train import runs
@@ -59,7 +67,6 @@ Progress = Callable[[str, float], None]
 
 KNN_K = 20
 KNN_TEMPERATURE = 0.07
-CONFUSION_FILE = "confusion.csv"
 CLASSIFIER_KIND = "classifier"
 LOCALIZATION_BATCH = 32
 DECODE_CHUNK = 64
@@ -73,22 +80,6 @@ MAP_TITLES = {
 
 class EvaluationError(RuntimeError):
     """The run cannot be evaluated as asked; the message says why and what to do."""
-
-
-@dataclass
-class ClassifierReport:
-    """Linear classifier scores on the test split (NaN when the dataset has no test images)."""
-
-    top1: float
-    top5: float
-    per_class: dict[str, float]  # class name -> test accuracy (NaN for a class without test images)
-    confusion: np.ndarray  # (C, C) int64, rows: true class, columns: predicted
-    class_names: list[str]
-    weight_decay: float = float("nan")
-    num_train: int = 0
-    num_test: int = 0
-    path: str = ""  # classifier.pt
-    few_labels: list[FewLabelScore] = field(default_factory=list)  # scores from n labels per class, when asked
 
 
 @dataclass
@@ -218,18 +209,6 @@ class _Prepared:
     test: Embeddings
 
 
-def _json_ready(value: Any) -> Any:
-    if isinstance(value, float):
-        return None if math.isnan(value) or math.isinf(value) else value
-    if isinstance(value, dict):
-        return {str(k): _json_ready(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(v) for v in value]
-    if isinstance(value, np.generic):
-        return _json_ready(value.item())
-    return value
-
-
 def _pct_spread(summary: dict[str, float]) -> str:
     if math.isnan(summary["mean"]):
         return "—"
@@ -356,7 +335,7 @@ def _fit_and_save(prepared: _Prepared, on_progress: Progress | None, start: floa
     report = ClassifierReport(
         top1=accuracy[1], top5=accuracy[5], per_class=per_class, confusion=confusion, class_names=names,
         weight_decay=probe.weight_decay, num_train=len(prepared.train.labels), num_test=len(prepared.test.labels),
-        path=str(path),
+        path=str(path), checkpoint=classifier_source(prepared), epoch=prepared.epoch, fitted_at=time.time(),
     )
     return probe, report, test_logits
 
@@ -387,6 +366,7 @@ def fit_classifier(run_dir: Path, on_progress: Progress | None = None, device: s
     _, report, _ = _fit_and_save(prepared, on_progress, 0.75, 0.9 if labels_per_class else 1.0)
     if labels_per_class:
         report.few_labels = _few_label_scores(prepared, labels_per_class, draws, on_progress, 0.9, 1.0)
+    save_classifier_report(prepared.run_dir, report)
     if on_progress:
         on_progress("done", 1.0)
     log.info("classifier of %s: top-1 %.3f, top-5 %.3f on %d test images", run_dir, report.top1, report.top5, report.num_test)
@@ -447,7 +427,8 @@ def evaluate_run(
         elapsed_s=time.monotonic() - started,
         few_labels=few,
     )
-    write_confusion_csv(run_dir / CONFUSION_FILE, classifier.confusion, names)
+    classifier.few_labels = few
+    save_classifier_report(run_dir, classifier)
     atomic_write_text(run_dir / runs.EVAL_FILE, json.dumps(report.as_dict(), indent=2) + "\n")
     if on_progress:
         on_progress("done", 1.0)
@@ -468,16 +449,6 @@ def classifier_source(prepared: _Prepared) -> str:
         return prepared.checkpoint_path.relative_to(prepared.run_dir).as_posix()
     except ValueError:
         return str(prepared.checkpoint_path)
-
-
-def write_confusion_csv(path: Path, confusion: np.ndarray, names: Sequence[str]) -> None:
-    """Rows are true classes, columns predicted ones; the first row and column hold the names."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["true \\ predicted", *names])
-    for name, row in zip(names, confusion.tolist()):
-        writer.writerow([name, *row])
-    atomic_write_text(path, buffer.getvalue())
 
 
 # -- localization --------------------------------------------------------------------

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, QTimer, Signal
+from PySide6.QtCore import QItemSelectionModel, Qt, QTimer, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -130,6 +130,12 @@ class TrainingCurves:
         return merged
 
 
+def _classifier_cell(info) -> str:
+    if info.classifier_top1 is not None:
+        return format_percent(info.classifier_top1)
+    return "yes" if info.has_classifier else "—"
+
+
 def read_run_history(run_dir: str) -> list[dict]:
     """The step and epoch records of a run's metrics.jsonl (worker thread)."""
     read_jsonl = workers.core("fgdesk.fileio").read_jsonl
@@ -218,6 +224,9 @@ class TrainingView(QWidget):
         self._shown_run: str | None = None
         self._classifier_task = None
         self.classifier_report = None  # the last ClassifierReport shown on the card
+        self._classifier_shown_for: str | None = None  # the run folder it belongs to
+        self._report_generation = 0
+        self.compare_dialog = None  # the open "Compare runs" window
         self._paused = False
         self.paused_at_step: int | None = None  # the step the engine last parked after
         self.redraw_count = 0
@@ -472,7 +481,8 @@ class TrainingView(QWidget):
         )
         self.runs_table.verticalHeader().hide()
         self.runs_table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.runs_table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        # Several rows (Ctrl/Shift-click) are compared; the buttons below act on one.
+        self.runs_table.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         self.runs_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.runs_table.setAlternatingRowColors(True)
         self.runs_table.setShowGrid(False)
@@ -494,15 +504,20 @@ class TrainingView(QWidget):
         self.inspect_button.clicked.connect(self._open_selected_in_inspect)
         self.folder_button = QPushButton("Show folder")
         self.folder_button.clicked.connect(lambda: self.selected_run() and open_in_file_manager(self.selected_run().path))
+        self.compare_button = QPushButton("Compare")
+        self.compare_button.setToolTip("Select two or more runs (Ctrl- or Shift-click) to see their curves, "
+                                       "scores and differing settings side by side")
+        self.compare_button.clicked.connect(self.compare_selected)
         buttons.addWidget(self.resume_button)
         buttons.addWidget(self.inspect_button)
+        buttons.addWidget(self.compare_button)
         buttons.addStretch(1)
         buttons.addWidget(self.folder_button)
         runs_card.body.addLayout(buttons)
         splitter.addWidget(runs_card)
 
         clf = Card("Linear classifier")
-        clf.setMinimumWidth(300)
+        clf.setMinimumWidth(360)  # scores, the class legend and the matrix side by side
         self.classifier_button = QPushButton("Train classifier")
         self.classifier_button.setToolTip("Fit a linear head on the frozen features of the labelled training split")
         self.classifier_button.clicked.connect(self.train_classifier)
@@ -928,8 +943,9 @@ class TrainingView(QWidget):
         return list(self._runs)
 
     def _fill_runs(self, runs: list) -> None:
+        kept = {str(info.path) for info in self.selected_runs()}
         selected = self.selected_run()
-        selected_path = str(selected.path) if selected else self._shown_run
+        selected_path = str(selected.path) if selected else (None if kept else self._shown_run)
         self._runs = list(runs)
         self.runs_table.blockSignals(True)
         self.runs_table.setRowCount(len(runs))
@@ -943,7 +959,7 @@ class TrainingView(QWidget):
                 status,
                 f"{info.epochs_done} / {info.epochs}" if info.epochs else str(info.epochs_done),
                 format_percent(info.best_knn_top1),
-                "yes" if info.has_classifier else "—",
+                _classifier_cell(info),
                 Path(info.dataset).name if info.dataset else "—",
                 time.strftime("%Y-%m-%d %H:%M", time.localtime(info.updated)),
             ]
@@ -957,23 +973,61 @@ class TrainingView(QWidget):
                     item.setToolTip(info.dataset)
                 if column == 0:
                     item.setToolTip(str(info.path))
-                if column in (2, 3):
+                if column == 4 and info.has_classifier:
+                    item.setToolTip("Top-1 of the linear classifier on the test split" if info.classifier_top1 is not None
+                                    else "A classifier was fitted; train it again to see its score here")
+                if column in (2, 3, 4):
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.runs_table.setItem(row, column, item)
             if selected_path and str(info.path) == selected_path:
                 select_row = row
-        self.runs_table.blockSignals(False)
         self.runs_table.setVisible(bool(runs))
         self.runs_empty.setVisible(not runs)
-        if select_row >= 0:
+        if len(kept) > 1:  # a comparison selection survives a refresh; no row's history is loaded
+            model = self.runs_table.selectionModel()
+            self.runs_table.clearSelection()
+            for row, info in enumerate(runs):
+                if str(info.path) in kept:
+                    model.select(self.runs_table.model().index(row, 0),
+                                 QItemSelectionModel.SelectionFlag.Select | QItemSelectionModel.SelectionFlag.Rows)
+        self.runs_table.blockSignals(False)
+        if len(kept) <= 1 and select_row >= 0:
             self.runs_table.selectRow(select_row)
         self._update_buttons()
 
+    def selected_runs(self) -> list:
+        """The selected runs, in table order."""
+        model = self.runs_table.selectionModel()
+        rows = sorted(index.row() for index in model.selectedRows()) if model else []
+        return [self._runs[row] for row in rows if row < len(self._runs)]
+
     def selected_run(self):
-        rows = self.runs_table.selectionModel().selectedRows() if self.runs_table.selectionModel() else []
-        if not rows or rows[0].row() >= len(self._runs):
-            return None
-        return self._runs[rows[0].row()]
+        """The one selected run; None when none or several are selected (the buttons act on one)."""
+        selected = self.selected_runs()
+        return selected[0] if len(selected) == 1 else None
+
+    def compare_selected(self) -> bool:
+        """Open the comparison window for the selected runs (read on a worker thread)."""
+        selected = self.selected_runs()
+        if len(selected) < 2:
+            return False
+        from fgdesk.gui.compare_view import CompareDialog
+
+        if self.compare_dialog is not None:
+            self.compare_dialog.close()
+        dialog = CompareDialog(self)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.destroyed.connect(lambda *_: setattr(self, "compare_dialog", None) if self.compare_dialog is dialog else None)
+        self.compare_dialog = dialog
+        folders = [str(info.path) for info in selected]
+        self._runner.start(
+            lambda ctx: workers.compare_runs(folders),
+            on_done=lambda comparison: self.compare_dialog is dialog and dialog.show_comparison(comparison),
+            on_failed=lambda msg, tb: self.compare_dialog is dialog and dialog.show_error(msg),
+            name="compare runs",
+        )
+        dialog.show()
+        return True
 
     def select_run(self, run_dir: str | Path) -> bool:
         for row, info in enumerate(self._runs):
@@ -987,7 +1041,10 @@ class TrainingView(QWidget):
         self._update_buttons()
         if info is None:
             return
-        self.classifier_run_label.setText(f"Run: {info.name}")
+        if self._classifier_task is None and str(info.path) != self._classifier_shown_for:
+            self._clear_classifier(f"Run: {info.name}")
+            if info.has_classifier:
+                self._load_classifier_report(str(info.path))
         if not self.is_training():
             self._load_history(str(info.path))
 
@@ -1051,6 +1108,7 @@ class TrainingView(QWidget):
                 return False
             run_dir = info.path
         run_dir = str(run_dir)
+        self._report_generation += 1  # a saved report still being read would be older than this fit
         self.classifier_button.setEnabled(False)
         self.classifier_progress.setValue(0)
         self.classifier_progress.setFormat("Embedding images… %p%")
@@ -1091,9 +1149,44 @@ class TrainingView(QWidget):
         if self._classifier_task is None:
             self._show_classifier(report, run_dir)
 
+    def _load_classifier_report(self, run_dir: str) -> None:
+        """The saved scores of the run's last classifier fit, read on a worker thread."""
+        self._report_generation += 1
+        generation = self._report_generation
+
+        def shown(report) -> None:
+            if generation != self._report_generation or self._classifier_task is not None or report is None:
+                return
+            selected = self.selected_run()
+            if selected is not None and str(selected.path) == run_dir:
+                self._show_classifier(report, run_dir)
+
+        self._runner.start(lambda ctx: workers.load_classifier_report(run_dir), on_done=shown,
+                           on_failed=lambda msg, tb: log.warning("cannot read the classifier report of %s: %s", run_dir, msg),
+                           name="classifier report")
+
+    def _clear_classifier(self, caption: str) -> None:
+        self._report_generation += 1  # a report still being read is for another run
+        self.classifier_report = None
+        self._classifier_shown_for = None
+        self.classifier_run_label.setText(caption)
+        self.classifier_run_label.setToolTip("")
+        self.top1_label.setText("—")
+        self.top5_label.setText("—")
+        self.confusion_plot.hide()
+        self.confusion_legend.setText("")
+        self.few_labels_label.hide()
+
     def _show_classifier(self, report, run_dir: str) -> None:
         self.classifier_report = report
-        self.classifier_run_label.setText(f"Run: {Path(run_dir).name}")
+        self._classifier_shown_for = run_dir
+        fitted = getattr(report, "fitted_at", 0.0)
+        epoch = getattr(report, "epoch", None)
+        on_epoch = f" · epoch {epoch}" if epoch is not None and fitted else ""
+        self.classifier_run_label.setText(f"Run: {Path(run_dir).name}{on_epoch}")
+        self.classifier_run_label.setToolTip(
+            f"Fitted {time.strftime('%Y-%m-%d %H:%M', time.localtime(fitted))} on the encoder after epoch {epoch}"
+            if fitted and epoch is not None else "")
         self.top1_label.setText(format_percent(report.top1))
         self.top5_label.setText(format_percent(report.top5))
         self._show_confusion(np.asarray(report.confusion), list(report.class_names))
@@ -1160,6 +1253,7 @@ class TrainingView(QWidget):
         has_checkpoint = info is not None and self._has_checkpoint(info)
         self.inspect_button.setEnabled(has_checkpoint)
         self.folder_button.setEnabled(info is not None)
+        self.compare_button.setEnabled(len(self.selected_runs()) >= 2)
         self.classifier_button.setEnabled(has_checkpoint and self._classifier_task is None
                                           and not (training and self.worker.run_dir == str(info.path)))
         for field in self.fields.values():

@@ -273,6 +273,15 @@ def list_runs() -> list:
     return list(core("fgdesk.train.runs").list_runs())
 
 
+def load_classifier_report(run_dir: str):
+    # fgdesk.evaluate.scores loads no torch: selecting a run never imports it.
+    return core("fgdesk.evaluate.scores").load_classifier_report(Path(run_dir))
+
+
+def compare_runs(run_dirs: list[str]):
+    return core("fgdesk.train.compare").compare_runs(run_dirs)
+
+
 def fit_classifier(run_dir: str, context: TaskContext):
     core_fit = core("fgdesk.evaluate.report").fit_classifier
     labels_per_class = core("fgdesk.evaluate.few_labels").DEFAULT_LABELS_PER_CLASS

@@ -5,7 +5,8 @@
     metrics.jsonl      one line per logged step and per epoch (appended)
     train.log          the engine's log
     checkpoints/       last.pt and best.pt
-    classifier.pt      linear head fitted on the labelled split (after `eval`)
+    classifier.pt      linear head fitted on the labelled split (after `eval` or "Train classifier")
+    classifier.json    its scores (top-1, top-5, per class, few labels); confusion.csv its matrix
     eval.json          the last evaluation report
     .lock              held by the process training the run (pid, host), so no second one joins in
 """
@@ -31,6 +32,7 @@ CHECKPOINT_DIR = "checkpoints"
 LAST_CHECKPOINT = "last.pt"
 BEST_CHECKPOINT = "best.pt"
 CLASSIFIER_FILE = "classifier.pt"
+CLASSIFIER_REPORT_FILE = "classifier.json"
 EVAL_FILE = "eval.json"
 LOCK_FILE = ".lock"
 
@@ -49,6 +51,7 @@ class RunInfo:
     updated: float
     dataset: str
     has_classifier: bool
+    classifier_top1: float | None = None  # test top-1 of the last classifier fit, from classifier.json
 
     @property
     def resumable(self) -> bool:
@@ -247,7 +250,17 @@ def run_info(run_dir: Path) -> RunInfo | None:
         updated=float(state.get("updated", run_dir.stat().st_mtime)),
         dataset=str(state.get("dataset", "")),
         has_classifier=(run_dir / CLASSIFIER_FILE).is_file(),
+        classifier_top1=_classifier_top1(run_dir),
     )
+
+
+def _classifier_top1(run_dir: Path) -> float | None:
+    """Read with json alone (no model load), so listing many runs stays fast."""
+    try:
+        value = json.loads((run_dir / CLASSIFIER_REPORT_FILE).read_text(encoding="utf-8")).get("top1")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return float(value) if isinstance(value, (int, float)) else None
 
 
 def list_runs(root: Path | None = None) -> list[RunInfo]:

@@ -238,7 +238,7 @@ def test_suggest_what_to_label_adds_unlabeled_images_or_says_why_not(inspect, qt
     assert view.labels_since_fit == 0 and not view.refit_button.isEnabled()
     card = window.training_view  # the Train page's classifier card shows the new fit too
     assert card.classifier_report is not None and card.classifier_report.num_train >= 1
-    assert card.classifier_run_label.text() == f"Run: {run.name}"
+    assert card.classifier_run_label.text().startswith(f"Run: {run.name}")
     qtbot.waitUntil(lambda: first.result is not None and first.state == "done", timeout=120_000)
     assert first.result.prediction.neighbours[0][0] == str(target)
     window.training_view.classifier_trained.emit(str(run))  # fitted on the Train page: predictions follow

@@ -332,3 +332,90 @@ def test_each_epoch_refreshes_the_past_runs_table(window, qtbot, trained_run):
     view._on_epoch(object())  # what the worker's epoch signal delivers
     qtbot.waitUntil(lambda: str(copy) in {str(r.path) for r in view.runs()}, timeout=10_000)
     assert str(copy) not in before
+
+
+def _copy_into_runs(trained_run, name, **config_changes):
+    """A copy of the trained run in the user's runs folder (so the table lists it), settings changed."""
+    import json
+    import shutil
+
+    from fgdesk import paths
+
+    copy = paths.runs_dir() / name
+    shutil.copytree(trained_run, copy)
+    config = json.loads((copy / "config.json").read_text())
+    for dotted, value in config_changes.items():
+        section, _, field = dotted.rpartition(".")
+        (config[section] if section else config)[field] = value
+    (copy / "config.json").write_text(json.dumps(config))
+    return copy
+
+
+def _select_rows(view, folders):
+    from PySide6.QtCore import QItemSelectionModel
+
+    view.runs_table.clearSelection()
+    model = view.runs_table.selectionModel()
+    for row, info in enumerate(view.runs()):
+        if str(info.path) in {str(f) for f in folders}:
+            model.select(view.runs_table.model().index(row, 0),
+                         QItemSelectionModel.SelectionFlag.Select | QItemSelectionModel.SelectionFlag.Rows)
+
+
+def test_selecting_a_run_shows_its_own_saved_classifier_or_none(window, qtbot, trained_run):
+    """The classifier card never shows one run's scores under another run's name."""
+    view = window.training_view
+    window.show_page("train")
+    fitted = _copy_into_runs(trained_run, "with-classifier")
+    bare = _copy_into_runs(trained_run, "without-classifier")
+    for name in ("classifier.pt", "classifier.json", "confusion.csv"):
+        (bare / name).unlink(missing_ok=True)
+    assert view.train_classifier(fitted)
+    qtbot.waitUntil(lambda: not view.classifier_running(), timeout=180_000)
+    top1 = view.top1_label.text()
+    view.refresh_runs()
+    qtbot.waitUntil(lambda: {str(fitted), str(bare)} <= {str(r.path) for r in view.runs()}, timeout=10_000)
+    row = next(i for i, info in enumerate(view.runs()) if info.path == fitted)
+    assert view.runs_table.item(row, 4).text() == top1  # the Classifier column gives the score
+
+    assert view.select_run(bare)
+    assert view.top1_label.text() == "—" and not view.confusion_plot.isVisibleTo(view)
+    assert "without-classifier" in view.classifier_run_label.text()
+    assert view.select_run(fitted)  # read back from classifier.json, not fitted again
+    qtbot.waitUntil(lambda: view.top1_label.text() == top1, timeout=20_000)
+    assert not view.classifier_running() and view.confusion_plot.isVisibleTo(view)
+    assert "with-classifier" in view.classifier_run_label.text() and "Fitted" in view.classifier_run_label.toolTip()
+
+
+def test_compare_shows_selected_runs_curves_scores_and_differing_settings(window, qtbot, trained_run):
+    view = window.training_view
+    window.show_page("train")
+    first = _copy_into_runs(trained_run, "compare-a")
+    second = _copy_into_runs(trained_run, "compare-b", seed=7, **{"model.attention": "none"})
+    view.refresh_runs()
+    qtbot.waitUntil(lambda: {str(first), str(second)} <= {str(r.path) for r in view.runs()}, timeout=10_000)
+    assert not view.compare_button.isEnabled()
+    _select_rows(view, [first, second])
+    assert view.compare_button.isEnabled() and view.selected_run() is None  # the one-run buttons step aside
+    assert not view.resume_button.isEnabled() and not view.classifier_button.isEnabled()
+    view.refresh_runs()  # a refresh keeps the comparison's selection
+    qtbot.waitUntil(lambda: not view._runner.busy(), timeout=10_000)
+    assert {str(info.path) for info in view.selected_runs()} == {str(first), str(second)}
+
+    view.compare_button.click()
+    dialog = view.compare_dialog
+    assert dialog is not None and dialog.isVisible()
+    qtbot.waitUntil(lambda: dialog.comparison is not None, timeout=20_000)
+    headers = [dialog.table.horizontalHeaderItem(c).text() for c in range(dialog.table.columnCount())]
+    assert sorted(headers) == ["compare-a", "compare-b"]
+    labels = [dialog.table.verticalHeaderItem(r).text() for r in range(dialog.table.rowCount())]
+    assert "model.attention" in labels and "seed" in labels and "data.path" not in labels
+    seed_row = labels.index("seed")
+    assert sorted(dialog.table.item(seed_row, c).text() for c in range(2)) == ["0", "7"]
+    curves = [item for item in dialog.knn_plot.getPlotItem().listDataItems() if len(item.getData()[0] or [])]
+    assert len(curves) == 2  # one kNN curve per run
+    dialog.by_minutes.setChecked(True)  # the x axis switches to training time
+    xs = dialog.knn_plot.getPlotItem().listDataItems()[0].getData()[0]
+    assert dialog.knn_plot.getPlotItem().getAxis("bottom").labelText == "minutes of training"
+    assert all(0 < x < 60 for x in xs)
+    dialog.close()
