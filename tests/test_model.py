@@ -52,6 +52,27 @@ def test_attention_that_learned_a_spot_concentrates_its_map_there():
     assert peak[0] >= 2 and peak[1] >= 2
 
 
+@pytest.mark.parametrize("precision", [None, torch.bfloat16])
+def test_the_training_path_pools_exactly_as_the_path_with_maps(precision):
+    """Without maps (training) the pool skips the fp32 copy of the features; under bf16
+    autocast and in fp32 its descriptor and gradients are those of the path with maps."""
+    from fgdesk.model.attention import SpatialAttentionPool
+
+    pool = SpatialAttentionPool(64)
+    torch.nn.init.normal_(pool.gate[-1].weight)  # a gate that is not uniform
+    features = torch.randn(4, 64, 6, 6).relu().to(memory_format=torch.channels_last)
+    results = []
+    for with_map in (True, False):
+        given = features.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision is not None):
+            descriptor, where = pool(given, with_map=with_map)
+        (descriptor.float() * torch.linspace(-1, 1, 64)).sum().backward()
+        results.append((descriptor.float(), given.grad, where))
+    (with_maps, grad_with), (without, grad_without) = (r[:2] for r in results)
+    assert results[0][2] is not None and results[1][2] is None
+    assert torch.equal(with_maps, without) and torch.equal(grad_with, grad_without)
+
+
 def test_fused_map_has_input_size_and_each_scale_weighs_in():
     maps = [torch.rand(2, 8, 8), torch.rand(2, 4, 4)]
     upsampled, fused = fuse_maps(maps, (64, 64), torch.tensor([0.5, 0.5]))
