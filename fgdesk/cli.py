@@ -266,7 +266,8 @@ class _Progress:
             self.close()
             knn = "n/a" if event.knn_top1 is None else f"{100 * event.knn_top1:.1f}%"
             loss = f"{event.mean_loss:.4f}" if math.isfinite(event.mean_loss) else "n/a"
-            print(f"epoch {event.epoch + 1}/{event.epochs}: loss {loss}, kNN top-1 (validation) {knn}, "
+            part = "" if event.fraction >= 1.0 else f" ({100 * event.fraction:.0f}% of it, when the time budget ran out)"
+            print(f"epoch {event.epoch + 1}/{event.epochs}{part}: loss {loss}, kNN top-1 (validation) {knn}, "
                   f"{event.elapsed_s / 60:.1f} min", flush=True)
         elif isinstance(event, BadImageEvent):
             self.close()

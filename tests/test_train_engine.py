@@ -499,9 +499,43 @@ def test_resuming_a_run_that_used_its_budget_changes_nothing(tiny_data, tmp_path
     assert (run / runs.METRICS_FILE).read_bytes() == metrics
     assert runs.last_checkpoint(run).read_bytes() == checkpoint
     assert runs.run_info(run).status == "finished"
-    # A larger budget trains it further.
+    # A larger budget trains it further (by steps: a budget this short may end before an epoch does).
+    steps_before = load_checkpoint(runs.last_checkpoint(run), kind="pretrain")["global_step"]
     longer = Trainer.resume(run, overrides={"schedule.time_budget_min": 0.02}).run()
-    assert longer.status == "finished" and longer.epochs_done > first.epochs_done
+    assert longer.status == "finished" and longer.epochs_done >= first.epochs_done
+    assert load_checkpoint(runs.last_checkpoint(run), kind="pretrain")["global_step"] > steps_before
+
+
+def test_a_budget_that_ends_in_an_epoch_counts_only_whole_epochs_and_resumes_in_it(tiny_data, tmp_path):
+    from fgdesk.train.compare import read_curves
+
+    run = tmp_path / "run"
+    events: list = []
+
+    def slow_second_step(event):  # the budget runs out right after step 2 of the first epoch
+        events.append(event)
+        if isinstance(event, StepEvent) and event.global_step == 2:
+            time.sleep(3.5)
+
+    config = tiny_config(tiny_data, **{"schedule.epochs": 1, "schedule.time_budget_min": 0.05, "data.local_crops": 0})
+    first = Trainer(config, run_dir=run, on_event=slow_second_step).run()
+    steps_per_epoch = next(e for e in events if isinstance(e, StepEvent)).steps_per_epoch
+    assert steps_per_epoch >= 3
+    assert first.status == "finished" and first.epochs_done == 0  # a part of an epoch is no epoch
+    last = [e for e in events if isinstance(e, EpochEvent)][-1]
+    assert last.epoch == 0 and last.fraction == pytest.approx(2 / steps_per_epoch) and last.knn_top1 is not None
+    assert runs.run_info(run).epochs_done == 0
+    saved = load_checkpoint(runs.last_checkpoint(run), kind="pretrain")
+    assert (saved["epoch"], saved["step_in_epoch"]) == (0, 2)
+    assert read_curves(run).epochs == [pytest.approx(2 / steps_per_epoch)]
+
+    # A run without the budget goes on in the same epoch, from its third step.
+    events.clear()
+    more = Trainer.resume(run, overrides={"schedule.time_budget_min": 0.0}, on_event=collect(events)).run()
+    steps = [e for e in events if isinstance(e, StepEvent)]
+    assert more.status == "finished" and more.epochs_done == 1
+    assert steps[0].epoch == 0 and steps[0].step_in_epoch == 3 and len(steps) == steps_per_epoch - 2
+    assert read_curves(run).epochs == [1.0]  # the part's record made way for the whole epoch's
 
 
 def test_a_run_being_trained_by_another_process_is_left_alone(tiny_data, tmp_path):

@@ -80,7 +80,7 @@ class TrainingCurves:
         self.speed = CurveSeries()
         self.knn = CurveSeries()
         self.steps: list[tuple[float, float, float, float]] = []  # raw (step, loss, lr, images/s)
-        self.epochs: list[tuple[int, float | None]] = []  # raw (epoch number, kNN top-1 in [0, 1])
+        self.epochs: list[tuple[float, float | None]] = []  # raw (epoch number, kNN top-1 in [0, 1])
         self._ema_raw = 0.0
         self._ema_count = 0
 
@@ -96,7 +96,8 @@ class TrainingCurves:
         if speed > 0:
             self.speed.append(step, speed)
 
-    def add_epoch(self, epoch_number: int, knn_top1: float | None) -> None:
+    def add_epoch(self, epoch_number: float, knn_top1: float | None) -> None:
+        """`epoch_number` counts from 1 at the end of the first epoch; a part of one is a fraction."""
         self.epochs.append((epoch_number, knn_top1))
         if knn_top1 is not None:
             self.knn.append(epoch_number, 100.0 * knn_top1 if knn_top1 <= 1.0 else knn_top1)
@@ -115,7 +116,7 @@ class TrainingCurves:
                 curves.add_step(record.get("global_step", 0), float("nan") if loss is None else loss,
                                 record.get("lr") or 0.0, record.get("images_per_s") or 0.0)
             elif record.get("type") == "epoch":
-                curves.add_epoch(int(record.get("epoch", 0)) + 1, record.get("knn_top1"))
+                curves.add_epoch(int(record.get("epoch", 0)) + float(record.get("fraction") or 1.0), record.get("knn_top1"))
         return curves
 
     def after(self, history: "TrainingCurves") -> "TrainingCurves":
@@ -872,7 +873,7 @@ class TrainingView(QWidget):
         for event in steps:
             self.curves.add_step(event.global_step, event.loss, event.lr, event.images_per_s)
         for event in epochs:
-            self.curves.add_epoch(event.epoch + 1, event.knn_top1)
+            self.curves.add_epoch(event.epoch + event.fraction, event.knn_top1)
             if event.knn_top1 is not None and (self._best_knn is None or event.knn_top1 > self._best_knn):
                 self._best_knn = event.knn_top1
         self._set_curves(steps=bool(steps) or force, epochs=bool(epochs) or force)

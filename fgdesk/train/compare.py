@@ -21,9 +21,10 @@ _NOT_COMPARED = {"name"}  # the run's name heads its column already
 
 @dataclass
 class RunCurves:
-    """Per-epoch points of one run: epoch number (1-based), minutes of training, mean loss, kNN top-1."""
+    """Per-epoch points of one run: epochs trained (a part of one, at the end of a time budget, is
+    a fraction), minutes of training, mean loss, kNN top-1."""
 
-    epochs: list[int] = field(default_factory=list)
+    epochs: list[float] = field(default_factory=list)
     minutes: list[float] = field(default_factory=list)
     loss: list[float] = field(default_factory=list)  # NaN for an epoch without a finite step
     knn: list[float] = field(default_factory=list)  # NaN where the monitor did not run
@@ -149,7 +150,7 @@ def read_curves(run_dir: Path) -> RunCurves:
     curves = RunCurves()
     for epoch in sorted(by_epoch):
         record = by_epoch[epoch]
-        curves.epochs.append(epoch + 1)
+        curves.epochs.append(epoch + (_number(record.get("fraction")) or 1.0))
         curves.minutes.append((_number(record.get("elapsed_s")) or 0.0) / 60.0)
         loss, knn = _number(record.get("mean_loss")), _number(record.get("knn_top1"))
         curves.loss.append(math.nan if loss is None else loss)

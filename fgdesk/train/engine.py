@@ -549,16 +549,19 @@ class Trainer:
                 continue
             if state["step_in_epoch"] < steps_per_epoch and not out_of_budget:
                 continue
-            # The epoch is complete.
-            state["epoch"] += 1
-            state["step_in_epoch"] = 0
+            # The epoch is complete, or the time budget ended it part-way. A part counts as
+            # no epoch: the run keeps its place in it, so a larger budget resumes it there.
+            fraction = min(1.0, state["step_in_epoch"] / steps_per_epoch)
+            if fraction >= 1.0:
+                state["epoch"] += 1
+                state["step_in_epoch"] = 0
             knn = self._monitor(model, index, bank, validation, dtype) if self._should_monitor(state["epoch"], out_of_budget) else None
             improved = knn is not None and (state["best_knn_top1"] is None or knn > state["best_knn_top1"])
             if improved:
                 state["best_knn_top1"] = knn
             mean_loss = sum(epoch_losses) / len(epoch_losses) if epoch_losses else math.nan  # no step ran here
             epoch_losses = []
-            self._emit(EpochEvent(epoch, cfg.schedule.epochs, mean_loss, knn, elapsed()))
+            self._emit(EpochEvent(epoch, cfg.schedule.epochs, mean_loss, knn, elapsed(), fraction))
             save()
             if improved:
                 save("best")
@@ -570,7 +573,8 @@ class Trainer:
         status = "stopped" if stopped else "finished"
         if self.dist.is_main:
             runs.write_state(self.run_dir, status=status, epochs_done=state["epoch"], best_knn_top1=state["best_knn_top1"], elapsed_s=elapsed())
-        log.info("run %s after %d epoch(s), %.0f s", status, state["epoch"], elapsed())
+        part = f" and {100 * state['step_in_epoch'] / steps_per_epoch:.0f}% of the next" if state["step_in_epoch"] else ""
+        log.info("run %s after %d epoch(s)%s, %.0f s", status, state["epoch"], part, elapsed())
         result = FinishedEvent(str(self.run_dir), status, state["epoch"], state["best_knn_top1"])
         self._emit(result)
         return result

@@ -27,6 +27,7 @@ class EpochEvent:
     mean_loss: float
     knn_top1: float | None  # on the held-out validation images, in [0, 1]
     elapsed_s: float
+    fraction: float = 1.0  # share of the epoch trained: below 1 when the time budget ended the run in it
 
 
 @dataclass
