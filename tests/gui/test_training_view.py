@@ -122,7 +122,7 @@ def test_live_curves_keep_the_reference_count_of_none(window, qtbot):
         view._pending_steps.extend(steps)
         view._latest_step = steps[-1]
         if cycle % 5 == 4:
-            view._pending_epochs.append(SimpleNamespace(epoch=cycle // 5, knn_top1=0.1 * (cycle % 7)))
+            view._pending_epochs.append(SimpleNamespace(epoch=cycle // 5, knn_top1=0.1 * (cycle % 7), fraction=1.0))
         view.redraw()
         qtbot.wait(5)  # paint
 
