@@ -185,6 +185,14 @@ def core(module: str):
     global _modules_at_freeze
     with _IMPORT_LOCK:
         imported = importlib.import_module(module)
+        if "torch" in sys.modules and "torchvision" not in sys.modules:
+            # torchvision's import registers operators (through torch._dynamo), and torch code
+            # running on another thread meanwhile has been seen to break it. Import it here,
+            # under the lock, before any caller can run torch code from what it got.
+            try:
+                importlib.import_module("torchvision")
+            except Exception as exc:  # the About box reports a broken torchvision
+                log.warning("torchvision could not be imported: %s", describe_exception(exc))
         if len(sys.modules) > _modules_at_freeze:
             # torch brings ~350k long-lived objects (~380k with Qt); a full garbage collection walks them
             # all while holding the GIL (~0.25 s here), and the GUI thread stalls. Freezing

@@ -68,3 +68,17 @@ def test_torch_loaded_by_a_worker_stays_out_of_the_garbage_collectors_walks():
     before, tracked, frozen = map(int, result.stdout.split())
     assert frozen > 100_000  # torch alone leaves far more than this alive
     assert tracked < before + 10_000, f"{tracked} objects still walked by full collections (before: {before})"
+
+
+def test_a_worker_that_loads_torch_gets_torchvision_loaded_too():
+    """torchvision's import registers operators; torch code on another thread meanwhile has
+    broken it. So the call that first loads torch also loads torchvision, under the import
+    lock, before its caller can run torch code."""
+    result = run_python(
+        "import sys\n"
+        "from fgdesk.gui.workers import core\n"
+        "core('fgdesk.train.runs'); print('torch' in sys.modules, 'torchvision' in sys.modules)\n"
+        "core('fgdesk.train.device'); print('torch' in sys.modules, 'torchvision' in sys.modules)\n"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "False", "True", "True"]
