@@ -34,7 +34,6 @@ from fgdesk.model.network import FineGrainedNet  # noqa: E402
 from fgdesk.train.defaults import default_config  # noqa: E402
 
 
-
 def scores(train_x: torch.Tensor, train_y: torch.Tensor, test_x: torch.Tensor, test_y: torch.Tensor,
            num_classes: int, seed: int) -> dict[str, float]:
     result = score_features(train_x, train_y, test_x, test_y, num_classes, seed)

@@ -325,7 +325,7 @@ def test_moved_images_follow_labels_and_undos_through_the_log(flat, tmp_path):
     assert moved.find(x) == flat / "a" / "x.png"  # the log changed since the last look: read again
     labeler.undo(first)
     assert moved.find(first.target) == x  # an undo moves a labelled image back
-    assert moved.find(x) == x  # labelled, then undone: back where it started
+    assert moved.find(x) is None  # labelled, then undone: back where it started, nothing to follow
     x.unlink()
     assert moved.find(x) is None  # the chain label, undo leads back to the missing file itself
     _image(x)
@@ -343,10 +343,35 @@ def test_moved_images_follow_labels_and_undos_through_the_log(flat, tmp_path):
     assert moved.find(tmp_path / "elsewhere.png") is None
     assert moved.find(flat / "a" / "never.png") is None
 
-    # A damaged line does not hide the others.
-    with open(flat / LABEL_LOG, "a", encoding="utf-8") as handle:
-        handle.write("garbage\n2026-01-01,label,a,,\n")
+    # A damaged line, even one with bytes that are not UTF-8, does not hide the others.
+    with open(flat / LABEL_LOG, "ab") as handle:
+        handle.write(b"garbage\n2026-01-01,label,a,,\n2026-01-01,label,a,unlabeled/\xff.png,a/\xff.png,u,\n")
     assert moved.find(x) == again.target
+
+
+def test_moved_images_keep_the_spelling_of_decomposed_unicode_names(flat):
+    """Files copied from a Mac carry decomposed (NFD) names; Linux tells them apart from NFC."""
+    import unicodedata
+
+    from fgdesk.data.labeling import MovedImages
+
+    name = unicodedata.normalize("NFD", "Amsel-ö.png")
+    image = _image(flat / "unlabeled" / name)
+    target = DatasetLabeler(flat).assign(image, "a").target
+    assert target.name == name and target.is_file()
+    assert MovedImages(flat).find(image) == target
+    assert MovedImages(flat).find(flat / "unlabeled" / unicodedata.normalize("NFC", name)) == target
+
+
+def test_an_undone_label_is_not_followed_to_a_later_file_of_that_name(flat):
+    from fgdesk.data.labeling import MovedImages
+
+    x = flat / "unlabeled" / "x.png"
+    labeler = DatasetLabeler(flat)
+    labeler.undo(labeler.assign(x, "a"))
+    x.unlink()  # deleted by hand after the undo
+    _image(flat / "a" / "x.png", (9, 9, 9))  # another image later takes the name
+    assert MovedImages(flat).find(x) is None
 
 
 def test_a_dry_run_plans_what_the_real_run_does_when_rows_collide(tmp_path):
@@ -366,3 +391,13 @@ def test_a_dry_run_plans_what_the_real_run_does_when_rows_collide(tmp_path):
     assert done[1].target.name == "same-2.png"
     with pytest.raises(LabelingError, match="no longer exists"):
         labeler.assign(top, "class_1_triangle")
+
+
+def test_a_dry_run_knows_the_classes_its_earlier_rows_make(flat):
+    x, y = flat / "unlabeled" / "x.png", flat / "unlabeled" / "cam2" / "y.png"
+    planner = DatasetLabeler(flat)
+    planned = [planner.plan(x, "Bird", allow_new=True), planner.plan(y, "bird")]  # no allow_new: it exists by then
+    labeler = DatasetLabeler(flat)
+    done = [labeler.assign(x, "Bird", allow_new=True), labeler.assign(y, "bird")]
+    assert [(m.target, m.class_name) for m in planned] == [(m.target, m.class_name) for m in done]
+    assert done[1].target.parent.parent.name == "Bird"  # one folder, spelled as first made

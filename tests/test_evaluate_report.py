@@ -115,6 +115,30 @@ def test_a_classifier_fit_is_saved_and_read_back_without_a_model(evaluated):
     assert load_classifier_report(run_dir.parent / "no-such-run") is None
 
 
+def test_a_report_of_an_earlier_classifier_is_not_shown(evaluated, tmp_path):
+    """A fit that fails after writing classifier.pt must not leave the earlier fit's report in
+    view: the report names the classifier.pt it describes by a hash of its bytes."""
+    import shutil
+
+    from fgdesk.evaluate.report import load_classifier_report
+    from fgdesk.train.checkpoint import checkpoint_config, save_checkpoint
+
+    run_dir, _, _ = evaluated
+    fit_classifier(run_dir, device="cpu")
+    assert load_classifier_report(run_dir) is not None and runs.run_info(run_dir).classifier_top1 is not None
+    # Copying the run folder (plain copies: new modification times) keeps the report valid.
+    copy = tmp_path / "copied-run"
+    shutil.copytree(run_dir, copy, copy_function=shutil.copy)
+    assert load_classifier_report(copy) is not None
+
+    # Another fit's classifier.pt, as one that failed after writing it would leave.
+    document = load_checkpoint(copy / runs.CLASSIFIER_FILE, kind="classifier")
+    document["bias"] = document["bias"] + 1.0
+    save_checkpoint(copy / runs.CLASSIFIER_FILE, document, checkpoint_config(document), kind="classifier")
+    assert load_classifier_report(copy) is None
+    assert runs.run_info(copy).classifier_top1 is None
+
+
 def test_an_unlabeled_dataset_cannot_be_evaluated(tmp_path):
     data = tmp_path / "photos"
     make_demo_dataset(tmp_path / "demo", num_classes=2, per_class=2, size=48)

@@ -31,7 +31,9 @@ def _fake_run(root, name, *, attention="multiscale", seed=0, knn=(0.2, 0.3), cla
     runs.write_state(run_dir, status="finished", epochs=len(knn), epochs_done=len(knn), best_knn_top1=max(knn),
                      elapsed_s=60.0 * len(knn))
     if classifier is not None:
-        (run_dir / runs.CLASSIFIER_REPORT_FILE).write_text(json.dumps({"top1": classifier, "top5": 0.9, "class_names": []}))
+        (run_dir / runs.CLASSIFIER_FILE).write_bytes(b"a classifier")
+        (run_dir / runs.CLASSIFIER_REPORT_FILE).write_text(json.dumps({
+            "top1": classifier, "top5": 0.9, "class_names": [], "classifier_fingerprint": runs.classifier_fingerprint(run_dir)}))
     return run_dir
 
 
@@ -103,3 +105,20 @@ def test_saved_scores_and_comparisons_are_read_without_torch():
             "print(sorted(m for m in ('torch', 'torchvision', 'PySide6') if m in sys.modules))")
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert output.strip() == "[]"
+
+
+def test_damaged_scores_in_a_run_folder_show_as_unknown(tmp_path, capsys):
+    """A state.json edited by hand or cut short: no traceback, no 'nan%', never marked best."""
+    good = _fake_run(tmp_path, "good", knn=(0.2, 0.4))
+    damaged = _fake_run(tmp_path, "damaged", knn=(0.2, 0.5))
+    state = json.loads((damaged / runs.STATE_FILE).read_text())
+    state.update(best_knn_top1="0.9", elapsed_s=float("nan"))
+    (damaged / runs.STATE_FILE).write_text(json.dumps(state))
+    comparison = compare_runs([good, damaged])
+    assert comparison.runs[1].best_knn_top1 is None and comparison.runs[1].minutes == pytest.approx(2.0)  # from the curves
+    rows = {label: (texts, numbers) for label, texts, numbers in comparison.score_rows()}
+    texts, numbers = rows["Best kNN (held-out training images)"]
+    assert texts == ["40.0%", "—"] and best_of(numbers) is None
+    assert best_of([float("nan"), 0.4, 0.3]) == 1
+    json.loads(json.dumps(comparison.as_dict(), allow_nan=False))
+    assert main(["compare", str(good), str(damaged)]) == 0 and "nan" not in capsys.readouterr().out

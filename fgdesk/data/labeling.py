@@ -172,7 +172,8 @@ class DatasetLabeler:
         """The move `assign` would make, checked the same way; nothing is moved (a dry run).
 
         Plans on one labeler add up as the real moves would: a later plan does not claim a
-        name an earlier one took (it gets `-2`, as the move would), and an image is planned once.
+        name an earlier one took (it gets `-2`, as the move would), a class a plan makes is
+        known to the later ones, and an image is planned once.
         """
         source = Path(os.path.abspath(Path(image).expanduser()))
         if not source.is_file():
@@ -182,6 +183,8 @@ class DatasetLabeler:
         move = LabelMove(source, self.destination(source, class_name, allow_new=allow_new, taken=set(self._planned.values())),
                          self.check_class_name(class_name, allow_new=allow_new))
         self._planned[source] = move.target
+        if move.class_name not in self.classes:  # as `assign` does: a later row finds the new class
+            self.classes = sorted([*self.classes, move.class_name])
         return move
 
     # ------------------------------------------------------------------ moving
@@ -310,7 +313,7 @@ class MovedImages:
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(os.path.abspath(Path(root).expanduser()))
         self._stamp: tuple[int, int] | None = None
-        self._next: dict[str, str] = {}  # relative path -> where its latest move took it
+        self._next: dict[str, str] = {}  # NFC relative path -> where its latest move took it, as logged
 
     def find(self, image: str | os.PathLike[str]) -> Path | None:
         """The file `image` became through labels and undos, when it exists now; else None."""
@@ -318,14 +321,15 @@ class MovedImages:
             inside = Path(os.path.abspath(image)).relative_to(self.root)
         except ValueError:
             return None  # not inside this dataset
-        key = unicodedata.normalize("NFC", inside.as_posix())
+        key = _lookup_key(inside.as_posix())
         self._refresh()
         seen = {key}
         while key in self._next:
-            key = self._next[key]
-            candidate = self.root / key
+            logged = self._next[key]
+            candidate = self.root / logged  # the log's own spelling: on Linux, NFC and NFD names differ
             if candidate.is_file():
                 return candidate
+            key = _lookup_key(logged)
             if key in seen:  # moved back and forth: the chain has no current end
                 return None
             seen.add(key)
@@ -341,22 +345,28 @@ class MovedImages:
         stamp = (info.st_size, info.st_mtime_ns)
         if stamp == self._stamp:
             return
+        self._stamp = stamp  # a log that cannot be read is not read again until it changes
         edges: dict[str, str] = {}
         try:
-            with open(log_path, newline="", encoding="utf-8") as handle:
+            # A line with bytes that are not UTF-8 (an editor's doing) spoils only its own paths.
+            with open(log_path, newline="", encoding="utf-8", errors="replace") as handle:
                 for row in csv.DictReader(handle):
                     source, target = (row.get("from") or "").strip(), (row.get("to") or "").strip()
                     if not source or not target:
                         continue  # a damaged line: the others still count
-                    source, target = (unicodedata.normalize("NFC", name) for name in (source, target))
                     if row.get("action") == "label":
-                        edges[source] = target
+                        edges[_lookup_key(source)] = target
                     elif row.get("action") == "undo":
-                        edges[target] = source
-        except (OSError, UnicodeDecodeError, csv.Error) as exc:
+                        edges[_lookup_key(target)] = source
+                        if _lookup_key(edges.get(_lookup_key(source), "")) == _lookup_key(target):
+                            del edges[_lookup_key(source)]  # back where it was: nothing to follow from there
+        except (OSError, csv.Error) as exc:
             log.warning("cannot read %s to follow labelled images: %s", log_path, exc)
-            return
-        self._stamp, self._next = stamp, edges
+        self._next = edges
+
+
+def _lookup_key(relative: str) -> str:
+    return unicodedata.normalize("NFC", relative)
 
 
 def dataset_folder(path: str | os.PathLike[str]) -> Path:

@@ -337,6 +337,7 @@ def _fit_and_save(prepared: _Prepared, on_progress: Progress | None, start: floa
         weight_decay=probe.weight_decay, num_train=len(prepared.train.labels), num_test=len(prepared.test.labels),
         path=str(path), checkpoint=classifier_source(prepared), epoch=prepared.epoch, fitted_at=time.time(),
     )
+    save_classifier_report(prepared.run_dir, report)  # at once: what follows may fail; saved again with more
     return probe, report, test_logits
 
 

@@ -87,17 +87,24 @@ class ClassifierReport:
 
 def save_classifier_report(run_dir: Path, report: ClassifierReport) -> None:
     """classifier.json and confusion.csv beside classifier.pt, so the app and `fgdesk runs`
-    show a run's classifier scores without loading a model."""
+    show a run's classifier scores without loading a model. The report names the
+    classifier.pt it describes (`runs.classifier_fingerprint`): a classifier.pt written
+    since, by a fit that failed before its report, makes the report stale, never wrong."""
     run_dir = Path(run_dir)
     write_confusion_csv(run_dir / CONFUSION_FILE, np.asarray(report.confusion), report.class_names)
-    atomic_write_text(run_dir / runs.CLASSIFIER_REPORT_FILE, json.dumps(report.as_dict(), indent=2) + "\n")
+    document = {**report.as_dict(), "classifier_fingerprint": runs.classifier_fingerprint(run_dir)}
+    atomic_write_text(run_dir / runs.CLASSIFIER_REPORT_FILE, json.dumps(document, indent=2) + "\n")
 
 
 def load_classifier_report(run_dir: Path) -> ClassifierReport | None:
-    """The report of the run's last classifier fit, or None when there is none (or it is unreadable)."""
+    """The report of the run's classifier.pt, or None when there is none, it is unreadable, or
+    it describes an earlier classifier.pt."""
     run_dir = Path(run_dir)
     try:
         data = json.loads((run_dir / runs.CLASSIFIER_REPORT_FILE).read_text(encoding="utf-8"))
+        if data.get("classifier_fingerprint") != runs.classifier_fingerprint(run_dir):
+            log.info("the classifier report of %s describes an earlier classifier.pt; not shown", run_dir)
+            return None
         names = [str(name) for name in data["class_names"]]
         confusion = read_confusion_csv(run_dir / CONFUSION_FILE, names)
         number = lambda value: float("nan") if value is None else float(value)  # noqa: E731

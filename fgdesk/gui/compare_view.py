@@ -22,8 +22,8 @@ from PySide6.QtWidgets import (
 )
 
 from fgdesk.gui.style import configure_plots
-from fgdesk.train.compare import best_of
 from fgdesk.gui.widgets import muted_label
+from fgdesk.train.compare import best_of
 
 # Okabe-Ito, in an order that keeps neighbours apart; runs past the eighth reuse them dashed.
 RUN_COLOURS = [(0, 114, 178), (230, 159, 0), (0, 158, 115), (204, 121, 167), (86, 180, 233), (213, 94, 0),
@@ -143,7 +143,10 @@ class CompareDialog(QDialog):
             header = self.table.horizontalHeaderItem(column)
             header.setIcon(_swatch(RUN_COLOURS[column % len(RUN_COLOURS)]))  # the colour of its curves
             header.setToolTip(str(run.path))
-        best = {row: best_of(numbers) for row, (_, _, numbers) in enumerate(score_rows) if numbers is not None}
+        # Scores on different datasets are not comparable: then no run is marked best.
+        same_data = not {"data.path", "data.layout", "data.level"} & set(self.comparison.differing)
+        best = {row: best_of(numbers) for row, (_, _, numbers) in enumerate(score_rows)
+                if numbers is not None and same_data}
         for row, (_, values) in enumerate(rows):
             for column, text in enumerate(values):
                 item = QTableWidgetItem(text)

@@ -122,11 +122,13 @@ class TrainingCurves:
     def after(self, history: "TrainingCurves") -> "TrainingCurves":
         """`history` followed by these points (for a resumed run); history past our first step is dropped."""
         first_step = self.steps[0][0] if self.steps else float("inf")
-        first_epoch = self.epochs[0][0] if self.epochs else 10**9
+        # Epochs that ended before the one our points continue; a part of that one (where a
+        # time budget ended it) goes, as the engine drops its record when it resumes.
+        last_whole = math.ceil(self.epochs[0][0]) - 1 if self.epochs else 10**9
         merged = TrainingCurves()
         for point in [p for p in history.steps if p[0] < first_step] + self.steps:
             merged.add_step(*point)
-        for point in [p for p in history.epochs if p[0] < first_epoch] + self.epochs:
+        for point in [p for p in history.epochs if p[0] <= last_whole] + self.epochs:
             merged.add_epoch(*point)
         return merged
 
@@ -976,7 +978,8 @@ class TrainingView(QWidget):
                     item.setToolTip(str(info.path))
                 if column == 4 and info.has_classifier:
                     item.setToolTip("Top-1 of the linear classifier on the test split" if info.classifier_top1 is not None
-                                    else "A classifier was fitted; train it again to see its score here")
+                                    else "A classifier was fitted; its test score is not known (the dataset has no "
+                                         "test split, or the fit was made before fgdesk kept its scores)")
                 if column in (2, 3, 4):
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.runs_table.setItem(row, column, item)
@@ -994,6 +997,8 @@ class TrainingView(QWidget):
         self.runs_table.blockSignals(False)
         if len(kept) <= 1 and select_row >= 0:
             self.runs_table.selectRow(select_row)
+        elif len(kept) > 1 and len(self.selected_runs()) == 1:
+            self._on_run_selected()  # one of the compared runs is left: show it as a selection would
         self._update_buttons()
 
     def selected_runs(self) -> list:
@@ -1109,15 +1114,11 @@ class TrainingView(QWidget):
                 return False
             run_dir = info.path
         run_dir = str(run_dir)
-        self._report_generation += 1  # a saved report still being read would be older than this fit
+        self._clear_classifier(f"Run: {Path(run_dir).name}")  # also drops a saved report still being read
         self.classifier_button.setEnabled(False)
         self.classifier_progress.setValue(0)
         self.classifier_progress.setFormat("Embedding images… %p%")
         self.classifier_progress.show()
-        self.classifier_run_label.setText(f"Run: {Path(run_dir).name}")
-        self.top1_label.setText("—")
-        self.top5_label.setText("—")
-        self.few_labels_label.hide()
         self.status_message.emit(f"Fitting a linear classifier on {Path(run_dir).name}…")
         self._classifier_task = self._runner.start(
             lambda ctx: workers.fit_classifier(run_dir, ctx),
@@ -1140,6 +1141,7 @@ class TrainingView(QWidget):
         self._classifier_task = None
         self.classifier_progress.hide()
         self._show_classifier(report, run_dir)
+        self._follow_selection()
         self.status_message.emit(f"Classifier trained: top-1 {format_percent(report.top1)}, top-5 {format_percent(report.top5)}")
         self._update_buttons()
         self.classifier_trained.emit(run_dir)
@@ -1149,6 +1151,15 @@ class TrainingView(QWidget):
         unless a fit of its own is under way."""
         if self._classifier_task is None:
             self._show_classifier(report, run_dir)
+
+    def _follow_selection(self) -> None:
+        """After a fit, the card shows the run selected now (the user may have picked
+        another while the fit ran), from its saved report."""
+        info = self.selected_run()
+        if info is None or str(info.path) == self._classifier_shown_for:
+            return
+        self._clear_classifier(f"Run: {info.name}")
+        self._load_classifier_report(str(info.path))
 
     def _load_classifier_report(self, run_dir: str) -> None:
         """The saved scores of the run's last classifier fit, read on a worker thread."""
@@ -1212,6 +1223,8 @@ class TrainingView(QWidget):
     def _on_classifier_failed(self, message: str, details: str) -> None:
         self._classifier_task = None
         self.classifier_progress.hide()
+        self._classifier_shown_for = None
+        self._follow_selection()
         self._update_buttons()
         self.last_error_box = show_error(self, "Classifier training failed", message, details)
 

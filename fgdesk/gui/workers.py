@@ -174,6 +174,7 @@ class TaskRunner(QObject):
 # --------------------------------------------------------------------------- core calls
 _IMPORT_LOCK = threading.RLock()
 _modules_at_freeze = 0  # len(sys.modules) at the last gc.freeze()
+_torchvision_tried = False
 
 
 def core(module: str):
@@ -182,10 +183,11 @@ def core(module: str):
     Imports are serialised: two threads importing torchvision at the same moment can
     see each other's half-initialised modules and fail.
     """
-    global _modules_at_freeze
+    global _modules_at_freeze, _torchvision_tried
     with _IMPORT_LOCK:
         imported = importlib.import_module(module)
-        if "torch" in sys.modules and "torchvision" not in sys.modules:
+        if "torch" in sys.modules and "torchvision" not in sys.modules and not _torchvision_tried:
+            _torchvision_tried = True  # once: a broken torchvision is reported, not retried on every call
             # torchvision's import registers operators (through torch._dynamo), and torch code
             # running on another thread meanwhile has been seen to break it. Import it here,
             # under the lock, before any caller can run torch code from what it got.

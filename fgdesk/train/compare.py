@@ -3,7 +3,7 @@
 A lab tries attention on and off, two resolutions, two seeds; what it needs to see is which
 run did better and what was different about it. Everything here reads the run folders
 (config.json, state.json, metrics.jsonl, classifier.json, eval.json) without torch, so
-the app can call it on any thread and `fgdesk runs --compare` stays fast.
+the app can call it on any thread and `fgdesk compare` stays fast.
 """
 from __future__ import annotations
 
@@ -104,7 +104,7 @@ class Comparison:
 
 def best_of(values: list[float | None]) -> int | None:
     """The position of the highest value, when at least two runs have one and no other ties it."""
-    present = [value for value in values if value is not None]
+    present = [value for value in values if value is not None and math.isfinite(value)]
     if len(present) < 2 or present.count(max(present)) > 1:
         return None
     return values.index(max(present))
@@ -128,13 +128,15 @@ def summarize_run(run_dir: Path) -> RunSummary:
         raise ValueError(f"{run_dir} is not a fgdesk run folder (it has no config.json or state.json)")
     state = runs.read_state(run_dir)
     classifier = _read_json(run_dir / runs.CLASSIFIER_REPORT_FILE)
+    if classifier.get("classifier_fingerprint") != runs.classifier_fingerprint(run_dir):
+        classifier = {}  # it describes an earlier classifier.pt (a later fit failed before its report)
     evaluation = _read_json(run_dir / runs.EVAL_FILE)
     curves = read_curves(run_dir)
-    elapsed = state.get("elapsed_s")
-    minutes = float(elapsed) / 60.0 if isinstance(elapsed, (int, float)) else (curves.minutes[-1] if curves.minutes else None)
+    elapsed = _number(state.get("elapsed_s"))
+    minutes = elapsed / 60.0 if elapsed is not None else (curves.minutes[-1] if curves.minutes else None)
     return RunSummary(
         path=run_dir, name=info.name, status=info.status, epochs_done=info.epochs_done, epochs=info.epochs,
-        minutes=minutes, best_knn_top1=info.best_knn_top1,
+        minutes=minutes, best_knn_top1=_number(info.best_knn_top1),
         classifier_top1=_number(classifier.get("top1")), classifier_top5=_number(classifier.get("top5")),
         eval_knn_top1=_number((evaluation.get("knn") or {}).get("top1") if isinstance(evaluation.get("knn"), dict) else None),
         settings=_flatten(_read_json(run_dir / runs.CONFIG_FILE)), curves=curves,

@@ -12,8 +12,10 @@
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import math
 import os
 import socket
 import time
@@ -245,7 +247,7 @@ def run_info(run_dir: Path) -> RunInfo | None:
         status=effective_status(state),
         epochs_done=int(state.get("epochs_done", 0)),
         epochs=int(state.get("epochs", 0)),
-        best_knn_top1=state.get("best_knn_top1"),
+        best_knn_top1=_finite(state.get("best_knn_top1")),
         created=float(state.get("created", run_dir.stat().st_mtime)),
         updated=float(state.get("updated", run_dir.stat().st_mtime)),
         dataset=str(state.get("dataset", "")),
@@ -254,13 +256,34 @@ def run_info(run_dir: Path) -> RunInfo | None:
     )
 
 
-def _classifier_top1(run_dir: Path) -> float | None:
-    """Read with json alone (no model load), so listing many runs stays fast."""
+def _finite(value: Any) -> float | None:
+    """A score from a JSON file, or None where it is missing or damaged (a string, NaN)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def classifier_fingerprint(run_dir: Path) -> str | None:
+    """A hash of classifier.pt's bytes (None without one): it changes with every fit and, unlike
+    a modification time, survives copying the run folder. The file is small (classes x embedding)."""
     try:
-        value = json.loads((run_dir / CLASSIFIER_REPORT_FILE).read_text(encoding="utf-8")).get("top1")
+        data = (Path(run_dir) / CLASSIFIER_FILE).read_bytes()
+    except OSError:
+        return None
+    return hashlib.sha1(data).hexdigest()[:16]
+
+
+def _classifier_top1(run_dir: Path) -> float | None:
+    """Read with json alone (no model load), so listing many runs stays fast; only a report
+    of the classifier.pt there now counts."""
+    try:
+        report = json.loads((run_dir / CLASSIFIER_REPORT_FILE).read_text(encoding="utf-8"))
+        value = report.get("top1")
+        if report.get("classifier_fingerprint") != classifier_fingerprint(run_dir):
+            return None
     except (OSError, ValueError, AttributeError):
         return None
-    return float(value) if isinstance(value, (int, float)) else None
+    return _finite(value)
 
 
 def list_runs(root: Path | None = None) -> list[RunInfo]:

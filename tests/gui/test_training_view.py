@@ -419,3 +419,36 @@ def test_compare_shows_selected_runs_curves_scores_and_differing_settings(window
     assert dialog.knn_plot.getPlotItem().getAxis("bottom").labelText == "minutes of training"
     assert all(0 < x < 60 for x in xs)
     dialog.close()
+
+
+def test_the_card_follows_a_selection_made_while_a_fit_ran(window, qtbot, trained_run):
+    view = window.training_view
+    window.show_page("train")
+    first = _copy_into_runs(trained_run, "fit-first")
+    other = _copy_into_runs(trained_run, "fit-other")
+    assert view.train_classifier(first)
+    qtbot.waitUntil(lambda: not view.classifier_running(), timeout=180_000)
+    shown = view.top1_label.text()
+    view.refresh_runs()
+    qtbot.waitUntil(lambda: {str(first), str(other)} <= {str(r.path) for r in view.runs()}, timeout=10_000)
+    assert view.select_run(first)
+    assert view.train_classifier(other)  # a fit of another run; the card shows that fit
+    assert not view.confusion_plot.isVisibleTo(view) and "fit-other" in view.classifier_run_label.text()
+    assert view.select_run(first)  # picked while the fit runs
+    qtbot.waitUntil(lambda: not view.classifier_running(), timeout=180_000)
+    qtbot.waitUntil(lambda: view.top1_label.text() == shown, timeout=20_000)  # first's own saved scores
+    assert "fit-first" in view.classifier_run_label.text() and view.confusion_plot.isVisibleTo(view)
+
+
+def test_a_resumed_run_drops_the_part_epoch_its_budget_ended_in():
+    from fgdesk.gui.training_view import TrainingCurves
+
+    history = TrainingCurves()
+    for epoch, knn in ((1, 0.2), (2, 0.3), (2.4, 0.31)):  # the budget ended 40% into epoch 3
+        history.add_epoch(epoch, knn)
+    live = TrainingCurves()
+    live.add_epoch(3, 0.35)  # the resumed run finishes epoch 3
+    assert [x for x, _ in live.after(history).epochs] == [1, 2, 3]
+    partial = TrainingCurves()
+    partial.add_epoch(2.7, 0.33)  # resumed, and a new budget ended it again in epoch 3
+    assert [x for x, _ in partial.after(history).epochs] == [1, 2, 2.7]
