@@ -1,11 +1,19 @@
 """Shared fixtures: every test gets its own FGDESK_HOME so nothing touches real user folders."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 
 import pytest
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# Session-scoped fixtures (a trained run shared by many tests) run before any test's own
+# home is set: they get this one, so no test ever writes to the user's real folders.
+_SESSION_HOME = tempfile.mkdtemp(prefix="fgdesk-tests-home-")
+os.environ["FGDESK_HOME"] = _SESSION_HOME
+atexit.register(shutil.rmtree, _SESSION_HOME, ignore_errors=True)
 # Tests run tiny tensors, where a second thread costs more than it gives, and
 # oversubscribed threads on a busy 2-core machine slow each op tenfold.
 # Benchmarks in bench/ use every core.

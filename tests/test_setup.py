@@ -45,3 +45,18 @@ def test_a_venv_without_pip_is_made_again(dev, monkeypatch):
     dev.VENV.mkdir()
     dev.ensure_installed({"test"})
     assert made == [True]
+
+
+
+@pytest.fixture(scope="session")
+def folder_seen_by_session_fixtures():
+    """Set up before any test's own FGDESK_HOME, as the shared trained run is."""
+    from fgdesk import paths
+
+    return str(paths.runs_elsewhere_file())
+
+
+def test_the_suite_never_writes_to_the_real_user_folders(folder_seen_by_session_fixtures):
+    import tempfile
+
+    assert folder_seen_by_session_fixtures.startswith(tempfile.gettempdir())
