@@ -132,13 +132,14 @@ def summarize_run(run_dir: Path) -> RunSummary:
         classifier = {}  # it describes an earlier classifier.pt (a later fit failed before its report)
     evaluation = _read_json(run_dir / runs.EVAL_FILE)
     curves = read_curves(run_dir)
-    elapsed = _number(state.get("elapsed_s"))
+    elapsed = runs.finite_number(state.get("elapsed_s"))
     minutes = elapsed / 60.0 if elapsed is not None else (curves.minutes[-1] if curves.minutes else None)
     return RunSummary(
         path=run_dir, name=info.name, status=info.status, epochs_done=info.epochs_done, epochs=info.epochs,
-        minutes=minutes, best_knn_top1=_number(info.best_knn_top1),
-        classifier_top1=_number(classifier.get("top1")), classifier_top5=_number(classifier.get("top5")),
-        eval_knn_top1=_number((evaluation.get("knn") or {}).get("top1") if isinstance(evaluation.get("knn"), dict) else None),
+        minutes=minutes, best_knn_top1=info.best_knn_top1,
+        classifier_top1=runs.finite_number(classifier.get("top1")),
+        classifier_top5=runs.finite_number(classifier.get("top5")),
+        eval_knn_top1=runs.finite_number(knn.get("top1")) if isinstance(knn := evaluation.get("knn"), dict) else None,
         settings=_flatten(_read_json(run_dir / runs.CONFIG_FILE)), curves=curves,
     )
 
@@ -152,9 +153,9 @@ def read_curves(run_dir: Path) -> RunCurves:
     curves = RunCurves()
     for epoch in sorted(by_epoch):
         record = by_epoch[epoch]
-        curves.epochs.append(epoch + (_number(record.get("fraction")) or 1.0))
-        curves.minutes.append((_number(record.get("elapsed_s")) or 0.0) / 60.0)
-        loss, knn = _number(record.get("mean_loss")), _number(record.get("knn_top1"))
+        curves.epochs.append(epoch + (runs.finite_number(record.get("fraction")) or 1.0))
+        curves.minutes.append((runs.finite_number(record.get("elapsed_s")) or 0.0) / 60.0)
+        loss, knn = runs.finite_number(record.get("mean_loss")), runs.finite_number(record.get("knn_top1"))
         curves.loss.append(math.nan if loss is None else loss)
         curves.knn.append(math.nan if knn is None else knn)
     return curves
@@ -186,10 +187,6 @@ def _read_json(path: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return value if isinstance(value, dict) else {}
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) else None
 
 
 def percent_text(value: float | None) -> str:

@@ -247,7 +247,7 @@ def run_info(run_dir: Path) -> RunInfo | None:
         status=effective_status(state),
         epochs_done=int(state.get("epochs_done", 0)),
         epochs=int(state.get("epochs", 0)),
-        best_knn_top1=_finite(state.get("best_knn_top1")),
+        best_knn_top1=finite_number(state.get("best_knn_top1")),
         created=float(state.get("created", run_dir.stat().st_mtime)),
         updated=float(state.get("updated", run_dir.stat().st_mtime)),
         dataset=str(state.get("dataset", "")),
@@ -256,8 +256,8 @@ def run_info(run_dir: Path) -> RunInfo | None:
     )
 
 
-def _finite(value: Any) -> float | None:
-    """A score from a JSON file, or None where it is missing or damaged (a string, NaN)."""
+def finite_number(value: Any) -> float | None:
+    """A number read from a JSON file, or None where it is missing or damaged (a string, NaN)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
     return float(value)
@@ -283,7 +283,7 @@ def _classifier_top1(run_dir: Path) -> float | None:
             return None
     except (OSError, ValueError, AttributeError):
         return None
-    return _finite(value)
+    return finite_number(value)
 
 
 def list_runs(root: Path | None = None) -> list[RunInfo]:
