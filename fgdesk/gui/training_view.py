@@ -697,17 +697,47 @@ class TrainingView(QWidget):
         self._start_worker(workers.TrainingWorker(config=config, parent=self), f"Starting a run on {Path(config.data.path).name}")
         return True
 
-    def resume_run(self, run_dir: str | Path) -> bool:
+    def resume_run(self, run_dir: str | Path, overrides: dict | None = None) -> bool:
         if self.is_training():
             return False
-        self._start_worker(workers.TrainingWorker(resume_dir=run_dir, parent=self), f"Resuming {Path(run_dir).name}")
+        worker = workers.TrainingWorker(resume_dir=run_dir, parent=self, overrides=overrides)
+        self._start_worker(worker, f"Resuming {Path(run_dir).name}")
         self._load_history(str(run_dir), keep_running=True)
         return True
 
     def resume_selected(self) -> None:
         info = self.selected_run()
-        if info is not None:
+        if info is None:
+            return
+        if info.status == "finished":
+            self.train_further(info.path)
+        else:
             self.resume_run(info.path)
+
+    def train_further(self, run_dir: str | Path, more: float | None = None) -> bool:
+        """Go on training a finished run: `more` minutes when it had a time budget, else `more`
+        epochs (asked for when not given). Its learning-rate schedule stretches over the new length."""
+        try:
+            schedule = RunConfig.load(Path(run_dir) / "config.json").schedule
+        except ConfigError as exc:
+            self.last_error_box = show_error(self, "Cannot train this run further", str(exc), "")
+            return False
+        by_time = schedule.time_budget_min > 0
+        if more is None:
+            from PySide6.QtWidgets import QInputDialog
+
+            if by_time:
+                more, ok = QInputDialog.getDouble(
+                    self, "Train further", f"The run had {schedule.time_budget_min:g} minutes. Minutes to add:",
+                    10.0, 0.5, 24 * 60.0, 1)
+            else:
+                more, ok = QInputDialog.getInt(
+                    self, "Train further", f"The run had {schedule.epochs} epochs. Epochs to add:", 10, 1, 10_000)
+            if not ok:
+                return False
+        key, total = (("schedule.time_budget_min", schedule.time_budget_min + float(more)) if by_time
+                      else ("schedule.epochs", schedule.epochs + int(more)))
+        return self.resume_run(run_dir, overrides={key: total})
 
     def _start_worker(self, worker: workers.TrainingWorker, message: str) -> None:
         if self.worker is not None and not self.worker.isRunning():
@@ -1263,8 +1293,13 @@ class TrainingView(QWidget):
         resumable = info is not None and (
             info.resumable if hasattr(info, "resumable") else info.status in ("interrupted", "stopped")
         )
-        self.resume_button.setEnabled(bool(resumable) and not training)
         has_checkpoint = info is not None and self._has_checkpoint(info)
+        further = info is not None and info.status == "finished" and has_checkpoint
+        self.resume_button.setText("Train further…" if further else "Resume")
+        self.resume_button.setToolTip("Add minutes or epochs to this finished run and go on from its last checkpoint; "
+                                      "the learning-rate schedule stretches over the new length" if further
+                                      else "Continue this run from its last checkpoint")
+        self.resume_button.setEnabled(bool(resumable or further) and not training)
         self.inspect_button.setEnabled(has_checkpoint)
         self.folder_button.setEnabled(info is not None)
         self.compare_button.setEnabled(len(self.selected_runs()) >= 2)

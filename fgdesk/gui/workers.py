@@ -326,12 +326,14 @@ class TrainingWorker(QThread):
     run_finished = Signal(object)  # FinishedEvent
     run_failed = Signal(object)  # FailedEvent or WorkerFailure
 
-    def __init__(self, config=None, resume_dir: str | Path | None = None, parent: QObject | None = None) -> None:
+    def __init__(self, config=None, resume_dir: str | Path | None = None, parent: QObject | None = None,
+                 overrides: dict | None = None) -> None:
         super().__init__(parent)
         if (config is None) == (resume_dir is None):
             raise ValueError("give either a config or a run folder to resume")
         self.config = config
         self.resume_dir = Path(resume_dir) if resume_dir is not None else None
+        self.overrides = dict(overrides or {})  # a resumed run's new length (schedule.*)
         self.run_dir: str = str(self.resume_dir or "")
         self._lock = threading.Lock()
         self._control = None
@@ -375,7 +377,8 @@ class TrainingWorker(QThread):
                 if self._want_stop:
                     control.stop()
             if self.resume_dir is not None:
-                trainer = Trainer.resume(self.resume_dir, on_event=self._dispatch, control=control)
+                trainer = Trainer.resume(self.resume_dir, on_event=self._dispatch, control=control,
+                                         overrides=self.overrides or None)
             else:
                 trainer = Trainer(self.config, run_dir=None, on_event=self._dispatch, control=control)
             self.run_dir = str(trainer.run_dir)

@@ -452,3 +452,27 @@ def test_a_resumed_run_drops_the_part_epoch_its_budget_ended_in():
     partial = TrainingCurves()
     partial.add_epoch(2.7, 0.33)  # resumed, and a new budget ended it again in epoch 3
     assert [x for x, _ in partial.after(history).epochs] == [1, 2, 2.7]
+
+
+def test_a_finished_run_trains_further_from_the_table(window, qtbot, trained_run, monkeypatch):
+    """Resume becomes "Train further…" on a finished run: the epochs asked for are added and
+    the run goes on from its checkpoint, its curve continuing the one it had."""
+    from PySide6.QtWidgets import QInputDialog
+
+    from fgdesk.train import runs
+
+    view = window.training_view
+    window.show_page("train")
+    run = _copy_into_runs(trained_run, "further")
+    epochs_before = runs.run_info(run).epochs_done
+    view.refresh_runs()
+    qtbot.waitUntil(lambda: view.select_run(run) and view.resume_button.isEnabled(), timeout=10_000)
+    assert view.resume_button.text() == "Train further…"
+    monkeypatch.setattr(QInputDialog, "getInt", staticmethod(lambda *args, **kwargs: (1, True)))
+    qtbot.mouseClick(view.resume_button, Qt.MouseButton.LeftButton)
+    assert view.is_training()
+    # No dataset is open here, so the Train button stays off: wait for the result itself.
+    qtbot.waitUntil(lambda: view.last_result is not None and not view.is_training(), timeout=120_000)
+    assert view.last_result.status == "finished" and view.last_result.epochs_done == epochs_before + 1
+    assert runs.run_info(run).epochs == epochs_before + 1
+    qtbot.waitUntil(lambda: [x for x, _ in view.curves.epochs] == list(range(1, epochs_before + 2)), timeout=10_000)
