@@ -24,4 +24,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 def isolated_home(tmp_path_factory, monkeypatch):
     home = tmp_path_factory.mktemp("fgdesk_home")
     monkeypatch.setenv("FGDESK_HOME", str(home))
-    return home
+    yield home
+    # Runs saved here hold checkpoints of 100+ MB; 370 tests' worth would fill a disk.
+    shutil.rmtree(home, ignore_errors=True)
