@@ -1,7 +1,9 @@
 """The `fgdesk` command line, end to end on the demo set, as a server user would run it."""
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import json
 import os
 import shutil
@@ -22,6 +24,26 @@ def fgdesk(*args: str, check: bool = True, timeout: int = 300, module: tuple[str
     result = subprocess.run([sys.executable, *module, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=os.environ.copy())
     if check and result.returncode != 0:
         raise AssertionError(f"fgdesk {' '.join(map(str, args))} exited {result.returncode}\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+def fgdesk_here(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """The same command through `fgdesk.cli.main` in this process, for quick refusals.
+
+    Each subprocess pays ~4 s to import torch; what a refusal prints and returns is the same.
+    An uncaught exception fails the test here as a traceback would in a terminal.
+    """
+    from fgdesk.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([str(arg) for arg in args])
+        except SystemExit as exc:  # argparse's usage errors exit 2
+            code = exc.code if isinstance(exc.code, int) else 1
+    result = subprocess.CompletedProcess(list(args), code, out.getvalue(), err.getvalue())
+    if check and code != 0:
+        raise AssertionError(f"fgdesk {' '.join(map(str, args))} returned {code}\n{result.stdout}\n{result.stderr}")
     return result
 
 
@@ -57,7 +79,7 @@ def test_train_eval_predict_export_end_to_end(demo, tmp_path):
     # 8 labels per class is every training image: the full evaluation, not repeated.
     assert [(row["labels_per_class"], row["num_train"], len(row["linear_top1"]["per_draw"])) for row in report["few_labels"]] == [(2, 8, 3)]
     assert 0.0 <= report["few_labels"][0]["knn_top1"]["mean"] <= 1.0
-    bad = fgdesk("eval", run, "--labels-per-class", "five", check=False)
+    bad = fgdesk_here("eval", run, "--labels-per-class", "five", check=False)
     assert bad.returncode == 2 and "whole numbers" in bad.stderr
     assert "fused" in report["localization"] and "evidence" in report["localization"]
     assert (run / "eval.json").is_file() and (run / "classifier.pt").is_file()
@@ -87,9 +109,9 @@ def test_train_eval_predict_export_end_to_end(demo, tmp_path):
         (("export", tmp_path / "no-such-run"), "does not exist"),
         (("suggest", run), "no unlabeled images to choose from"),
     ):
-        refused = fgdesk(*args, check=False)
+        refused = fgdesk_here(*args, check=False)
         assert refused.returncode == 2 and expected in refused.stderr and "Traceback" not in refused.stderr, refused.stderr
-    shown = json.loads(fgdesk("train", "--resume", run, "--epochs", "7", "--print-config").stdout)
+    shown = json.loads(fgdesk_here("train", "--resume", run, "--epochs", "7", "--print-config").stdout)
     assert shown["schedule"]["epochs"] == 7 and json.loads((run / "config.json").read_text())["schedule"]["epochs"] == 2
 
     exported = fgdesk("export", run, "--format", "torchscript")
@@ -101,15 +123,15 @@ def test_a_finished_run_can_be_extended_with_more_epochs(demo, tmp_path):
     fgdesk("train", "--data", demo, "--out", run, *TINY_TRAIN[:1], "1", *TINY_TRAIN[2:])
     resumed = fgdesk("train", "--resume", run, "--epochs", "2")
     assert "finished after 2 epoch(s)" in resumed.stdout
-    refused = fgdesk("train", "--resume", run, "--backbone", "resnet50", check=False)
+    refused = fgdesk_here("train", "--resume", run, "--backbone", "resnet50", check=False)
     assert refused.returncode == 2 and "cannot change model.backbone" in refused.stderr
 
 
 def test_bad_input_gives_a_clear_message_not_a_traceback(demo, tmp_path):
-    missing = fgdesk("train", "--data", tmp_path / "nowhere", check=False)
+    missing = fgdesk_here("train", "--data", tmp_path / "nowhere", check=False)
     assert missing.returncode == 2
     assert "nowhere" in missing.stderr and "Traceback" not in missing.stderr
-    bad_value = fgdesk("train", "--data", demo, "--batch-size", "1", check=False)
+    bad_value = fgdesk_here("train", "--data", demo, "--batch-size", "1", check=False)
     assert bad_value.returncode == 2 and "schedule.batch_size" in bad_value.stderr
 
 
