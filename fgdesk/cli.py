@@ -139,6 +139,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "setting that is not the same in all of them.")
     compare.add_argument("runs", nargs="+", metavar="RUN", help="run folders, or run names as `fgdesk runs` lists them")
     compare.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    delete = commands.add_parser(
+        "delete", help="delete runs: their checkpoints, curves, classifier and exports",
+        description="Deletes what fgdesk wrote in each run folder (checkpoints, curves, log, classifier, scores, "
+                    "exports, cached embeddings), then the folder if nothing else is in it. A run being trained "
+                    "is refused. Without --yes, asks first.")
+    delete.add_argument("runs", nargs="+", metavar="RUN", help="run folders, or run names as `fgdesk runs` lists them")
+    delete.add_argument("--yes", action="store_true", help="do not ask (needed where no one can answer)")
     app = commands.add_parser("app", help="open the desktop app")
     app.add_argument("path", nargs="?", type=Path, help="a dataset folder or an image to open")
     return parser
@@ -160,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     handler = {
         "train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "export": cmd_export, "suggest": cmd_suggest,
         "label": cmd_label, "demo-data": cmd_demo_data, "summary": cmd_summary, "runs": cmd_runs,
-        "compare": cmd_compare,
+        "compare": cmd_compare, "delete": cmd_delete,
     }[args.command]
     try:
         return handler(args)
@@ -532,8 +539,9 @@ def _csv_error_rows(path: Path) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from fgdesk.infer.export import ExportError, export_onnx, export_torchscript
+    from fgdesk.train import runs
 
-    out_dir = args.out or (args.run / "export")
+    out_dir = args.out or (args.run / runs.EXPORT_DIR)
     written, problems = [], []
     if args.format in ("torchscript", "all"):
         written.append(export_torchscript(args.run, out_dir / "fgdesk_encoder.pt"))
@@ -581,21 +589,28 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
-    from fgdesk.train.compare import compare_runs
+def run_folders(given: list[str]) -> list[Path]:
+    """Run folders from folders or from run names as `fgdesk runs` lists them."""
     from fgdesk.train.runs import list_runs
 
     known = None
     folders = []
-    for given in args.runs:
-        folder = Path(given).expanduser()
+    for name in given:
+        folder = Path(name).expanduser()
         if not folder.is_dir():
             known = list_runs() if known is None else known
-            match = next((info.path for info in known if info.name == given), None)
+            match = next((info.path for info in known if info.name == name), None)
             if match is None:
-                raise CLIError(f"{given} is neither a run folder nor the name of a run that `fgdesk runs` lists")
+                raise CLIError(f"{name} is neither a run folder nor the name of a run that `fgdesk runs` lists")
             folder = match
         folders.append(folder)
+    return folders
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from fgdesk.train.compare import compare_runs
+
+    folders = run_folders(args.runs)
     try:
         comparison = compare_runs(folders)
     except ValueError as exc:
@@ -607,7 +622,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 def cmd_runs(args: argparse.Namespace) -> int:
     import time
 
-    from fgdesk.train.runs import list_runs
+    from fgdesk.train.runs import format_bytes, list_runs
 
     infos = list_runs()
     if not infos:
@@ -618,5 +633,42 @@ def cmd_runs(args: argparse.Namespace) -> int:
         classifier = "-" if info.classifier_top1 is None else f"{100 * info.classifier_top1:.1f}%"
         created = time.strftime("%Y-%m-%d %H:%M", time.localtime(info.created))
         print(f"{info.name:32s} {info.status:12s} epochs {info.epochs_done}/{info.epochs:<5d} best kNN {best:>6s}  "
-              f"classifier {classifier:>6s}  {created}  {info.path}")
+              f"classifier {classifier:>6s}  {format_bytes(info.disk_bytes):>8s}  {created}  {info.path}")
+    print(f"{len(infos)} run(s), {format_bytes(sum(info.disk_bytes for info in infos))} on disk "
+          "(`fgdesk delete RUN` frees a run's space)")
     return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    from fgdesk.train import runs
+
+    folders = run_folders(args.runs)
+    for folder in folders:
+        if not runs.is_run_folder(folder):
+            raise CLIError(f"{folder} is not an fgdesk run folder (it has no run state or config); nothing was deleted")
+    total = sum(runs.run_disk_bytes(folder) for folder in folders)
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise CLIError("deleting cannot be undone; add --yes to delete without a question")
+        names = ", ".join(folder.name for folder in folders)
+        answer = input(f"Delete {len(folders)} run(s) ({names}), {runs.format_bytes(total)}? This cannot be undone. [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing deleted")
+            return 1
+    failed = 0
+    for folder in folders:
+        try:
+            deleted = runs.delete_run(folder)
+        except (runs.RunBusy, runs.NotARun) as exc:
+            failed += 1
+            print(f"not deleted: {exc}", file=sys.stderr)
+            continue
+        except OSError as exc:  # cut short: config and state go last, so the run is still listed
+            failed += 1
+            print(f"could not delete all of {folder}: {exc}; what is left is still listed by `fgdesk runs`", file=sys.stderr)
+            continue
+        print(f"deleted {folder} ({runs.format_bytes(deleted.freed_bytes)} freed)")
+        if deleted.kept:
+            shown = ", ".join(deleted.kept[:5]) + (f" and {len(deleted.kept) - 5} more" if len(deleted.kept) > 5 else "")
+            print(f"  kept the folder for what fgdesk did not write there: {shown}")
+    return 1 if failed else 0

@@ -196,7 +196,7 @@ def cached_embeddings(
     """
     stat = Path(checkpoint_path).stat()
     weights = hashlib.sha256(f"{checkpoint_path.name}:{stat.st_mtime_ns}:{stat.st_size}".encode()).hexdigest()[:16]
-    cache = Path(run_dir) / "cache" / f"embeddings-{split_name}-{weights}.pt"
+    cache = Path(run_dir) / runs.CACHE_DIR / f"embeddings-{split_name}-{weights}.pt"
     keys = [_file_key(sample) for sample in samples]
     cached_rows: dict[str, int] = {}
     cached_bad: set[str] = set()

@@ -20,7 +20,7 @@ from fgdesk.train import runs
 
 log = logging.getLogger(__name__)
 
-CONFUSION_FILE = "confusion.csv"
+CONFUSION_FILE = runs.CONFUSION_FILE
 
 
 @dataclass

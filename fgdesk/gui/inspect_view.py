@@ -600,6 +600,17 @@ class InspectView(QWidget):
         self._pending_run = run_dir
         self.refresh_runs(select=run_dir)
 
+    def forget_runs(self, run_dirs: list[str]) -> None:
+        """Runs deleted on the Train page: drop them from the list; a deleted current run
+        gives way to the next one, as when the list is first filled."""
+        if self._pending_run in run_dirs:
+            self._pending_run = None
+        for run_dir in run_dirs:
+            position = self.run_combo.findData(run_dir)
+            if position >= 0:
+                self.run_combo.removeItem(position)  # a current one changes the run, as a choice would
+        self.refresh_runs()
+
     def current_run(self) -> str | None:
         data = self.run_combo.currentData()
         return str(data) if data else None

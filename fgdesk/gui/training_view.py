@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QItemSelectionModel, Qt, QTimer, Signal
+from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -41,6 +42,7 @@ from fgdesk.gui import workers
 from fgdesk.gui.qtutil import format_duration, format_percent, open_in_file_manager, show_error
 from fgdesk.gui.style import PLOT_COLOURS, STATUS_COLOURS, configure_plots
 from fgdesk.gui.widgets import Card, CollapsibleSection, EmptyState, metric_block, muted_label
+from fgdesk.train.runs import format_bytes  # no torch: runs.py reads folders and JSON only
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +202,7 @@ class TrainingView(QWidget):
     run_ended = Signal(object)  # FinishedEvent, FailedEvent or WorkerFailure
     status_message = Signal(str)
     classifier_trained = Signal(str)  # run folder whose classifier.pt was just written
+    runs_deleted = Signal(list)  # run folders whose files were deleted
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -226,6 +229,8 @@ class TrainingView(QWidget):
         self._history_generation = 0
         self._shown_run: str | None = None
         self._classifier_task = None
+        self._classifier_run: str | None = None  # the run the classifier task fits
+        self._delete_task = None
         self.classifier_report = None  # the last ClassifierReport shown on the card
         self._classifier_shown_for: str | None = None  # the run folder it belongs to
         self._report_generation = 0
@@ -478,9 +483,9 @@ class TrainingView(QWidget):
         refresh = QPushButton("Refresh")
         refresh.clicked.connect(self.refresh_runs)
         runs_card.header.addWidget(refresh)
-        self.runs_table = QTableWidget(0, 7)
+        self.runs_table = QTableWidget(0, 8)
         self.runs_table.setHorizontalHeaderLabels(
-            ["Run", "Status", "Epochs", "Best kNN", "Classifier", "Dataset", "Updated"]
+            ["Run", "Status", "Epochs", "Best kNN", "Classifier", "Dataset", "Updated", "Size"]
         )
         self.runs_table.verticalHeader().hide()
         self.runs_table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
@@ -511,11 +516,19 @@ class TrainingView(QWidget):
         self.compare_button.setToolTip("Select two or more runs (Ctrl- or Shift-click) to see their curves, "
                                        "scores and differing settings side by side")
         self.compare_button.clicked.connect(self.compare_selected)
+        self.delete_button = QPushButton("Delete…")
+        self.delete_button.setToolTip("Delete the selected runs' checkpoints, curves, classifier and exports, "
+                                      "to free disk space (asks first)")
+        self.delete_button.clicked.connect(lambda: self.delete_selected())
+        delete_key = QShortcut(QKeySequence(QKeySequence.StandardKey.Delete), self.runs_table)
+        delete_key.setContext(Qt.ShortcutContext.WidgetShortcut)
+        delete_key.activated.connect(lambda: self.delete_selected())
         buttons.addWidget(self.resume_button)
         buttons.addWidget(self.inspect_button)
         buttons.addWidget(self.compare_button)
         buttons.addStretch(1)
         buttons.addWidget(self.folder_button)
+        buttons.addWidget(self.delete_button)
         runs_card.body.addLayout(buttons)
         splitter.addWidget(runs_card)
 
@@ -995,6 +1008,7 @@ class TrainingView(QWidget):
                 _classifier_cell(info),
                 Path(info.dataset).name if info.dataset else "—",
                 time.strftime("%Y-%m-%d %H:%M", time.localtime(info.updated)),
+                format_bytes(info.disk_bytes),
             ]
             for column, text in enumerate(cells):
                 item = QTableWidgetItem(text)
@@ -1010,7 +1024,9 @@ class TrainingView(QWidget):
                     item.setToolTip("Top-1 of the linear classifier on the test split" if info.classifier_top1 is not None
                                     else "A classifier was fitted; its test score is not known (the dataset has no "
                                          "test split, or the fit was made before fgdesk kept its scores)")
-                if column in (2, 3, 4):
+                if column == 7:
+                    item.setToolTip("Disk space of the run's checkpoints, curves, classifier and exports")
+                if column in (2, 3, 4, 7):
                     item.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
                 self.runs_table.setItem(row, column, item)
             if selected_path and str(info.path) == selected_path:
@@ -1064,6 +1080,75 @@ class TrainingView(QWidget):
         )
         dialog.show()
         return True
+
+    def confirm_delete(self, infos: list) -> bool:
+        """Ask before deleting (tests replace this)."""
+        total = sum(info.disk_bytes for info in infos)
+        names = "\n".join(f"  {info.name}" for info in infos[:8]) + (f"\n  and {len(infos) - 8} more" if len(infos) > 8 else "")
+        answer = QMessageBox.question(
+            self, "Delete runs",
+            f"Delete {len(infos)} run(s) and free {format_bytes(total)}?\n\n{names}\n\n"
+            "Their checkpoints, curves, classifier, scores and exports are deleted; this cannot be undone. "
+            "Files of your own in a run's folder are kept.",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.Cancel,
+            QMessageBox.StandardButton.Cancel,
+        )
+        return answer == QMessageBox.StandardButton.Yes
+
+    def delete_selected(self) -> bool:
+        """Delete the selected runs on a worker thread, after asking. A run this window trains
+        or fits a classifier on is refused up front; one trained elsewhere, by its lock."""
+        selected = self.selected_runs()
+        if not selected or self._delete_task is not None:
+            return False
+        in_use = {self.worker.run_dir} if self.is_training() else set()
+        if self._classifier_run:
+            in_use.add(self._classifier_run)
+        busy = [info for info in selected if str(info.path) in in_use]
+        if busy:
+            self.status_message.emit(f"{busy[0].name} is in use here (training or fitting its classifier); "
+                                     "stop it before deleting the run")
+            return False
+        if not self.confirm_delete(selected):
+            return False
+        folders = [str(info.path) for info in selected]
+        self.delete_button.setEnabled(False)
+        self.status_message.emit(f"Deleting {len(folders)} run(s)…")
+        self._delete_task = self._runner.start(
+            lambda ctx: workers.delete_runs(folders), on_done=self._on_runs_deleted,
+            on_failed=self._on_delete_failed, name="delete runs",
+        )
+        return True
+
+    def _on_runs_deleted(self, outcome) -> None:
+        self._delete_task = None
+        deleted, problems = outcome
+        gone = [str(result.path) for result in deleted]
+        if self._classifier_shown_for in gone:
+            self._clear_classifier("Select a run to fit a linear classifier on its features.")
+        if self._shown_run in gone and not self.is_training():
+            self._shown_run = None
+            self.curves = TrainingCurves()
+            self.run_name_label.setText("")
+            self._set_curves()
+        freed = sum(result.freed_bytes for result in deleted)
+        message = f"Deleted {len(deleted)} run(s), {format_bytes(freed)} freed"
+        kept = [result for result in deleted if result.kept]
+        if kept:
+            message += f"; {kept[0].path.name}'s folder is kept for files fgdesk did not write"
+        self.status_message.emit(message)
+        if problems:
+            self.last_error_box = show_error(self, "Some runs were not deleted", "\n".join(problems))
+        if gone:
+            self.runs_deleted.emit(gone)
+        self.refresh_runs()
+        self._update_buttons()
+
+    def _on_delete_failed(self, message: str, details: str) -> None:
+        self._delete_task = None
+        self.refresh_runs()
+        self._update_buttons()
+        self.last_error_box = show_error(self, "Deleting runs failed", message, details)
 
     def select_run(self, run_dir: str | Path) -> bool:
         for row, info in enumerate(self._runs):
@@ -1145,6 +1230,7 @@ class TrainingView(QWidget):
             run_dir = info.path
         run_dir = str(run_dir)
         self._clear_classifier(f"Run: {Path(run_dir).name}")  # also drops a saved report still being read
+        self._classifier_run = run_dir
         self.classifier_button.setEnabled(False)
         self.classifier_progress.setValue(0)
         self.classifier_progress.setFormat("Embedding images… %p%")
@@ -1169,6 +1255,7 @@ class TrainingView(QWidget):
 
     def _on_classifier_done(self, report, run_dir: str) -> None:
         self._classifier_task = None
+        self._classifier_run = None
         self.classifier_progress.hide()
         self._show_classifier(report, run_dir)
         self._follow_selection()
@@ -1252,6 +1339,7 @@ class TrainingView(QWidget):
 
     def _on_classifier_failed(self, message: str, details: str) -> None:
         self._classifier_task = None
+        self._classifier_run = None
         self.classifier_progress.hide()
         self._classifier_shown_for = None
         self._follow_selection()
@@ -1303,6 +1391,7 @@ class TrainingView(QWidget):
         self.inspect_button.setEnabled(has_checkpoint)
         self.folder_button.setEnabled(info is not None)
         self.compare_button.setEnabled(len(self.selected_runs()) >= 2)
+        self.delete_button.setEnabled(bool(self.selected_runs()) and self._delete_task is None)
         self.classifier_button.setEnabled(has_checkpoint and self._classifier_task is None
                                           and not (training and self.worker.run_dir == str(info.path)))
         for field in self.fields.values():

@@ -288,6 +288,20 @@ def load_classifier_report(run_dir: str):
     return core("fgdesk.evaluate.scores").load_classifier_report(Path(run_dir))
 
 
+def delete_runs(run_dirs: list[str]) -> tuple[list, list[str]]:
+    """Delete each run; returns (DeletedRun results, one line per run left alone and why)."""
+    runs = core("fgdesk.train.runs")
+    deleted, problems = [], []
+    for run_dir in run_dirs:
+        try:
+            deleted.append(runs.delete_run(Path(run_dir)))
+        except (runs.RunBusy, runs.NotARun) as exc:
+            problems.append(f"{Path(run_dir).name}: {exc}")
+        except OSError as exc:  # cut short; config and state go last, so what is left stays listed
+            problems.append(f"{Path(run_dir).name}: could not delete all of it ({exc})")
+    return deleted, problems
+
+
 def compare_runs(run_dirs: list[str]):
     return core("fgdesk.train.compare").compare_runs(run_dirs)
 

@@ -8,6 +8,8 @@
     classifier.pt      linear head fitted on the labelled split (after `eval` or "Train classifier")
     classifier.json    its scores (top-1, top-5, per class, few labels); confusion.csv its matrix
     eval.json          the last evaluation report
+    export/            the encoder exported by `fgdesk export` (unless --out names another folder)
+    cache/             embeddings of the dataset's images, kept between evaluations
     .lock              held by the process training the run (pid, host), so no second one joins in
 """
 from __future__ import annotations
@@ -17,6 +19,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import socket
 import time
 from dataclasses import dataclass
@@ -36,7 +39,15 @@ BEST_CHECKPOINT = "best.pt"
 CLASSIFIER_FILE = "classifier.pt"
 CLASSIFIER_REPORT_FILE = "classifier.json"
 EVAL_FILE = "eval.json"
+CONFUSION_FILE = "confusion.csv"
+EXPORT_DIR = "export"
+CACHE_DIR = "cache"
 LOCK_FILE = ".lock"
+# Everything fgdesk writes in a run folder, the largest first: deleting a run removes these
+# and nothing else, and config and state go last, so a delete cut short leaves a run that
+# is still listed and can be deleted again.
+RUN_ENTRIES = (CHECKPOINT_DIR, CACHE_DIR, EXPORT_DIR, CLASSIFIER_FILE, CLASSIFIER_REPORT_FILE, CONFUSION_FILE,
+               EVAL_FILE, METRICS_FILE, LOG_FILE, CONFIG_FILE, STATE_FILE)
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +65,7 @@ class RunInfo:
     dataset: str
     has_classifier: bool
     classifier_top1: float | None = None  # test top-1 of the last classifier fit, from classifier.json
+    disk_bytes: int = 0  # what fgdesk's files in the folder take: what deleting the run frees
 
     @property
     def resumable(self) -> bool:
@@ -253,6 +265,7 @@ def run_info(run_dir: Path) -> RunInfo | None:
         dataset=str(state.get("dataset", "")),
         has_classifier=(run_dir / CLASSIFIER_FILE).is_file(),
         classifier_top1=_classifier_top1(run_dir),
+        disk_bytes=run_disk_bytes(run_dir),
     )
 
 
@@ -345,3 +358,118 @@ def best_checkpoint(run_dir: Path) -> Path:
     """best.pt when a kNN monitor picked one, else last.pt."""
     best = Path(run_dir) / CHECKPOINT_DIR / BEST_CHECKPOINT
     return best if best.is_file() else last_checkpoint(run_dir)
+
+
+# --------------------------------------------------------------------------- disk use
+def _entry_bytes(path: Path) -> int:
+    """Bytes under `path`, a file or a folder; links count as themselves, never followed."""
+    try:
+        info = path.lstat()
+    except OSError:
+        return 0
+    if not path.is_dir() or path.is_symlink():
+        return info.st_size
+    total = 0
+    for root, _dirs, files in os.walk(path):  # os.walk does not follow links to folders
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(root, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def _run_entries(run_dir: Path) -> list[Path]:
+    """fgdesk's entries in the folder, in RUN_ENTRIES order, then the hidden temp files of
+    writes a kill cut short (atomic_write names them .NAME.*.tmp)."""
+    entries = [run_dir / name for name in RUN_ENTRIES if os.path.lexists(run_dir / name)]
+    try:
+        hidden = [Path(e.path) for e in os.scandir(run_dir) if e.name.startswith(".") and e.name.endswith(".tmp")
+                  and any(e.name.startswith(f".{name}.") for name in RUN_ENTRIES)]
+    except OSError:
+        hidden = []
+    return hidden + entries
+
+
+def run_disk_bytes(run_dir: Path) -> int:
+    return sum(_entry_bytes(path) for path in _run_entries(Path(run_dir)))
+
+
+def format_bytes(count: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if count < 1000 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}" if count < 10 else f"{count:.0f} {unit}"
+        count /= 1000
+    raise AssertionError("unreachable")
+
+
+# --------------------------------------------------------------------------- deleting
+class NotARun(ValueError):
+    """The folder is not an fgdesk run; nothing in it was touched."""
+
+
+@dataclass
+class DeletedRun:
+    path: Path
+    freed_bytes: int
+    kept: list[str]  # entries fgdesk did not write; the folder stays for them
+
+
+def is_run_folder(run_dir: Path) -> bool:
+    """True when the folder holds a run's state.json or config.json, as fgdesk writes them,
+    not merely files of those names (a dataset may have a config.json of its own)."""
+    for name, keys in ((STATE_FILE, ("status",)), (CONFIG_FILE, ("data", "model", "schedule"))):
+        try:
+            document = json.loads((Path(run_dir) / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(document, dict) and all(key in document for key in keys):
+            return True
+    return False
+
+
+def delete_run(run_dir: Path) -> DeletedRun:
+    """Remove what fgdesk wrote in a run folder, then the folder when nothing else is in it.
+
+    Refuses with RunBusy while a process trains the run, and holds the run's lock while it
+    deletes, so no training can start half-way. Files fgdesk did not write are left where
+    they are, with the folder. The run is also dropped from the list of runs made elsewhere.
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise NotARun(f"{run_dir} does not exist or is not a folder")
+    if not is_run_folder(run_dir):
+        raise NotARun(f"{run_dir} is not an fgdesk run folder (it has no run state or config); nothing was deleted")
+    lock = acquire_lock(run_dir)
+    freed = 0
+    try:
+        for path in _run_entries(run_dir):
+            size = _entry_bytes(path)
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+            freed += size
+    finally:
+        lock.release()  # before unlinking: Windows cannot remove a file that is open
+    (run_dir / LOCK_FILE).unlink(missing_ok=True)
+    kept = sorted(os.listdir(run_dir))
+    if not kept:
+        run_dir.rmdir()
+        if run_dir.is_symlink():
+            run_dir.unlink()
+    forget_run(run_dir)
+    return DeletedRun(run_dir, freed, kept)
+
+
+def forget_run(run_dir: Path) -> None:
+    """Drop a run from runs-elsewhere.txt (rewritten whole, atomically)."""
+    target = os.path.realpath(run_dir)
+    listed = remembered_runs()
+    keep = [folder for folder in listed if os.path.realpath(folder) != target and folder != Path(run_dir)]
+    if len(keep) == len(listed):
+        return
+    try:
+        atomic_write_text(paths.runs_elsewhere_file(), "".join(f"{folder}\n" for folder in keep))
+    except OSError as exc:
+        log.warning("could not update %s: %s", paths.runs_elsewhere_file(), exc)

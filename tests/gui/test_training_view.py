@@ -476,3 +476,53 @@ def test_a_finished_run_trains_further_from_the_table(window, qtbot, trained_run
     assert view.last_result.status == "finished" and view.last_result.epochs_done == epochs_before + 1
     assert runs.run_info(run).epochs == epochs_before + 1
     qtbot.waitUntil(lambda: [x for x, _ in view.curves.epochs] == list(range(1, epochs_before + 2)), timeout=10_000)
+
+
+def test_deleting_runs_frees_their_space_and_refuses_one_being_trained(window, qtbot, trained_run, monkeypatch):
+    """Delete asks, works on a worker thread, clears the curves it showed, makes Inspect drop
+    the run, and skips a run that another process trains (its lock) with a message."""
+    from fgdesk.train import runs
+
+    view = window.training_view
+    window.show_page("train")
+    doomed = _copy_into_runs(trained_run, "doomed")
+    view.refresh_runs()
+    qtbot.waitUntil(lambda: view.select_run(doomed), timeout=10_000)
+    qtbot.waitUntil(lambda: view._shown_run == str(doomed), timeout=10_000)  # its curves are on screen
+    row = next(r for r, info in enumerate(view.runs()) if info.path == doomed)
+    size = runs.run_disk_bytes(doomed)
+    assert view.runs_table.item(row, 7).text() == runs.format_bytes(size) and size > 1_000_000
+    window.inspect_view.set_run(doomed)
+    qtbot.waitUntil(lambda: window.inspect_view.current_run() == str(doomed), timeout=10_000)
+
+    asked: list = []
+    monkeypatch.setattr(view, "confirm_delete", lambda infos: asked.append([i.name for i in infos]) or False)
+    view.runs_table.setFocus()
+    qtbot.keyClick(view.runs_table, Qt.Key.Key_Delete)  # the Delete key asks; "Cancel" keeps the run
+    assert asked == [["doomed"]] and doomed.is_dir()
+
+    monkeypatch.setattr(view, "confirm_delete", lambda infos: True)
+    messages: list[str] = []
+    view.status_message.connect(messages.append)
+    qtbot.keyClick(view.runs_table, Qt.Key.Key_Delete)
+    qtbot.waitUntil(lambda: view._delete_task is None and not view._runner.busy(), timeout=30_000)
+    assert not doomed.exists() and any(f"{runs.format_bytes(size)} freed" in m for m in messages)
+    assert str(doomed) not in {str(info.path) for info in view.runs()}
+    assert view._shown_run is None and view.curves.steps == []  # its curves went with it
+    qtbot.waitUntil(lambda: window.inspect_view.run_combo.findData(str(doomed)) < 0, timeout=10_000)
+    assert window.inspect_view.current_run() != str(doomed)
+
+    second = _copy_into_runs(trained_run, "second")
+    busy = _copy_into_runs(trained_run, "trained-elsewhere")
+    view.refresh_runs()
+    qtbot.waitUntil(lambda: {str(second), str(busy)} <= {str(info.path) for info in view.runs()}, timeout=10_000)
+    lock = runs.acquire_lock(busy)  # as `fgdesk train` in another terminal holds it
+    try:
+        _select_rows(view, [second, busy])
+        qtbot.mouseClick(view.delete_button, Qt.MouseButton.LeftButton)
+        qtbot.waitUntil(lambda: view._delete_task is None, timeout=30_000)
+    finally:
+        lock.release()
+    assert not second.exists() and (busy / "checkpoints" / "last.pt").is_file()
+    error = view.last_error_box.text()
+    assert "trained-elsewhere" in error and "being trained" in error and "second" not in error
