@@ -218,6 +218,33 @@ def test_full_disk_during_a_checkpoint_keeps_the_previous_one(tiny_data, tmp_pat
     assert not list((tmp_path / "run" / runs.CHECKPOINT_DIR).glob(".*.tmp"))
 
 
+def test_a_disk_too_full_for_one_checkpoint_fails_before_training_and_a_tight_one_warns(tiny_data, tmp_path, monkeypatch, caplog):
+    from collections import namedtuple
+
+    from fgdesk.train import engine
+
+    usage = namedtuple("usage", "total used free")
+    free = {"bytes": 50_000_000}
+    monkeypatch.setattr(engine.shutil, "disk_usage", lambda path: usage(10**12, 0, free["bytes"]))
+    estimates: list[int] = []
+    real_check = engine.check_disk_space
+    monkeypatch.setattr(engine, "check_disk_space", lambda run_dir, per: estimates.append(per) or real_check(run_dir, per))
+    events: list = []
+    result = Trainer(tiny_config(tiny_data), run_dir=tmp_path / "full", on_event=collect(events)).run()
+    assert isinstance(result, FailedEvent) and "would fail at its first checkpoint" in result.reason
+    assert "fgdesk delete" in result.reason and "has 50 MB free" in result.reason
+    assert not [e for e in events if isinstance(e, StepEvent)]  # it failed before spending time on steps
+
+    # Room for one checkpoint, not for last and best: a warning, and the run goes on.
+    caplog.set_level("WARNING", logger="fgdesk")
+    free["bytes"] = 200_000_000
+    result = Trainer(tiny_config(tiny_data), run_dir=tmp_path / "tight").run()
+    assert isinstance(result, FinishedEvent) and result.status == "finished"
+    assert any("checkpoints need about" in record.getMessage() for record in caplog.records)
+    written = runs.last_checkpoint(tmp_path / "tight").stat().st_size
+    assert 0.95 < written / estimates[-1] < 1.05  # the estimate is the checkpoint's real size
+
+
 def test_a_folder_without_images_fails_with_the_path(tmp_path):
     (tmp_path / "empty").mkdir()
     config = tiny_config(tmp_path / "empty")

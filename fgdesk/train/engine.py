@@ -12,6 +12,7 @@ import hashlib
 import logging
 import math
 import random
+import shutil
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -80,6 +81,46 @@ def views_at(data: DataConfig, size: int) -> DataConfig:
 
 class TrainingFailure(RuntimeError):
     """A run cannot go on; the message tells the user why and what to change."""
+
+
+def checkpoint_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> int:
+    """About what one checkpoint of this run takes: the model's state (query and key
+    encoders, the queue) and the optimizer's buffers (SGD's momentum, AdamW's two moments)."""
+    model_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    if isinstance(optimizer, torch.optim.SGD):
+        buffers = 1 if optimizer.defaults.get("momentum", 0) else 0
+    else:
+        buffers = 2
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    return model_bytes + buffers * sum(p.numel() * 4 for p in params)  # buffers are kept in fp32
+
+
+# What the file system and the run's other files need besides the checkpoints.
+DISK_MARGIN_BYTES = 32 * 1024 * 1024
+
+
+def check_disk_space(run_dir: Path, per_checkpoint: int) -> None:
+    """Fail at once, not at the first checkpoint minutes later, when the disk cannot hold
+    one; warn when it cannot hold the last and best checkpoints still to be made."""
+    try:
+        free = shutil.disk_usage(run_dir).free
+    except OSError:
+        return  # a file system that cannot tell: the checkpoint's own error still says it
+    coming = [name for name in (runs.LAST_CHECKPOINT, runs.BEST_CHECKPOINT)
+              if not (run_dir / runs.CHECKPOINT_DIR / name).is_file()]
+    # Each write needs room for a whole new file before it replaces the old one.
+    needed = per_checkpoint * (1 + len(coming)) if coming else per_checkpoint
+    if free < per_checkpoint + DISK_MARGIN_BYTES:
+        raise TrainingFailure(
+            f"the disk holding {run_dir} has {runs.format_bytes(free)} free, and one checkpoint of this model takes "
+            f"about {runs.format_bytes(per_checkpoint)}: the run would fail at its first checkpoint. Free some space "
+            "(deleting old runs frees theirs: `fgdesk delete RUN`, or Delete… on the Train page) or choose a run "
+            "folder on another disk."
+        )
+    if free < needed + DISK_MARGIN_BYTES:
+        log.warning("the disk holding %s has %s free; this run's checkpoints need about %s (%s each). "
+                    "It will stop with its last checkpoint kept if the disk fills.",
+                    run_dir, runs.format_bytes(free), runs.format_bytes(needed), runs.format_bytes(per_checkpoint))
 
 
 class EpochSampler(Sampler[int]):
@@ -364,6 +405,7 @@ class Trainer:
             runs.remember_run(self.run_dir)
         if self.dist.is_main:
             remove_stale_temp_files(self.run_dir / runs.CHECKPOINT_DIR)
+            check_disk_space(self.run_dir, checkpoint_bytes(model, optimizer))
             drop_torn_jsonl_line(self.run_dir / runs.METRICS_FILE)
             if self._resuming:  # from the checkpoint, or from the start when there is none yet
                 dropped = runs.truncate_metrics(self.run_dir, logged_step, state["epoch"], step_scale)
