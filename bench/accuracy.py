@@ -365,12 +365,12 @@ def peer_run(kind: str, seed: int, ctx: PeerContext) -> tuple[dict[str, Any], nn
     recorder = CurveRecorder()
     started = time.monotonic()
     elapsed = lambda: time.monotonic() - started  # noqa: E731
-    best_knn, step = None, 0
+    best_knn, step, whole_epochs = None, 0, 0
     pooled = PooledTrunk(model)
     for epoch in range(cfg.schedule.epochs):
         loader = make_loader(dataset, batch_size=batch, shuffle=True, num_workers=cfg.data.num_workers,
                              drop_last=True, seed=seed * 7919 + epoch * 101)
-        losses, out_of_budget = [], False
+        losses, out_of_budget, epoch_steps = [], False, 0
         window_start, window_images = time.monotonic(), 0
         for data in loader:
             if len(data) < 2:
@@ -399,6 +399,7 @@ def peer_run(kind: str, seed: int, ctx: PeerContext) -> tuple[dict[str, Any], nn
             if kind == "lightly":
                 model.after_step(cosine_momentum(cfg.contrastive.momentum, progress_now))
             step += 1
+            epoch_steps += 1
             window_images += len(data)
             value = loss.item()
             losses.append(value)
@@ -407,6 +408,8 @@ def peer_run(kind: str, seed: int, ctx: PeerContext) -> tuple[dict[str, Any], nn
                 out_of_budget = True
                 break
         del loader
+        # As the engine counts: an epoch the budget cut short is no epoch.
+        whole_epochs += epoch_steps >= steps_per_epoch
         common = dict(image_size=cfg.data.eval_size, crop_bottom=ctx.crop_bottom, device=ctx.device, dtype=ctx.dtype, num_workers=0)
         bank = compute_embeddings(pooled, ctx.bank, **common)
         val = compute_embeddings(pooled, ctx.validation, **common)
@@ -418,7 +421,7 @@ def peer_run(kind: str, seed: int, ctx: PeerContext) -> tuple[dict[str, Any], nn
             best_knn = knn  # recorded only: like fgdesk, the final model is the one evaluated
         if out_of_budget:
             break
-    info = {"curves": recorder.as_dict(), "epochs_done": len(recorder.epochs), "train_minutes": elapsed() / 60.0,
+    info = {"curves": recorder.as_dict(), "epochs_done": whole_epochs, "train_minutes": elapsed() / 60.0,
             "best_val_knn_top1": best_knn}
     if recorder.images_per_s:
         info["mean_images_per_s"] = sum(recorder.images_per_s) / len(recorder.images_per_s)
@@ -1080,7 +1083,6 @@ def main(argv: list[str] | None = None) -> int:
     results_name = args.out or ("ablation" if args.tune else "accuracy")
     work = Path(args.keep_runs) / results_name if args.keep_runs else Path(tempfile.mkdtemp(prefix="fgdesk-accuracy-"))
     work.mkdir(parents=True, exist_ok=True)
-    smoke = is_smoke(args.minutes, args.epochs)
 
     if args.tune:
         fit, val = tune_split(train)

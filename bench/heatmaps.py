@@ -240,7 +240,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    threads = set_threads(args.threads)
+    set_threads(args.threads)
     data = resolve_data(args.data)
     work = Path(tempfile.mkdtemp(prefix="fgdesk-heatmaps-"))
     settings = {

@@ -544,10 +544,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     out_dir = args.out or (args.run / runs.EXPORT_DIR)
     written, problems = [], []
     if args.format in ("torchscript", "all"):
-        written.append(export_torchscript(args.run, out_dir / "fgdesk_encoder.pt"))
+        written.append(export_torchscript(args.run, out_dir / runs.EXPORT_FILES[0]))
     if args.format in ("onnx", "all"):
         try:
-            written.append(export_onnx(args.run, out_dir / "fgdesk_encoder.onnx"))
+            written.append(export_onnx(args.run, out_dir / runs.EXPORT_FILES[1]))
         except ExportError as exc:
             problems.append(str(exc))
     for path in written:
@@ -590,21 +590,24 @@ def cmd_summary(args: argparse.Namespace) -> int:
 
 
 def run_folders(given: list[str]) -> list[Path]:
-    """Run folders from folders or from run names as `fgdesk runs` lists them."""
+    """Run folders from folders, or from run names as `fgdesk runs` lists them; a folder that
+    exists wins, a name shared by several runs is refused, and each run counts once."""
     from fgdesk.train.runs import list_runs
 
     known = None
-    folders = []
+    folders: dict[str, Path] = {}
     for name in given:
         folder = Path(name).expanduser()
         if not folder.is_dir():
             known = list_runs() if known is None else known
-            match = next((info.path for info in known if info.name == name), None)
-            if match is None:
+            matches = [info.path for info in known if info.name == name]
+            if not matches:
                 raise CLIError(f"{name} is neither a run folder nor the name of a run that `fgdesk runs` lists")
-            folder = match
-        folders.append(folder)
-    return folders
+            if len(matches) > 1:
+                raise CLIError(f"several runs are named {name}: {', '.join(map(str, matches))}; give the folder instead")
+            folder = matches[0]
+        folders.setdefault(os.path.realpath(folder), Path(os.path.abspath(folder)))
+    return list(folders.values())
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -650,8 +653,8 @@ def cmd_delete(args: argparse.Namespace) -> int:
     if not args.yes:
         if not sys.stdin.isatty():
             raise CLIError("deleting cannot be undone; add --yes to delete without a question")
-        names = ", ".join(folder.name for folder in folders)
-        answer = input(f"Delete {len(folders)} run(s) ({names}), {runs.format_bytes(total)}? This cannot be undone. [y/N] ")
+        listed = "".join(f"  {folder}\n" for folder in folders)
+        answer = input(f"{listed}Delete these {len(folders)} run(s), {runs.format_bytes(total)}? This cannot be undone. [y/N] ")
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing deleted")
             return 1
@@ -663,12 +666,12 @@ def cmd_delete(args: argparse.Namespace) -> int:
             failed += 1
             print(f"not deleted: {exc}", file=sys.stderr)
             continue
-        except OSError as exc:  # cut short: config and state go last, so the run is still listed
+        except OSError as exc:  # cut short: config and state go last, so the run is most likely still listed
             failed += 1
-            print(f"could not delete all of {folder}: {exc}; what is left is still listed by `fgdesk runs`", file=sys.stderr)
+            print(f"could not delete all of {folder}: {exc}", file=sys.stderr)
             continue
         print(f"deleted {folder} ({runs.format_bytes(deleted.freed_bytes)} freed)")
         if deleted.kept:
             shown = ", ".join(deleted.kept[:5]) + (f" and {len(deleted.kept) - 5} more" if len(deleted.kept) > 5 else "")
-            print(f"  kept the folder for what fgdesk did not write there: {shown}")
+            print(f"  kept what fgdesk did not write there, and the folder for it: {shown}")
     return 1 if failed else 0

@@ -227,8 +227,8 @@ def test_a_disk_too_full_for_one_checkpoint_fails_before_training_and_a_tight_on
     free = {"bytes": 50_000_000}
     monkeypatch.setattr(engine.shutil, "disk_usage", lambda path: usage(10**12, 0, free["bytes"]))
     estimates: list[int] = []
-    real_check = engine.check_disk_space
-    monkeypatch.setattr(engine, "check_disk_space", lambda run_dir, per: estimates.append(per) or real_check(run_dir, per))
+    real_check = engine.disk_space_problem
+    monkeypatch.setattr(engine, "disk_space_problem", lambda run_dir, per, best: estimates.append(per) or real_check(run_dir, per, best))
     events: list = []
     result = Trainer(tiny_config(tiny_data), run_dir=tmp_path / "full", on_event=collect(events)).run()
     assert isinstance(result, FailedEvent) and "would fail at its first checkpoint" in result.reason

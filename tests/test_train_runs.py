@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -44,16 +45,21 @@ def test_files_of_ones_own_and_the_folder_holding_them_are_kept(tmp_path, isolat
     (run / "notes.md").write_text("lr 0.03 looked better")
     (run / "figures").mkdir()
     (run / "figures" / "fig1.png").write_bytes(b"png")
+    # Kept beside fgdesk's own files, in fgdesk's folders: still the user's.
+    (run / runs.CHECKPOINT_DIR / "epoch50-keep.pt").write_bytes(b"\0" * 4000)
+    (run / runs.EXPORT_DIR / "README.txt").write_text("deployed on the scope PC")
     runs.remember_run(run)
     assert [info.path.resolve() for info in runs.list_runs()] == [run.resolve()]
     size_before = runs.run_disk_bytes(run)
-    assert size_before < sum(f.stat().st_size for f in run.rglob("*") if f.is_file())  # notes and figures not counted
+    assert size_before < sum(f.stat().st_size for f in run.rglob("*") if f.is_file()) - 4000  # theirs not counted
 
     deleted = runs.delete_run(run)
-    assert deleted.kept == ["figures", "notes.md"] and deleted.freed_bytes == size_before
-    assert sorted(p.name for p in run.iterdir()) == ["figures", "notes.md"]
+    assert deleted.freed_bytes == size_before
+    assert deleted.kept == ["checkpoints/epoch50-keep.pt", "export/README.txt", "figures", "notes.md"]
+    assert sorted(str(p.relative_to(run)) for p in run.rglob("*")) == [
+        "checkpoints", "checkpoints/epoch50-keep.pt", "export", "export/README.txt", "figures", "figures/fig1.png", "notes.md"]
     assert (run / "figures" / "fig1.png").read_bytes() == b"png"
-    assert runs.list_runs() == [] and runs.remembered_runs() == []  # no longer listed, nor remembered
+    assert runs.list_runs() == []  # what is left is not a run
 
 
 def test_a_run_being_trained_is_refused_and_left_whole(tmp_path):
@@ -99,22 +105,39 @@ def test_a_link_inside_a_run_is_removed_without_touching_what_it_points_to(tmp_p
     assert not run.exists() and (elsewhere / "last.pt").stat().st_size == 1000
 
 
+def test_a_run_folder_reached_through_a_link_or_as_the_current_folder_goes_whole(tmp_path, monkeypatch):
+    real = fake_run(tmp_path / "other-disk" / "run")
+    link = tmp_path / "runs" / "run"
+    link.parent.mkdir()
+    try:
+        link.symlink_to(real, target_is_directory=True)
+    except OSError:
+        pytest.skip("this file system cannot make symbolic links")
+    assert runs.delete_run(link).kept == []
+    assert not os.path.lexists(link) and not real.exists() and (tmp_path / "other-disk").is_dir()
+
+    here = fake_run(tmp_path / "here")
+    monkeypatch.chdir(here)
+    deleted = runs.delete_run(Path("."))
+    assert deleted.path == here and not here.exists()
+
+
 def test_a_delete_cut_short_leaves_a_listed_run_that_a_second_delete_finishes(isolated_home, monkeypatch):
     run = fake_run(paths.runs_dir() / "half")
-    real_rmtree = shutil.rmtree
+    real_unlink = Path.unlink
 
-    def fail_on_export(path, *args, **kwargs):
-        if os.path.basename(path) == runs.EXPORT_DIR:
-            raise PermissionError(13, "Permission denied", str(path))
-        real_rmtree(path, *args, **kwargs)
+    def fail_in_export(self, *args, **kwargs):
+        if self.parent.name == runs.EXPORT_DIR:
+            raise PermissionError(13, "Permission denied", str(self))
+        real_unlink(self, *args, **kwargs)
 
-    monkeypatch.setattr(shutil, "rmtree", fail_on_export)
+    monkeypatch.setattr(Path, "unlink", fail_in_export)
     with pytest.raises(PermissionError):
         runs.delete_run(run)
-    assert not (run / runs.CHECKPOINT_DIR).exists()  # the largest went first
+    assert not (run / runs.CHECKPOINT_DIR / runs.LAST_CHECKPOINT).exists()  # the largest went first
     listed = runs.list_runs()
     assert [info.name for info in listed] == ["half"] and listed[0].disk_bytes < 20_000
-    monkeypatch.setattr(shutil, "rmtree", real_rmtree)
+    monkeypatch.setattr(Path, "unlink", real_unlink)
     runs.delete_run(run)
     assert not run.exists()
 
@@ -164,3 +187,25 @@ def test_fgdesk_runs_shows_sizes_and_fgdesk_delete_asks_or_needs_yes(isolated_ho
     finally:
         lock.release()
     assert main(["delete", str(second), "--yes"]) == 0 and not second.exists()
+
+    # Two runs of one name (one made elsewhere with --out): the name alone deletes neither.
+    here = fake_run(paths.runs_dir() / "twin")
+    elsewhere = fake_run(tmp_path / "elsewhere" / "twin")
+    runs.remember_run(elsewhere)
+    assert main(["delete", "twin", "--yes"]) == 2
+    assert "several runs are named twin" in capsys.readouterr().err and here.is_dir() and elsewhere.is_dir()
+
+
+def test_scores_written_after_a_delete_do_not_bring_the_run_folder_back(tmp_path):
+    """A classifier fit still running when its run is deleted must not remake the folder
+    (atomic writes make missing parents): it fails, saying why."""
+    import numpy as np
+
+    from fgdesk.evaluate.scores import ClassifierReport, save_classifier_report
+
+    run = fake_run(tmp_path / "fitting")
+    runs.delete_run(run)
+    report = ClassifierReport(top1=0.5, top5=1.0, per_class={"a": 0.5}, confusion=np.eye(1, dtype=np.int64), class_names=["a"])
+    with pytest.raises(FileNotFoundError, match="no longer exists"):
+        save_classifier_report(run, report)
+    assert not run.exists()

@@ -247,7 +247,8 @@ def cached_embeddings(
 
     kept_keys = [keys[i] for i in indices]
     bad_keys = [keys[i] for i in bad]
-    if missing or set(kept_keys) != set(cached_rows) or set(bad_keys) != cached_bad:
+    # Not into a run folder deleted meanwhile: the write would make it again.
+    if Path(run_dir).is_dir() and (missing or set(kept_keys) != set(cached_rows) or set(bad_keys) != cached_bad):
         # Only what the current samples use is kept, so moved and deleted files do not pile up.
         buffer = io.BytesIO()
         torch.save({"format": _CACHE_FORMAT, "keys": kept_keys, "vectors": vectors, "bad_keys": bad_keys}, buffer)

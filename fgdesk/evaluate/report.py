@@ -331,6 +331,7 @@ def _fit_and_save(prepared: _Prepared, on_progress: Progress | None, start: floa
         "top1": float(accuracy[1]),
         "top5": float(accuracy[5]),
     }
+    runs.require_run_folder(prepared.run_dir)
     save_checkpoint(path, payload, prepared.config, kind=CLASSIFIER_KIND)
     report = ClassifierReport(
         top1=accuracy[1], top5=accuracy[5], per_class=per_class, confusion=confusion, class_names=names,

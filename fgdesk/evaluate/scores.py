@@ -91,6 +91,7 @@ def save_classifier_report(run_dir: Path, report: ClassifierReport) -> None:
     classifier.pt it describes (`runs.classifier_fingerprint`): a classifier.pt written
     since, by a fit that failed before its report, makes the report stale, never wrong."""
     run_dir = Path(run_dir)
+    runs.require_run_folder(run_dir)
     write_confusion_csv(run_dir / CONFUSION_FILE, np.asarray(report.confusion), report.class_names)
     document = {**report.as_dict(), "classifier_fingerprint": runs.classifier_fingerprint(run_dir)}
     atomic_write_text(run_dir / runs.CLASSIFIER_REPORT_FILE, json.dumps(document, indent=2) + "\n")

@@ -263,6 +263,7 @@ class InspectView(QWidget):
         self.labels_since_fit = 0  # labels given here since the run's classifier was last fitted
         self._refit_task = None
         self._pending_run: str | None = None
+        self._runs_generation = 0
         self._active_run: str | None = None
         self._colormaps: tuple[str, ...] = DEFAULT_COLORMAPS
         self.last_error_box = None
@@ -567,7 +568,11 @@ class InspectView(QWidget):
 
     # ================================================================== runs
     def refresh_runs(self, select: str | None = None) -> None:
-        self._general.start(lambda ctx: workers.list_runs(), on_done=lambda runs: self._fill_runs(runs, select),
+        self._runs_generation += 1
+        generation = self._runs_generation
+        # A listing read before a later one started (a delete between them) is dropped.
+        self._general.start(lambda ctx: workers.list_runs(),
+                            on_done=lambda runs: generation == self._runs_generation and self._fill_runs(runs, select),
                             on_failed=lambda msg, tb: log.warning("cannot list runs: %s", msg), name="list runs")
 
     def _fill_runs(self, runs: list, select: str | None = None) -> None:

@@ -186,6 +186,7 @@ class MainWindow(QMainWindow):
         self.dataset_view.labels_changed.connect(self.inspect_view.note_labels_given_elsewhere)
         self.dataset_view.files_moved.connect(self.inspect_view.follow_moved_files)
         self.training_view.classifier_trained.connect(self.inspect_view.classifier_changed)
+        self.training_view.deleting_runs.connect(self.inspect_view.forget_runs)  # stop using them first
         self.training_view.runs_deleted.connect(self.inspect_view.forget_runs)
         self.inspect_view.classifier_refitted.connect(self.training_view.show_classifier_report)
         self.nav.currentRowChanged.connect(lambda _row: self._reload_stale_dataset())

@@ -202,6 +202,7 @@ class TrainingView(QWidget):
     run_ended = Signal(object)  # FinishedEvent, FailedEvent or WorkerFailure
     status_message = Signal(str)
     classifier_trained = Signal(str)  # run folder whose classifier.pt was just written
+    deleting_runs = Signal(list)  # run folders about to be deleted: stop using them
     runs_deleted = Signal(list)  # run folders whose files were deleted
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -231,6 +232,8 @@ class TrainingView(QWidget):
         self._classifier_task = None
         self._classifier_run: str | None = None  # the run the classifier task fits
         self._delete_task = None
+        self._deleting: set[str] = set()  # run folders a delete in progress is removing
+        self._runs_generation = 0  # a listing read before a later one started is dropped
         self.classifier_report = None  # the last ClassifierReport shown on the card
         self._classifier_shown_for: str | None = None  # the run folder it belongs to
         self._report_generation = 0
@@ -720,7 +723,7 @@ class TrainingView(QWidget):
 
     def resume_selected(self) -> None:
         info = self.selected_run()
-        if info is None:
+        if info is None or str(info.path) in self._deleting:
             return
         if info.status == "finished":
             self.train_further(info.path)
@@ -982,7 +985,10 @@ class TrainingView(QWidget):
 
     # ================================================================== past runs
     def refresh_runs(self) -> None:
-        self._runner.start(lambda ctx: workers.list_runs(), on_done=self._fill_runs,
+        self._runs_generation += 1
+        generation = self._runs_generation
+        self._runner.start(lambda ctx: workers.list_runs(),
+                           on_done=lambda runs: generation == self._runs_generation and self._fill_runs(runs),
                            on_failed=lambda msg, tb: log.warning("cannot list runs: %s", msg), name="list runs")
 
     def runs(self) -> list:
@@ -1112,18 +1118,23 @@ class TrainingView(QWidget):
         if not self.confirm_delete(selected):
             return False
         folders = [str(info.path) for info in selected]
-        self.delete_button.setEnabled(False)
+        self._deleting = set(folders)
         self.status_message.emit(f"Deleting {len(folders)} run(s)…")
+        self.deleting_runs.emit(folders)
         self._delete_task = self._runner.start(
             lambda ctx: workers.delete_runs(folders), on_done=self._on_runs_deleted,
             on_failed=self._on_delete_failed, name="delete runs",
         )
+        self._update_buttons()
         return True
 
     def _on_runs_deleted(self, outcome) -> None:
         self._delete_task = None
+        self._deleting = set()
         deleted, problems = outcome
         gone = [str(result.path) for result in deleted]
+        if gone:  # off the table at once, before the new listing arrives
+            self._fill_runs([info for info in self._runs if str(info.path) not in gone])
         if self._classifier_shown_for in gone:
             self._clear_classifier("Select a run to fit a linear classifier on its features.")
         if self._shown_run in gone and not self.is_training():
@@ -1146,6 +1157,7 @@ class TrainingView(QWidget):
 
     def _on_delete_failed(self, message: str, details: str) -> None:
         self._delete_task = None
+        self._deleting = set()
         self.refresh_runs()
         self._update_buttons()
         self.last_error_box = show_error(self, "Deleting runs failed", message, details)
@@ -1213,7 +1225,7 @@ class TrainingView(QWidget):
 
     def _open_selected_in_inspect(self) -> None:
         info = self.selected_run()
-        if info is not None and self._has_checkpoint(info):
+        if info is not None and str(info.path) not in self._deleting and self._has_checkpoint(info):
             self.open_in_inspect.emit(str(info.path))
 
     @staticmethod
@@ -1229,6 +1241,8 @@ class TrainingView(QWidget):
                 return False
             run_dir = info.path
         run_dir = str(run_dir)
+        if run_dir in self._deleting:
+            return False
         self._clear_classifier(f"Run: {Path(run_dir).name}")  # also drops a saved report still being read
         self._classifier_run = run_dir
         self.classifier_button.setEnabled(False)
@@ -1378,6 +1392,8 @@ class TrainingView(QWidget):
         self.pause_button.setText("Resume" if self._paused else "Pause")
         self.stop_button.setEnabled(training and not stopping)
         info = self.selected_run()
+        if any(str(run.path) in self._deleting for run in self.selected_runs()):
+            info = None  # rows on their way out: nothing may start on them
         resumable = info is not None and (
             info.resumable if hasattr(info, "resumable") else info.status in ("interrupted", "stopped")
         )
@@ -1390,7 +1406,7 @@ class TrainingView(QWidget):
         self.resume_button.setEnabled(bool(resumable or further) and not training)
         self.inspect_button.setEnabled(has_checkpoint)
         self.folder_button.setEnabled(info is not None)
-        self.compare_button.setEnabled(len(self.selected_runs()) >= 2)
+        self.compare_button.setEnabled(len(self.selected_runs()) >= 2 and not self._deleting)
         self.delete_button.setEnabled(bool(self.selected_runs()) and self._delete_task is None)
         self.classifier_button.setEnabled(has_checkpoint and self._classifier_task is None
                                           and not (training and self.worker.run_dir == str(info.path)))

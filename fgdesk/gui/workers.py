@@ -297,7 +297,7 @@ def delete_runs(run_dirs: list[str]) -> tuple[list, list[str]]:
             deleted.append(runs.delete_run(Path(run_dir)))
         except (runs.RunBusy, runs.NotARun) as exc:
             problems.append(f"{Path(run_dir).name}: {exc}")
-        except OSError as exc:  # cut short; config and state go last, so what is left stays listed
+        except OSError as exc:  # cut short; config and state go last, so the run most likely stays listed
             problems.append(f"{Path(run_dir).name}: could not delete all of it ({exc})")
     return deleted, problems
 

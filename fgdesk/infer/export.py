@@ -117,7 +117,7 @@ def _compare(expected: tuple[torch.Tensor, ...], actual: tuple[torch.Tensor, ...
 def export_torchscript(run_dir: str | os.PathLike[str], out_path: str | os.PathLike[str] | None = None) -> Path:
     """Trace the run's model to TorchScript, check it against eager on random inputs, save it."""
     run_dir = Path(run_dir)
-    out = Path(out_path) if out_path else run_dir / runs.EXPORT_DIR / "fgdesk_encoder.pt"
+    out = Path(out_path) if out_path else run_dir / runs.EXPORT_DIR / runs.EXPORT_FILES[0]
     module, metadata, size = _prepare(run_dir)
     generator = torch.Generator().manual_seed(0)
     example = torch.randn(2, 3, size, size, generator=generator)
@@ -161,7 +161,7 @@ def export_onnx(run_dir: str | os.PathLike[str], out_path: str | os.PathLike[str
             "pip install 'fgdesk[onnx]' (TorchScript export works without them)"
         ) from exc
     run_dir = Path(run_dir)
-    out = Path(out_path) if out_path else run_dir / runs.EXPORT_DIR / "fgdesk_encoder.onnx"
+    out = Path(out_path) if out_path else run_dir / runs.EXPORT_DIR / runs.EXPORT_FILES[1]
     module, metadata, size = _prepare(run_dir)
     # Batch 2: an example batch of 1 would fix the batch dimension at 1 (0/1 specialisation).
     example = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))

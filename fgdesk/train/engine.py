@@ -99,19 +99,21 @@ def checkpoint_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -
 DISK_MARGIN_BYTES = 32 * 1024 * 1024
 
 
-def check_disk_space(run_dir: Path, per_checkpoint: int) -> None:
-    """Fail at once, not at the first checkpoint minutes later, when the disk cannot hold
-    one; warn when it cannot hold the last and best checkpoints still to be made."""
+def disk_space_problem(run_dir: Path, per_checkpoint: int, best_to_come: bool) -> str | None:
+    """Why the run should not start (its disk cannot hold one checkpoint), or None; warns
+    when the disk cannot hold the last and best checkpoints still to be written."""
     try:
         free = shutil.disk_usage(run_dir).free
     except OSError:
-        return  # a file system that cannot tell: the checkpoint's own error still says it
-    coming = [name for name in (runs.LAST_CHECKPOINT, runs.BEST_CHECKPOINT)
-              if not (run_dir / runs.CHECKPOINT_DIR / name).is_file()]
-    # Each write needs room for a whole new file before it replaces the old one.
-    needed = per_checkpoint * (1 + len(coming)) if coming else per_checkpoint
+        return None  # a file system that cannot tell: a checkpoint's own error still says it
+    checkpoints = run_dir / runs.CHECKPOINT_DIR
+    coming = int(not (checkpoints / runs.LAST_CHECKPOINT).is_file())
+    coming += int(best_to_come and not (checkpoints / runs.BEST_CHECKPOINT).is_file())
+    # The files still to come stay; each later write also needs room for a whole new file
+    # before it replaces the old one.
+    needed = per_checkpoint * (coming + 1)
     if free < per_checkpoint + DISK_MARGIN_BYTES:
-        raise TrainingFailure(
+        return (
             f"the disk holding {run_dir} has {runs.format_bytes(free)} free, and one checkpoint of this model takes "
             f"about {runs.format_bytes(per_checkpoint)}: the run would fail at its first checkpoint. Free some space "
             "(deleting old runs frees theirs: `fgdesk delete RUN`, or Delete… on the Train page) or choose a run "
@@ -121,6 +123,7 @@ def check_disk_space(run_dir: Path, per_checkpoint: int) -> None:
         log.warning("the disk holding %s has %s free; this run's checkpoints need about %s (%s each). "
                     "It will stop with its last checkpoint kept if the disk fills.",
                     run_dir, runs.format_bytes(free), runs.format_bytes(needed), runs.format_bytes(per_checkpoint))
+    return None
 
 
 class EpochSampler(Sampler[int]):
@@ -403,9 +406,16 @@ class Trainer:
         elif self.dist.is_main:
             cfg.save(self.run_dir / runs.CONFIG_FILE)
             runs.remember_run(self.run_dir)
+        space_problem = None
         if self.dist.is_main:
             remove_stale_temp_files(self.run_dir / runs.CHECKPOINT_DIR)
-            check_disk_space(self.run_dir, checkpoint_bytes(model, optimizer))
+            monitored = bool(validation) and cfg.schedule.eval_every > 0
+            space_problem = disk_space_problem(self.run_dir, checkpoint_bytes(model, optimizer), monitored)
+        # Every process stops, or the others would wait in the first step's collectives.
+        space_problem = distributed.broadcast_object(space_problem, self.dist)
+        if space_problem:
+            raise TrainingFailure(space_problem)
+        if self.dist.is_main:
             drop_torn_jsonl_line(self.run_dir / runs.METRICS_FILE)
             if self._resuming:  # from the checkpoint, or from the start when there is none yet
                 dropped = runs.truncate_metrics(self.run_dir, logged_step, state["epoch"], step_scale)

@@ -14,12 +14,12 @@
 """
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import logging
 import math
 import os
-import shutil
 import socket
 import time
 from dataclasses import dataclass
@@ -43,11 +43,18 @@ CONFUSION_FILE = "confusion.csv"
 EXPORT_DIR = "export"
 CACHE_DIR = "cache"
 LOCK_FILE = ".lock"
+EXPORT_FILES = ("fgdesk_encoder.pt", "fgdesk_encoder.onnx")
 # Everything fgdesk writes in a run folder, the largest first: deleting a run removes these
 # and nothing else, and config and state go last, so a delete cut short leaves a run that
-# is still listed and can be deleted again.
+# is still listed and can be deleted again. In its subfolders, only the files named here
+# (glob patterns) are fgdesk's; anything else a user put there is theirs.
 RUN_ENTRIES = (CHECKPOINT_DIR, CACHE_DIR, EXPORT_DIR, CLASSIFIER_FILE, CLASSIFIER_REPORT_FILE, CONFUSION_FILE,
                EVAL_FILE, METRICS_FILE, LOG_FILE, CONFIG_FILE, STATE_FILE)
+SUBFOLDER_FILES = {
+    CHECKPOINT_DIR: (LAST_CHECKPOINT, BEST_CHECKPOINT),
+    CACHE_DIR: ("embeddings-*.pt",),
+    EXPORT_DIR: EXPORT_FILES,
+}
 
 log = logging.getLogger(__name__)
 
@@ -350,6 +357,13 @@ def remember_run(run_dir: Path) -> None:
         log.warning("could not note %s in %s: %s", run_dir, paths.runs_elsewhere_file(), exc)
 
 
+def require_run_folder(run_dir: Path) -> None:
+    """For writers into a run folder made long ago: their atomic writes make missing parent
+    folders, which would bring back the folder of a run deleted meanwhile."""
+    if not Path(run_dir).is_dir():
+        raise FileNotFoundError(f"the run folder {run_dir} no longer exists (was the run deleted?)")
+
+
 def last_checkpoint(run_dir: Path) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR / LAST_CHECKPOINT
 
@@ -361,38 +375,52 @@ def best_checkpoint(run_dir: Path) -> Path:
 
 
 # --------------------------------------------------------------------------- disk use
-def _entry_bytes(path: Path) -> int:
-    """Bytes under `path`, a file or a folder; links count as themselves, never followed."""
+def _file_bytes(path: Path) -> int:
     try:
-        info = path.lstat()
+        return path.lstat().st_size  # a link counts as itself, never what it points to
     except OSError:
         return 0
-    if not path.is_dir() or path.is_symlink():
-        return info.st_size
-    total = 0
-    for root, _dirs, files in os.walk(path):  # os.walk does not follow links to folders
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(root, name)).st_size
-            except OSError:
-                pass
-    return total
 
 
-def _run_entries(run_dir: Path) -> list[Path]:
-    """fgdesk's entries in the folder, in RUN_ENTRIES order, then the hidden temp files of
-    writes a kill cut short (atomic_write names them .NAME.*.tmp)."""
-    entries = [run_dir / name for name in RUN_ENTRIES if os.path.lexists(run_dir / name)]
+def _is_temp_of(name: str, patterns: tuple[str, ...]) -> bool:
+    """A write a kill cut short: fgdesk writes FILE through a hidden .FILE….tmp beside it."""
+    return name.startswith(".") and name.endswith(".tmp") and any(fnmatch.fnmatchcase(name[1:], f"{p}*") for p in patterns)
+
+
+def _listdir(folder: Path) -> list[str]:
     try:
-        hidden = [Path(e.path) for e in os.scandir(run_dir) if e.name.startswith(".") and e.name.endswith(".tmp")
-                  and any(e.name.startswith(f".{name}.") for name in RUN_ENTRIES)]
+        return sorted(os.listdir(folder))
     except OSError:
-        hidden = []
-    return hidden + entries
+        return []
+
+
+def _run_files(run_dir: Path) -> tuple[list[Path], list[Path]]:
+    """(fgdesk's files in the run folder in RUN_ENTRIES order, with the temp files of cut
+    writes first; fgdesk's subfolders, to remove once empty)."""
+    top_files = tuple(name for name in RUN_ENTRIES if name not in SUBFOLDER_FILES)
+    files = [run_dir / name for name in _listdir(run_dir) if _is_temp_of(name, top_files)]
+    folders = []
+    for name in RUN_ENTRIES:
+        path = run_dir / name
+        if name not in SUBFOLDER_FILES:
+            if os.path.lexists(path) and (path.is_symlink() or not path.is_dir()):
+                files.append(path)
+        elif path.is_symlink():
+            files.append(path)  # a link the user made: it goes, what it points to stays
+        elif path.is_dir():
+            patterns = SUBFOLDER_FILES[name]
+            for child in _listdir(path):
+                child_path = path / child
+                if _is_temp_of(child, patterns) or (any(fnmatch.fnmatchcase(child, p) for p in patterns)
+                                                   and (child_path.is_symlink() or not child_path.is_dir())):
+                    files.append(child_path)
+            folders.append(path)
+    return files, folders
 
 
 def run_disk_bytes(run_dir: Path) -> int:
-    return sum(_entry_bytes(path) for path in _run_entries(Path(run_dir)))
+    """What fgdesk's files in the run folder take: what deleting the run frees."""
+    return sum(_file_bytes(path) for path in _run_files(Path(run_dir))[0])
 
 
 def format_bytes(count: float) -> str:
@@ -412,7 +440,7 @@ class NotARun(ValueError):
 class DeletedRun:
     path: Path
     freed_bytes: int
-    kept: list[str]  # entries fgdesk did not write; the folder stays for them
+    kept: list[str]  # what fgdesk did not write (paths inside the run folder); the folder stays for them
 
 
 def is_run_folder(run_dir: Path) -> bool:
@@ -433,9 +461,11 @@ def delete_run(run_dir: Path) -> DeletedRun:
 
     Refuses with RunBusy while a process trains the run, and holds the run's lock while it
     deletes, so no training can start half-way. Files fgdesk did not write are left where
-    they are, with the folder. The run is also dropped from the list of runs made elsewhere.
+    they are, in the run folder or in its checkpoints/, cache/ and export/ subfolders, and
+    so are those folders then. A run folder that is a link: the link goes once the folder
+    it points to is empty.
     """
-    run_dir = Path(run_dir)
+    run_dir = Path(os.path.abspath(run_dir))
     if not run_dir.is_dir():
         raise NotARun(f"{run_dir} does not exist or is not a folder")
     if not is_run_folder(run_dir):
@@ -443,33 +473,32 @@ def delete_run(run_dir: Path) -> DeletedRun:
     lock = acquire_lock(run_dir)
     freed = 0
     try:
-        for path in _run_entries(run_dir):
-            size = _entry_bytes(path)
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
+        files, folders = _run_files(run_dir)
+        for path in files:
+            size = _file_bytes(path)
+            path.unlink()
             freed += size
+        for folder in folders:
+            if not _listdir(folder):
+                folder.rmdir()
+        if os.name != "nt":  # POSIX: unlinked while held, so no resume can take a lock on a file about to vanish
+            (run_dir / LOCK_FILE).unlink(missing_ok=True)
     finally:
-        lock.release()  # before unlinking: Windows cannot remove a file that is open
-    (run_dir / LOCK_FILE).unlink(missing_ok=True)
-    kept = sorted(os.listdir(run_dir))
+        lock.release()
+    if os.name == "nt":  # Windows cannot remove a file that is open
+        (run_dir / LOCK_FILE).unlink(missing_ok=True)
+    kept = []
+    for name in _listdir(run_dir):
+        if name in SUBFOLDER_FILES and (run_dir / name).is_dir():
+            kept += [f"{name}/{child}" for child in _listdir(run_dir / name)]
+        else:
+            kept.append(name)
     if not kept:
-        run_dir.rmdir()
-        if run_dir.is_symlink():
-            run_dir.unlink()
-    forget_run(run_dir)
+        target = Path(os.path.realpath(run_dir))
+        try:
+            if run_dir.is_symlink():
+                run_dir.unlink()
+            target.rmdir()
+        except OSError as exc:  # emptied all the same; an empty folder is not listed as a run
+            log.warning("%s is empty but could not be removed: %s", target, exc)
     return DeletedRun(run_dir, freed, kept)
-
-
-def forget_run(run_dir: Path) -> None:
-    """Drop a run from runs-elsewhere.txt (rewritten whole, atomically)."""
-    target = os.path.realpath(run_dir)
-    listed = remembered_runs()
-    keep = [folder for folder in listed if os.path.realpath(folder) != target and folder != Path(run_dir)]
-    if len(keep) == len(listed):
-        return
-    try:
-        atomic_write_text(paths.runs_elsewhere_file(), "".join(f"{folder}\n" for folder in keep))
-    except OSError as exc:
-        log.warning("could not update %s: %s", paths.runs_elsewhere_file(), exc)

@@ -504,11 +504,18 @@ def test_deleting_runs_frees_their_space_and_refuses_one_being_trained(window, q
     monkeypatch.setattr(view, "confirm_delete", lambda infos: True)
     messages: list[str] = []
     view.status_message.connect(messages.append)
+    assert view.train_classifier(doomed)  # a fit in this window: the run is in use, not even asked about
+    assert not view.delete_selected() and "in use here" in messages[-1] and doomed.is_dir()
+    qtbot.waitUntil(lambda: not view.classifier_running(), timeout=120_000)
+    assert view._classifier_shown_for == str(doomed)
+    size = runs.run_disk_bytes(doomed)  # now with the classifier and its cached embeddings
+    view.runs_table.setFocus()
     qtbot.keyClick(view.runs_table, Qt.Key.Key_Delete)
     qtbot.waitUntil(lambda: view._delete_task is None and not view._runner.busy(), timeout=30_000)
     assert not doomed.exists() and any(f"{runs.format_bytes(size)} freed" in m for m in messages)
     assert str(doomed) not in {str(info.path) for info in view.runs()}
-    assert view._shown_run is None and view.curves.steps == []  # its curves went with it
+    assert view._shown_run is None and view.curves.steps == []  # its curves and scores went with it
+    assert view._classifier_shown_for is None and view.top1_label.text() == "—"
     qtbot.waitUntil(lambda: window.inspect_view.run_combo.findData(str(doomed)) < 0, timeout=10_000)
     assert window.inspect_view.current_run() != str(doomed)
 
