@@ -135,6 +135,14 @@ class TrainingCurves:
         return merged
 
 
+def short_time(timestamp: float, now: float | None = None) -> str:
+    """'Dec 6 21:02' this year, '2025-12-06' before: the runs table keeps room for its other columns."""
+    when = time.localtime(timestamp)
+    if when.tm_year == time.localtime(now).tm_year:
+        return f"{time.strftime('%b', when)} {when.tm_mday} {time.strftime('%H:%M', when)}"
+    return time.strftime("%Y-%m-%d", when)
+
+
 def _classifier_cell(info) -> str:
     if info.classifier_top1 is not None:
         return format_percent(info.classifier_top1)
@@ -1013,7 +1021,7 @@ class TrainingView(QWidget):
                 format_percent(info.best_knn_top1),
                 _classifier_cell(info),
                 Path(info.dataset).name if info.dataset else "—",
-                time.strftime("%Y-%m-%d %H:%M", time.localtime(info.updated)),
+                short_time(info.updated),
                 format_bytes(info.disk_bytes),
             ]
             for column, text in enumerate(cells):
@@ -1030,6 +1038,8 @@ class TrainingView(QWidget):
                     item.setToolTip("Top-1 of the linear classifier on the test split" if info.classifier_top1 is not None
                                     else "A classifier was fitted; its test score is not known (the dataset has no "
                                          "test split, or the fit was made before fgdesk kept its scores)")
+                if column == 6:
+                    item.setToolTip(time.strftime("%Y-%m-%d %H:%M", time.localtime(info.updated)))
                 if column == 7:
                     item.setToolTip("Disk space of the run's checkpoints, curves, classifier and exports")
                 if column in (2, 3, 4, 7):

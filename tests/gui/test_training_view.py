@@ -533,3 +533,14 @@ def test_deleting_runs_frees_their_space_and_refuses_one_being_trained(window, q
     assert not second.exists() and (busy / "checkpoints" / "last.pt").is_file()
     error = view.last_error_box.text()
     assert "trained-elsewhere" in error and "being trained" in error and "second" not in error
+
+
+def test_the_runs_table_gives_this_years_times_short_and_older_ones_as_dates():
+    import time as clock
+
+    from fgdesk.gui.training_view import short_time
+
+    now = clock.mktime((2026, 12, 6, 21, 2, 0, 0, 0, -1))
+    march = clock.mktime((2026, 3, 9, 8, 5, 0, 0, 0, -1))
+    assert short_time(march, now) == f"{clock.strftime('%b', clock.localtime(march))} 9 08:05"  # "Mar 9 08:05"
+    assert short_time(clock.mktime((2025, 12, 30, 23, 0, 0, 0, 0, -1)), now) == "2025-12-30"
