@@ -69,11 +69,13 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], None]) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp_name)
         except FileNotFoundError:
             pass
+        if isinstance(exc, OSError) and exc.filename in (None, tmp_name):
+            exc.filename = str(path)  # the file the user knows, not the hidden temp one
         raise
     _fsync_dir(path.parent)
 
@@ -89,10 +91,14 @@ def atomic_write_text(path: Path, text: str) -> None:
 def append_jsonl(path: Path, record: dict[str, Any]) -> None:
     """Append one JSON line and flush it; a kill can tear only this last line."""
     line = json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n"
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(line)
-        handle.flush()
-        os.fsync(handle.fileno())
+    try:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(line)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        exc.filename = exc.filename or str(path)  # a failed write (a full disk) names no file
+        raise
 
 
 def read_jsonl(path: Path) -> Iterator[dict[str, Any]]:

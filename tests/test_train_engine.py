@@ -218,6 +218,39 @@ def test_full_disk_during_a_checkpoint_keeps_the_previous_one(tiny_data, tmp_pat
     assert not list((tmp_path / "run" / runs.CHECKPOINT_DIR).glob(".*.tmp"))
 
 
+def test_a_disk_that_fills_while_logging_stops_the_run_naming_the_file_and_never_raises(tiny_data, tmp_path, monkeypatch):
+    """Not a checkpoint but metrics.jsonl meets the full disk, and recording the failure in
+    state.json fails too: the run still ends with a FailedEvent, its last checkpoint intact."""
+    from fgdesk import fileio
+
+    full = {"now": False}
+    real_open = open
+
+    def opening(path, mode="r", *args, **kwargs):
+        if full["now"] and mode == "a":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(path, mode, *args, **kwargs)
+
+    real_write_state = runs.write_state
+
+    def write_state(run_dir, **changes):
+        if full["now"]:
+            raise OSError(errno.ENOSPC, "No space left on device", str(run_dir / runs.STATE_FILE))
+        return real_write_state(run_dir, **changes)
+
+    monkeypatch.setattr(fileio, "open", opening, raising=False)
+    monkeypatch.setattr(runs, "write_state", write_state)
+
+    def fill_after_the_first_checkpoint(event):
+        if isinstance(event, CheckpointEvent):
+            full["now"] = True
+
+    result = Trainer(tiny_config(tiny_data), run_dir=tmp_path / "run", on_event=fill_after_the_first_checkpoint).run()
+    assert isinstance(result, FailedEvent)
+    assert result.reason.startswith("the disk is full: ") and f"{runs.METRICS_FILE} could not be written" in result.reason
+    assert load_checkpoint(runs.last_checkpoint(tmp_path / "run"))["global_step"] == 2
+
+
 def test_a_disk_too_full_for_one_checkpoint_fails_before_training_and_a_tight_one_warns(tiny_data, tmp_path, monkeypatch, caplog):
     from collections import namedtuple
 

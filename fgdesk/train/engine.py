@@ -262,6 +262,13 @@ class Trainer:
             result: FinishedEvent | FailedEvent = self._train()
         except TrainingFailure as exc:
             result = self._fail(str(exc), traceback.format_exc())
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):  # the curves, the state or the log, not a checkpoint
+                where = exc.filename or "a file of the run"
+                result = self._fail(f"the disk is full: {where} could not be written. The last checkpoint is kept; free "
+                                    "some space (deleting old runs frees theirs) and resume the run.", traceback.format_exc())
+            else:
+                result = self._fail(f"{type(exc).__name__}: {exc}", traceback.format_exc())
         except Exception as exc:  # report, never die silently
             if _is_out_of_memory(exc):
                 result = self._fail(self._oom_message(), traceback.format_exc())
@@ -309,7 +316,13 @@ class Trainer:
         if not self.dist.is_main:
             return
         if record:
-            append_jsonl(self.run_dir / runs.METRICS_FILE, {"time": time.time(), **event_record(event)})
+            try:
+                append_jsonl(self.run_dir / runs.METRICS_FILE, {"time": time.time(), **event_record(event)})
+            except OSError as exc:
+                if not isinstance(event, FailedEvent):
+                    raise
+                # The failure itself must still reach the listener (a full disk is often why it failed).
+                log.warning("could not log the failure in %s: %s", runs.METRICS_FILE, exc)
         if self.on_event:
             try:
                 self.on_event(event)
@@ -319,7 +332,10 @@ class Trainer:
     def _fail(self, reason: str, trace: str) -> FailedEvent:
         log.error("run failed: %s", reason)
         if self.dist.is_main and self.run_dir.is_dir():
-            runs.write_state(self.run_dir, status="failed", reason=reason)
+            try:
+                runs.write_state(self.run_dir, status="failed", reason=reason)
+            except OSError as exc:  # a full disk: the run then lists as interrupted, still resumable
+                log.warning("could not record the failure in %s: %s", runs.STATE_FILE, exc)
         event = FailedEvent(str(self.run_dir), reason, trace, str(self.run_dir / runs.LOG_FILE))
         self._emit(event)
         return event
