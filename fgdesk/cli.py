@@ -131,7 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
     summary.add_argument("--layout", default="auto")
     summary.add_argument("--level", default="variant")
 
-    commands.add_parser("runs", help="list the runs in the user's runs folder")
+    runs_parser = commands.add_parser("runs", help="list the runs: status, scores and disk size",
+                                      description="Lists the runs in the user's runs folder and those made elsewhere "
+                                                  "with --out, newest first.")
+    runs_parser.add_argument("--json", action="store_true", help="print JSON (one object per run) for scripts")
     compare = commands.add_parser(
         "compare", help="runs side by side: scores, training time and the settings that differ",
         description="Show runs side by side: status, epochs, training time, the kNN monitor's best, the "
@@ -628,6 +631,12 @@ def cmd_runs(args: argparse.Namespace) -> int:
     from fgdesk.train.runs import format_bytes, list_runs
 
     infos = list_runs()
+    if args.json:
+        fields = ("name", "status", "epochs_done", "epochs", "best_knn_top1", "classifier_top1", "disk_bytes",
+                  "created", "updated", "dataset")
+        print(json.dumps([{"path": str(info.path), **{name: getattr(info, name) for name in fields}} for info in infos],
+                         indent=2))
+        return 0
     if not infos:
         print("no runs yet")
         return 0

@@ -157,6 +157,11 @@ def test_fgdesk_runs_shows_sizes_and_fgdesk_delete_asks_or_needs_yes(isolated_ho
     assert main(["runs"]) == 0
     listing = capsys.readouterr().out
     assert "2 run(s), 2.6 MB on disk" in listing and f"{runs.format_bytes(runs.run_disk_bytes(second)):>8s}" in listing
+    assert main(["runs", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert {row["name"]: row["disk_bytes"] for row in listed} == {"first-run": runs.run_disk_bytes(first),
+                                                                   "second-run": runs.run_disk_bytes(second)}
+    assert {row["status"] for row in listed} == {"finished"} and all(row["path"] for row in listed)
 
     monkeypatch.setattr("sys.stdin", open(os.devnull))  # no one to answer: refused, nothing deleted
     assert main(["delete", "first-run"]) == 2

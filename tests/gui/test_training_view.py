@@ -544,3 +544,42 @@ def test_the_runs_table_gives_this_years_times_short_and_older_ones_as_dates():
     march = clock.mktime((2026, 3, 9, 8, 5, 0, 0, 0, -1))
     assert short_time(march, now) == f"{clock.strftime('%b', clock.localtime(march))} 9 08:05"  # "Mar 9 08:05"
     assert short_time(clock.mktime((2025, 12, 30, 23, 0, 0, 0, 0, -1)), now) == "2025-12-30"
+
+
+def test_a_run_deleted_while_inspect_fits_its_classifier_stays_deleted(window, qtbot, trained_run, demo_set, monkeypatch):
+    """Inspect loads a run without a classifier, so it fits one first; the run is deleted in
+    the middle of that fit. The fit fails (the Inspect error names the missing checkpoint),
+    writes nothing into a new folder, and Inspect moves off the run."""
+    import threading
+
+    from fgdesk.evaluate import report
+    from fgdesk.train import runs
+
+    fitting, deleted = threading.Event(), threading.Event()
+    real_fit_linear = report.fit_linear
+
+    def fit_linear_held_until_deleted(*args, **kwargs):
+        fitting.set()
+        deleted.wait(60)
+        return real_fit_linear(*args, **kwargs)
+
+    monkeypatch.setattr(report, "fit_linear", fit_linear_held_until_deleted)
+    view = window.training_view
+    run = _copy_into_runs(trained_run, "inspected")
+    (run / runs.CLASSIFIER_FILE).unlink(missing_ok=True)
+    view.refresh_runs()
+    qtbot.waitUntil(lambda: view.select_run(run), timeout=10_000)
+    inspect_view = window.inspect_view
+    inspect_view.set_run(run)
+    qtbot.waitUntil(lambda: inspect_view.current_run() == str(run), timeout=10_000)
+    inspect_view.add_paths(sorted((demo_set / "test").rglob("*.png"))[:2])  # loading the run starts the fit
+    qtbot.waitUntil(fitting.is_set, timeout=120_000)
+
+    view.confirm_delete = lambda infos: True
+    assert view.delete_selected()
+    qtbot.waitUntil(lambda: view._delete_task is None, timeout=30_000)
+    assert not run.exists()
+    deleted.set()
+    qtbot.waitUntil(lambda: not inspect_view._runner.busy() and not inspect_view._general.busy(), timeout=120_000)
+    assert not run.exists()  # the fit's classifier.pt was not written into a new folder
+    assert inspect_view.run_combo.findData(str(run)) < 0 and inspect_view.current_run() != str(run)
