@@ -491,6 +491,9 @@ class TrainingView(QWidget):
         splitter.setChildrenCollapsible(False)
         splitter.setHandleWidth(10)
         runs_card = Card("Past runs")
+        self.runs_total_label = muted_label("", wrap=False)
+        self.runs_total_label.setToolTip("Disk space of all runs' checkpoints, curves, classifiers and exports")
+        runs_card.header.addWidget(self.runs_total_label)
         refresh = QPushButton("Refresh")
         refresh.clicked.connect(self.refresh_runs)
         runs_card.header.addWidget(refresh)
@@ -1049,6 +1052,8 @@ class TrainingView(QWidget):
                 select_row = row
         self.runs_table.setVisible(bool(runs))
         self.runs_empty.setVisible(not runs)
+        total = sum(info.disk_bytes for info in runs)
+        self.runs_total_label.setText(f"{len(runs)} run{'' if len(runs) == 1 else 's'} · {format_bytes(total)}" if runs else "")
         if len(kept) > 1:  # a comparison selection survives a refresh; no row's history is loaded
             model = self.runs_table.selectionModel()
             self.runs_table.clearSelection()

@@ -492,6 +492,7 @@ def test_deleting_runs_frees_their_space_and_refuses_one_being_trained(window, q
     row = next(r for r, info in enumerate(view.runs()) if info.path == doomed)
     size = runs.run_disk_bytes(doomed)
     assert view.runs_table.item(row, 7).text() == runs.format_bytes(size) and size > 1_000_000
+    assert view.runs_total_label.text() == f"1 run · {runs.format_bytes(size)}"
     window.inspect_view.set_run(doomed)
     qtbot.waitUntil(lambda: window.inspect_view.current_run() == str(doomed), timeout=10_000)
 
@@ -513,7 +514,7 @@ def test_deleting_runs_frees_their_space_and_refuses_one_being_trained(window, q
     qtbot.keyClick(view.runs_table, Qt.Key.Key_Delete)
     qtbot.waitUntil(lambda: view._delete_task is None and not view._runner.busy(), timeout=30_000)
     assert not doomed.exists() and any(f"{runs.format_bytes(size)} freed" in m for m in messages)
-    assert str(doomed) not in {str(info.path) for info in view.runs()}
+    assert str(doomed) not in {str(info.path) for info in view.runs()} and view.runs_total_label.text() == ""
     assert view._shown_run is None and view.curves.steps == []  # its curves and scores went with it
     assert view._classifier_shown_for is None and view.top1_label.text() == "—"
     qtbot.waitUntil(lambda: window.inspect_view.run_combo.findData(str(doomed)) < 0, timeout=10_000)
