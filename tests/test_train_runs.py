@@ -119,7 +119,7 @@ def test_a_run_folder_reached_through_a_link_or_as_the_current_folder_goes_whole
     here = fake_run(tmp_path / "here")
     monkeypatch.chdir(here)
     deleted = runs.delete_run(Path("."))
-    assert deleted.path == here and not here.exists()
+    assert deleted.path == Path(".") and deleted.kept == [] and not here.exists()
 
 
 def test_a_delete_cut_short_leaves_a_listed_run_that_a_second_delete_finishes(isolated_home, monkeypatch):

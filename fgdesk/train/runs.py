@@ -438,7 +438,7 @@ class NotARun(ValueError):
 
 @dataclass
 class DeletedRun:
-    path: Path
+    path: Path  # as the caller gave it
     freed_bytes: int
     kept: list[str]  # what fgdesk did not write (paths inside the run folder); the folder stays for them
 
@@ -465,6 +465,7 @@ def delete_run(run_dir: Path) -> DeletedRun:
     so are those folders then. A run folder that is a link: the link goes once the folder
     it points to is empty.
     """
+    given = Path(run_dir)  # reported back as given, so callers can match it to what they listed
     run_dir = Path(os.path.abspath(run_dir))
     if not run_dir.is_dir():
         raise NotARun(f"{run_dir} does not exist or is not a folder")
@@ -501,4 +502,4 @@ def delete_run(run_dir: Path) -> DeletedRun:
             target.rmdir()
         except OSError as exc:  # emptied all the same; an empty folder is not listed as a run
             log.warning("%s is empty but could not be removed: %s", target, exc)
-    return DeletedRun(run_dir, freed, kept)
+    return DeletedRun(given, freed, kept)
