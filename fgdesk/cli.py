@@ -667,20 +667,12 @@ def cmd_delete(args: argparse.Namespace) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing deleted")
             return 1
-    failed = 0
-    for folder in folders:
-        try:
-            deleted = runs.delete_run(folder)
-        except (runs.RunBusy, runs.NotARun) as exc:
-            failed += 1
-            print(f"not deleted: {exc}", file=sys.stderr)
-            continue
-        except OSError as exc:  # cut short: config and state go last, so the run is most likely still listed
-            failed += 1
-            print(f"could not delete all of {folder}: {exc}", file=sys.stderr)
-            continue
-        print(f"deleted {folder} ({runs.format_bytes(deleted.freed_bytes)} freed)")
-        if deleted.kept:
-            shown = ", ".join(deleted.kept[:5]) + (f" and {len(deleted.kept) - 5} more" if len(deleted.kept) > 5 else "")
+    deleted, problems = runs.delete_runs(folders)
+    for result in deleted:
+        print(f"deleted {result.path} ({runs.format_bytes(result.freed_bytes)} freed)")
+        if result.kept:
+            shown = ", ".join(result.kept[:5]) + (f" and {len(result.kept) - 5} more" if len(result.kept) > 5 else "")
             print(f"  kept what fgdesk did not write there, and the folder for it: {shown}")
-    return 1 if failed else 0
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    return 1 if problems else 0

@@ -135,6 +135,9 @@ class TrainingCurves:
         return merged
 
 
+NO_RUN_CAPTION = "Select a run to fit a linear classifier on its features."
+
+
 def short_time(timestamp: float, now: float | None = None) -> str:
     """'Dec 6 21:02' this year, '2025-12-06' before: the runs table keeps room for its other columns."""
     when = time.localtime(timestamp)
@@ -552,7 +555,7 @@ class TrainingView(QWidget):
         self.classifier_button.setToolTip("Fit a linear head on the frozen features of the labelled training split")
         self.classifier_button.clicked.connect(self.train_classifier)
         clf.header.addWidget(self.classifier_button)
-        self.classifier_run_label = muted_label("Select a run to fit a linear classifier on its features.")
+        self.classifier_run_label = muted_label(NO_RUN_CAPTION)
         clf.body.addWidget(self.classifier_run_label)
         self.classifier_progress = QProgressBar()
         self.classifier_progress.setRange(0, 100)
@@ -1151,7 +1154,7 @@ class TrainingView(QWidget):
         if gone:  # off the table at once, before the new listing arrives
             self._fill_runs([info for info in self._runs if str(info.path) not in gone])
         if self._classifier_shown_for in gone:
-            self._clear_classifier("Select a run to fit a linear classifier on its features.")
+            self._clear_classifier(NO_RUN_CAPTION)
         if self._shown_run in gone and not self.is_training():
             self._shown_run = None
             self.curves = TrainingCurves()

@@ -289,17 +289,7 @@ def load_classifier_report(run_dir: str):
 
 
 def delete_runs(run_dirs: list[str]) -> tuple[list, list[str]]:
-    """Delete each run; returns (DeletedRun results, one line per run left alone and why)."""
-    runs = core("fgdesk.train.runs")
-    deleted, problems = [], []
-    for run_dir in run_dirs:
-        try:
-            deleted.append(runs.delete_run(Path(run_dir)))
-        except (runs.RunBusy, runs.NotARun) as exc:
-            problems.append(f"{Path(run_dir).name}: {exc}")
-        except OSError as exc:  # cut short; config and state go last, so the run most likely stays listed
-            problems.append(f"{Path(run_dir).name}: could not delete all of it ({exc})")
-    return deleted, problems
+    return core("fgdesk.train.runs").delete_runs([Path(run_dir) for run_dir in run_dirs])
 
 
 def compare_runs(run_dirs: list[str]):

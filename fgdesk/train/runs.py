@@ -503,3 +503,17 @@ def delete_run(run_dir: Path) -> DeletedRun:
         except OSError as exc:  # emptied all the same; an empty folder is not listed as a run
             log.warning("%s is empty but could not be removed: %s", target, exc)
     return DeletedRun(given, freed, kept)
+
+
+def delete_runs(run_dirs: list[Path]) -> tuple[list[DeletedRun], list[str]]:
+    """Delete each run; (what was deleted, one line per run left alone or cut short, and why).
+    One run's refusal does not stop the others."""
+    deleted, problems = [], []
+    for run_dir in run_dirs:
+        try:
+            deleted.append(delete_run(run_dir))
+        except (RunBusy, NotARun) as exc:
+            problems.append(f"not deleted: {exc}")
+        except OSError as exc:  # cut short: config and state go last, so the run most likely stays listed
+            problems.append(f"could not delete all of {run_dir}: {exc}")
+    return deleted, problems
