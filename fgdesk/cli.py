@@ -98,16 +98,34 @@ def build_parser() -> argparse.ArgumentParser:
     suggest.add_argument("--csv", type=Path, help="also write them to this CSV file")
     suggest.add_argument("--device", default="auto")
 
+    check = commands.add_parser(
+        "check-labels", help="which labelled images look mislabelled",
+        description="Fits a classifier on the run's embeddings in 5 folds, so each labelled image (training and "
+                    "test split) is judged by a classifier that never saw its label, and lists the images whose "
+                    "label it doubts (confident learning), likeliest mistakes first, with the class each looks "
+                    "like. Write them with --csv, fill in the label column with the right class (or the one "
+                    "given, to keep it), and `fgdesk label RUN --csv FILE` moves each image.")
+    check.add_argument("run", type=Path, help="run folder")
+    check.add_argument("--count", type=int, default=50, help="how many suspects to list (default 50)")
+    check.add_argument("--csv", type=Path, help="also write them to this CSV file")
+    check.add_argument("--method", choices=("linear", "knn"), default="linear",
+                       help="what judges each image: a cross-validated linear classifier (default), or its kNN "
+                            "neighbours among the other images (faster, less precise)")
+    check.add_argument("--device", default="auto")
+
     label = commands.add_parser(
-        "label", help="give labels: move unlabeled images into class folders (undoable)",
+        "label", help="give labels: move unlabeled images into class folders, or correct a label (undoable)",
         description="Labels an image of a class-folder dataset's unlabeled/ folder by moving it into its class "
-                    "folder (train/CLASS when the dataset has split folders). Nothing is overwritten, and every "
-                    "move is logged in fgdesk-labels.csv at the dataset's root, so --undo can reverse it.")
+                    "folder (train/CLASS when the dataset has split folders); an image already in a class folder "
+                    "moves to the other class folder of its split, which corrects its label. Nothing is "
+                    "overwritten, and every move is logged in fgdesk-labels.csv at the dataset's root, so --undo "
+                    "can reverse it.")
     label.add_argument("data", type=Path, help="the dataset folder, or a run folder (its dataset)")
-    label.add_argument("images", nargs="*", type=Path, help="unlabeled images to label as --as CLASS")
+    label.add_argument("images", nargs="*", type=Path, help="images to label (or to relabel) as --as CLASS")
     label.add_argument("--as", dest="class_name", metavar="CLASS", help="the class of the images named")
     label.add_argument("--csv", type=Path, help="a table with path and label columns, such as `fgdesk suggest --csv` "
-                                                "writes with its label column filled in; rows without a label are skipped")
+                                                "or `fgdesk check-labels --csv` write, with the label column filled "
+                                                "in; rows without a label, or with the class the image has, are skipped")
     label.add_argument("--new-class", action="store_true", help="make a class folder for a class the dataset lacks")
     label.add_argument("--dry-run", action="store_true", help="say where each image would go, and move nothing")
     label.add_argument("--undo", type=int, nargs="?", const=1, metavar="N", help="move the last N labelled images back (default 1)")
@@ -169,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         return app_main([str(path)] if path else [])
     handler = {
         "train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "export": cmd_export, "suggest": cmd_suggest,
+        "check-labels": cmd_check_labels,
         "label": cmd_label, "demo-data": cmd_demo_data, "summary": cmd_summary, "runs": cmd_runs,
         "compare": cmd_compare, "delete": cmd_delete,
     }[args.command]
@@ -461,6 +480,44 @@ def cmd_suggest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check_labels(args: argparse.Namespace) -> int:
+    from fgdesk.evaluate.label_check import check_labels_for_run, write_label_check_csv
+
+    if args.count < 1:
+        raise CLIError(f"--count must be at least 1, got {args.count}")
+    check = check_labels_for_run(args.run, count=args.count, method=args.method, device=args.device)
+    root = Path(check.dataset)
+
+    def shown(path: str) -> str:
+        try:
+            return Path(path).relative_to(root).as_posix()
+        except ValueError:
+            return path
+
+    given_width = max([len(row.given) for row in check.issues] + [5])
+    suggested_width = max([len(row.suggested) for row in check.issues] + [10])
+    if check.issues:
+        print(f"{'rank':>4}  {'given':<{given_width}}  {'p':>4}  {'looks like':<{suggested_width}}  {'p':>4}  path")
+    for row in check.issues:
+        print(f"{row.rank:>4}  {row.given:<{given_width}}  {100 * row.given_probability:>3.0f}%  "
+              f"{row.suggested:<{suggested_width}}  {100 * row.suggested_probability:>3.0f}%  {shown(row.path)}")
+    summary = (f"{check.suspects} of {check.checked} labelled images have a label the classifier doubts"
+               + (f"; the {len(check.issues)} likeliest are listed" if check.suspects > len(check.issues) else ""))
+    if check.unchecked:
+        summary += f"; {check.unchecked} not checked (the only labelled image of their class)"
+    if check.unreadable:
+        summary += f"; {check.unreadable} unreadable"
+    print(summary)
+    print(f"the classifier, judging each image without seeing its label, agrees with {100 * check.agreement:.0f}% "
+          "of the labels" + ("; below 80%, most doubts are its own mistakes: train the run longer, or start it "
+                             "from better weights, before trusting them" if check.weak_judge else ""))
+    if args.csv:
+        write_label_check_csv(args.csv, check)
+        print(f"wrote {len(check.issues)} rows to {args.csv}; fill in its label column with the right class, then "
+              f"`fgdesk label {args.run} --csv {args.csv}` moves each image into that class's folder")
+    return 0
+
+
 def cmd_label(args: argparse.Namespace) -> int:
     from fgdesk.data.labeling import DatasetLabeler, apply_label_table, dataset_folder
 
@@ -503,28 +560,34 @@ def cmd_label(args: argparse.Namespace) -> int:
     failures: list[str] = []
     if args.csv is not None:
         result = apply_label_table(labeler, args.csv, allow_new=args.new_class, dry_run=args.dry_run)
-        moves, skipped = result.moves, result.skipped
+        moves, skipped, kept = result.moves, result.skipped, result.kept
         failures = [f"{args.csv}, line {line}: {message}" for line, message in result.errors]
     else:
         from fgdesk.data.labeling import LabelingError
 
-        moves, skipped = [], 0
+        moves, skipped, kept = [], 0, 0
         act = labeler.plan if args.dry_run else labeler.assign
         for image in args.images:
             try:
                 moves.append(act(image, args.class_name, allow_new=args.new_class))
             except LabelingError as exc:
                 failures.append(str(exc))
-    verb = "would move" if args.dry_run else "labelled"
     for move in moves:
-        print(f"{verb} {shown(move.source)} -> {shown(move.target)}  ({move.class_name})")
+        verb = ("would move" if args.dry_run else "relabelled" if move.previous_class else "labelled")
+        change = f"{move.previous_class} -> {move.class_name}" if move.previous_class else move.class_name
+        print(f"{verb} {shown(move.source)} -> {shown(move.target)}  ({change})")
     for failure in failures:
         print(f"skipped: {failure}", file=sys.stderr)
     for warning in labeler.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    summary = f"{len(moves)} image(s) {'would be labelled' if args.dry_run else 'labelled'}"
+    relabelled = sum(1 for move in moves if move.previous_class)
+    summary = f"{len(moves) - relabelled} image(s) {'would be labelled' if args.dry_run else 'labelled'}"
+    if relabelled:
+        summary += f", {relabelled} {'would be relabelled' if args.dry_run else 'relabelled'}"
     if skipped:
         summary += f", {skipped} row(s) without a label"
+    if kept:
+        summary += f", {kept} kept as labelled"
     if failures:
         summary += f", {len(failures)} could not be"
     if moves and not args.dry_run:

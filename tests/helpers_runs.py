@@ -48,6 +48,23 @@ def make_run(root: Path, data: Path, attention: str = "multiscale", lively_atten
     return run_dir
 
 
+def make_colour_data(root: Path, per_class: int = 8, test_per_class: int = 3) -> Path:
+    """Red and blue noisy images in train/ and test/ class folders: colour is all that tells the
+    classes apart, so even a network at random initialisation separates them."""
+    from PIL import Image
+
+    generator = torch.Generator().manual_seed(0)
+    for split, count in (("train", per_class), ("test", test_per_class)):
+        for name, colour in (("blue", (20, 40, 220)), ("red", (220, 30, 20))):
+            for i in range(count):
+                noise = torch.randint(-25, 26, (48, 48, 3), generator=generator)
+                pixels = (torch.tensor(colour).view(1, 1, 3) + noise).clamp(0, 255).to(torch.uint8).numpy()
+                path = root / split / name / f"{name}{i}.png"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(pixels).save(path)
+    return root
+
+
 def one_thread():
     """Generator for a fixture: torch on one thread (tiny tensors; shared CPUs), restored afterwards."""
     previous = torch.get_num_threads()

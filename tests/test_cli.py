@@ -117,6 +117,26 @@ def test_train_eval_predict_export_end_to_end(demo, tmp_path):
     exported = fgdesk("export", run, "--format", "torchscript")
     assert (run / "export" / "fgdesk_encoder.pt").is_file(), exported.stdout
 
+    # Labels to check: a table of at most --count rows, for the user to fill in.
+    doubts = tmp_path / "doubts.csv"
+    checked = fgdesk_here("check-labels", run, "--count", "3", "--csv", doubts).stdout
+    assert "of 40 labelled images have a label the classifier doubts" in checked, checked
+    assert "agrees with" in checked and "labels" in checked
+    rows = list(csv.DictReader(doubts.open(encoding="utf-8")))
+    assert len(rows) <= 3 and next(csv.reader(doubts.open(encoding="utf-8"))) == [
+        "rank", "path", "split", "given", "suggested", "given_probability", "suggested_probability", "label"]
+    assert all(row["given"] != row["suggested"] and row["label"] == "" for row in rows)
+    # The verdicts: one label kept, one corrected (a test image stays in test/), then undone.
+    kept, wrong = sorted((demo / "test" / "class_1_triangle").iterdir())[:2]
+    verdicts = tmp_path / "verdicts.csv"
+    verdicts.write_text(f"path,label\n{kept},class_1_triangle\n{wrong},class_2_square\n", encoding="utf-8")
+    applied = fgdesk_here("label", run, "--csv", verdicts).stdout
+    # The other class has a test image of that name: -2, never an overwrite.
+    assert f"relabelled test/class_1_triangle/{wrong.name} -> test/class_2_square/{wrong.stem}-2.png  " \
+           "(class_1_triangle -> class_2_square)" in applied, applied
+    assert "0 image(s) labelled, 1 relabelled, 1 kept as labelled" in applied, applied
+    assert "undid 1 label(s)" in fgdesk_here("label", run, "--undo").stdout and wrong.is_file()
+
 
 def test_a_finished_run_can_be_extended_with_more_epochs(demo, tmp_path):
     run = tmp_path / "run"
@@ -206,7 +226,8 @@ def test_label_moves_named_images_applies_a_table_and_undoes(tmp_path):
 
     for args, expected in (
         (("label", data, fourth, "--as", "class_9"), "no class 'class_9'"),
-        (("label", data, data / "train" / "class_2_square" / first.name, "--as", "class_0_circle"), "not in an unlabeled/"),
+        (("label", data, data / "train" / "class_2_square" / first.name, "--as", "class_2_square"), "already in class"),
+        (("label", data, tmp_path / "labels.csv", "--as", "class_0_circle"), "neither an unlabeled/ folder nor a class"),
         (("label", data, fourth), "--as CLASS"),
         (("label", data), "exactly one of them"),
     ):

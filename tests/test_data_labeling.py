@@ -113,19 +113,15 @@ def test_class_names_are_checked_and_new_classes_are_explicit(flat):
     assert not (flat / "c").exists()  # the class folder the label made goes with it
 
 
-def test_only_unlabeled_images_of_a_class_folder_dataset_take_labels(flat, tmp_path):
-    with pytest.raises(LabelingError, match="not in an unlabeled/ folder"):
-        DatasetLabeler(flat).assign(flat / "a" / "a0.png", "b")
-    with pytest.raises(LabelingError, match="not in an unlabeled/ folder"):
+def test_only_the_datasets_own_images_of_a_class_folder_dataset_take_labels(flat, tmp_path):
+    with pytest.raises(LabelingError, match="neither an unlabeled/ folder nor a class folder"):
         DatasetLabeler(flat).assign(_image(tmp_path / "elsewhere.png"), "b")
+    with pytest.raises(LabelingError, match="neither an unlabeled/ folder nor a class folder"):
+        DatasetLabeler(flat).assign(_image(flat / "loose.png"), "b")  # beside the class folders, in none
     with pytest.raises(LabelingError, match="no longer exists"):
         DatasetLabeler(flat).assign(flat / "unlabeled" / "gone.png", "b")
-
-    no_pool = tmp_path / "no_pool"
-    _image(no_pool / "a" / "1.png")
-    _image(no_pool / "b" / "1.png")
-    with pytest.raises(LabelingError, match="no unlabeled/ folder"):
-        DatasetLabeler(no_pool)
+    with pytest.raises(LabelingError, match="already in class a"):
+        DatasetLabeler(flat).assign(flat / "a" / "a0.png", "a")
 
     cub = tmp_path / "cub"
     (cub / "images").mkdir(parents=True)
@@ -401,3 +397,53 @@ def test_a_dry_run_knows_the_classes_its_earlier_rows_make(flat):
     done = [labeler.assign(x, "Bird", allow_new=True), labeler.assign(y, "bird")]
     assert [(m.target, m.class_name) for m in planned] == [(m.target, m.class_name) for m in done]
     assert done[1].target.parent.parent.name == "Bird"  # one folder, spelled as first made
+
+
+# -- correcting a label ------------------------------------------------------------------
+
+
+def test_a_wrong_label_is_corrected_by_moving_the_image_to_the_other_class_and_undone(flat):
+    labeler = DatasetLabeler(flat)
+    data = (flat / "a" / "a1.png").read_bytes()
+    assert labeler.class_of(flat / "a" / "a1.png") == "a" and labeler.class_of(flat / "unlabeled" / "x.png") is None
+    move = labeler.assign(flat / "a" / "a1.png", "b")
+    assert (move.target, move.previous_class, move.class_name) == (flat / "b" / "a1.png", "a", "b")
+    assert move.target.read_bytes() == data and not move.source.exists()
+    assert _label_of(flat, move.target)[0] == "b"
+    rows = list(csv.DictReader(open(flat / LABEL_LOG, encoding="utf-8")))
+    assert [(r["action"], r["class"], r["from"], r["to"]) for r in rows] == [("relabel", "b", "a/a1.png", "b/a1.png")]
+
+    # Another process finds the correction in the log, with the class the image had, and can undo it.
+    logged = DatasetLabeler(flat).logged_moves()
+    assert [(m.source, m.target, m.previous_class) for m in logged] == [(flat / "a" / "a1.png", flat / "b" / "a1.png", "a")]
+    # A run that indexed the image before the correction still finds it.
+    assert labeling.MovedImages(flat).find(flat / "a" / "a1.png") == flat / "b" / "a1.png"
+    undone, errors = DatasetLabeler(flat).undo_last(1)
+    assert errors == [] and (flat / "a" / "a1.png").read_bytes() == data
+    assert (flat / "a").is_dir() and _label_of(flat, flat / "a" / "a1.png")[0] == "a"
+
+
+def test_a_corrected_test_image_stays_in_the_test_split(tmp_path):
+    root = make_demo_dataset(tmp_path / "demo", num_classes=2, per_class=4, size=48)
+    image = next((root / "test" / "class_0_circle").iterdir())
+    labeler = DatasetLabeler(root)  # no unlabeled/ folder: labels can still be corrected
+    move = labeler.assign(image, "class_1_triangle")
+    # The other class has a test image of that name already: -2, never an overwrite.
+    assert move.target == root / "test" / "class_1_triangle" / f"{image.stem}-2.png"
+    assert _label_of(root, move.target) == ("class_1_triangle", "test")
+
+
+def test_a_table_corrects_labels_and_skips_rows_that_keep_theirs(flat, tmp_path):
+    table = tmp_path / "check.csv"
+    table.write_text("path,given,label\n"
+                     f"{flat / 'a' / 'a0.png'},a,b\n"
+                     f"{flat / 'b' / 'b0.png'},b,B\n"  # kept: the class it has, in another case
+                     f"{flat / 'b' / 'b1.png'},b,\n"  # not decided
+                     f"{flat / 'b' / 'b2.png'},b,a\n", encoding="utf-8")
+    planned = apply_label_table(DatasetLabeler(flat), table, dry_run=True)
+    assert [m.target for m in planned.moves] == [flat / "b" / "a0.png", flat / "a" / "b2.png"]
+    assert (flat / "a" / "a0.png").is_file()  # a dry run moves nothing
+    result = apply_label_table(DatasetLabeler(flat), table)
+    assert (result.kept, result.skipped, result.errors) == (1, 1, [])
+    assert sorted(p.name for p in (flat / "a").iterdir()) == ["a1.png", "a2.png", "b2.png"]
+    assert sorted(p.name for p in (flat / "b").iterdir()) == ["a0.png", "b0.png", "b1.png"]

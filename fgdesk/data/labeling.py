@@ -1,4 +1,5 @@
-"""Giving labels: move images from a class-folder dataset's unlabeled/ folder into class folders.
+"""Giving labels: move images from a class-folder dataset's unlabeled/ folder into class
+folders, and correct a wrong label by moving an image from one class folder to another.
 
 A label is where the file lives, so labelling moves the file beside its peers and every
 part of fgdesk (the browser, the classifier, the scores) sees it on the next index. Moves
@@ -47,12 +48,18 @@ class LabelingError(DatasetError):
 
 @dataclass(frozen=True)
 class LabelMove:
-    """One labelled image: it was at `source` (in an unlabeled folder) and is now at `target`."""
+    """One labelled image: it was at `source` (in an unlabeled folder, or in the folder of
+    `previous_class` when a label was corrected) and is now at `target`."""
 
     source: Path
     target: Path
     class_name: str
     created: tuple[Path, ...] = field(default=(), compare=False)  # folders made for it, outermost first
+    previous_class: str = field(default="", compare=False)  # "" for an image that had no label
+
+    @property
+    def action(self) -> str:
+        return "relabel" if self.previous_class else "label"
 
 
 class DatasetLabeler:
@@ -94,10 +101,6 @@ class DatasetLabeler:
         self._resolved: dict[Path, Path] = {}
         self._planned: dict[Path, Path] = {}  # dry-run moves so far: source -> target
         self.warnings: list[str] = []  # done, but not all of it: a move missing from the log, a box left behind
-        if not self._unlabeled:
-            raise LabelingError(
-                f"{root} has no unlabeled/ folder: put the images still to label in an unlabeled/ folder "
-                "beside the class folders (or inside train/)")
 
     @property
     def unlabeled_folders(self) -> list[Path]:
@@ -110,6 +113,33 @@ class DatasetLabeler:
     # ------------------------------------------------------------------ where a label puts a file
     def is_unlabeled(self, image: str | os.PathLike[str]) -> bool:
         return self._unlabeled_folder_of(Path(image)) is not None
+
+    def class_of(self, image: str | os.PathLike[str]) -> str | None:
+        """The class whose folder holds `image` (its label), or None outside the class folders."""
+        found = self._class_folder_of(Path(os.path.abspath(Path(image).expanduser())))
+        return found[1] if found is not None else None
+
+    def _class_folder_of(self, image: Path) -> tuple[Path, str, Path] | None:
+        """(the folder holding the class folders, the class, the image's path inside its class
+        folder) for an image in a class folder, or None."""
+        resolved = _resolve(image.parent) / image.name
+        parents = list(self.split_dirs.values()) if self.has_splits else [self.root]
+        for parent in parents:
+            if parent not in self._resolved:
+                self._resolved[parent] = _resolve(parent)
+            try:
+                inside = resolved.relative_to(self._resolved[parent])
+            except ValueError:
+                continue
+            if len(inside.parts) < 2:
+                continue
+            name = inside.parts[0]
+            lowered = name.lower()
+            if lowered in UNLABELED_FOLDER_NAMES or (not self.has_splits and lowered in _SPLIT_FOLDER_NAMES):
+                continue
+            if name in self.classes:
+                return parent, name, Path(*inside.parts[1:])
+        return None
 
     def _unlabeled_folder_of(self, image: Path) -> tuple[Path, Path] | None:
         """(the unlabeled folder holding `image`, the image's path inside it), or None."""
@@ -151,22 +181,36 @@ class DatasetLabeler:
 
     def destination(self, image: str | os.PathLike[str], class_name: str, allow_new: bool = False,
                     taken: frozenset[Path] | set[Path] = frozenset()) -> Path:
-        """Where labelling `image` as `class_name` puts it: the class folder beside its unlabeled
-        folder (train/ when unlabeled/ sits beside split folders), keeping any subfolders."""
-        image = Path(image)
+        """Where labelling `image` as `class_name` puts it, keeping any subfolders: for an
+        unlabeled image, the class folder beside its unlabeled folder (train/ when unlabeled/
+        sits beside split folders); for a labelled one, the other class folder of the same
+        split, so a test image stays a test image."""
+        return self._destination(Path(image), class_name, allow_new, taken)[0]
+
+    def _destination(self, image: Path, class_name: str, allow_new: bool,
+                     taken: frozenset[Path] | set[Path] = frozenset()) -> tuple[Path, str]:
+        """(destination, the class the image has now: "" when unlabeled)."""
         found = self._unlabeled_folder_of(image)
-        if found is None:
-            raise LabelingError(
-                f"{image} is not in an unlabeled/ folder of {self.root}; only unlabeled images can be given a label")
-        folder, inside = found
+        previous = ""
+        if found is not None:
+            folder, inside = found
+            parent = folder.parent
+            if parent == self.root and self.has_splits:
+                if "train" not in self.split_dirs:
+                    raise LabelingError(f"{self.root} has split folders but no train/ folder to put labelled images in")
+                parent = self.split_dirs["train"]
+        else:
+            held = self._class_folder_of(image)
+            if held is None:
+                raise LabelingError(
+                    f"{image} is in neither an unlabeled/ folder nor a class folder of {self.root}; only the "
+                    "dataset's own images can be given a label")
+            parent, previous, inside = held
         name = self.check_class_name(class_name, allow_new=allow_new)
-        parent = folder.parent
-        if parent == self.root and self.has_splits:
-            if "train" not in self.split_dirs:
-                raise LabelingError(f"{self.root} has split folders but no train/ folder to put labelled images in")
-            parent = self.split_dirs["train"]
+        if name == previous:
+            raise LabelingError(f"{image} is already in class {name}")
         class_dir = next((path for n, path, is_dir in _list_dir(parent)[0] if is_dir and n == name), parent / name)
-        return _free_name(class_dir / inside, taken)
+        return _free_name(class_dir / inside, taken), previous
 
     def plan(self, image: str | os.PathLike[str], class_name: str, allow_new: bool = False) -> LabelMove:
         """The move `assign` would make, checked the same way; nothing is moved (a dry run).
@@ -180,8 +224,8 @@ class DatasetLabeler:
             raise LabelingError(f"{source} does not exist")
         if source in self._planned:
             raise LabelingError(f"{source} is already planned to move to {self._planned[source]}; an image takes one label")
-        move = LabelMove(source, self.destination(source, class_name, allow_new=allow_new, taken=set(self._planned.values())),
-                         self.check_class_name(class_name, allow_new=allow_new))
+        target, previous = self._destination(source, class_name, allow_new, taken=set(self._planned.values()))
+        move = LabelMove(source, target, self.check_class_name(class_name, allow_new=allow_new), previous_class=previous)
         self._planned[source] = move.target
         if move.class_name not in self.classes:  # as `assign` does: a later row finds the new class
             self.classes = sorted([*self.classes, move.class_name])
@@ -189,11 +233,12 @@ class DatasetLabeler:
 
     # ------------------------------------------------------------------ moving
     def assign(self, image: str | os.PathLike[str], class_name: str, allow_new: bool = False) -> LabelMove:
-        """Label `image` as `class_name` by moving it into the class folder; never overwrites."""
+        """Label `image` as `class_name` by moving it into the class folder; never overwrites.
+        An image in another class folder moves from there: its label is corrected."""
         source = Path(os.path.abspath(Path(image).expanduser()))  # the log must name it from the root
         if not source.is_file():
             raise LabelingError(f"{source} no longer exists (moved or deleted since it was listed)")
-        target = self.destination(source, class_name, allow_new=allow_new)
+        target, previous = self._destination(source, class_name, allow_new)
         name = self.check_class_name(class_name, allow_new=allow_new)
         created: list[Path] = []
         try:
@@ -204,9 +249,9 @@ class DatasetLabeler:
             raise LabelingError(f"cannot move {source} to {target}: {exc.strerror or exc}") from exc
         if name not in self.classes:
             self.classes = sorted([*self.classes, name])
-        move = LabelMove(source, target, name, tuple(created))
+        move = LabelMove(source, target, name, tuple(created), previous_class=previous)
         self._move_box(source, target)
-        self._log("label", move)
+        self._log(move.action, move)
         return move
 
     def undo(self, move: LabelMove) -> Path:
@@ -246,11 +291,14 @@ class DatasetLabeler:
             for row in csv.DictReader(handle):
                 try:
                     made = tuple(self.root / part for part in (row.get("made") or "").split("|") if part)
-                    move = LabelMove(self.root / row["from"], self.root / row["to"], row["class"], made)
                     action = row["action"]
+                    source = self.root / row["from"]
+                    # The class it had is where it came from (the log keeps the paths, not the class).
+                    previous = (self.class_of(source) or "an unknown class") if action == "relabel" else ""
+                    move = LabelMove(source, self.root / row["to"], row["class"], made, previous_class=previous)
                 except (KeyError, TypeError, AttributeError):
                     continue  # a damaged line: the others still count
-                if action == "label":
+                if action in ("label", "relabel"):
                     moves.append(move)
                 elif action == "undo":
                     for i in range(len(moves) - 1, -1, -1):
@@ -354,7 +402,7 @@ class MovedImages:
                     source, target = (row.get("from") or "").strip(), (row.get("to") or "").strip()
                     if not source or not target:
                         continue  # a damaged line: the others still count
-                    if row.get("action") == "label":
+                    if row.get("action") in ("label", "relabel"):
                         edges[_lookup_key(source)] = target
                     elif row.get("action") == "undo":
                         edges[_lookup_key(target)] = source
@@ -391,6 +439,7 @@ class TableResult:
     moves: list[LabelMove]
     skipped: int  # rows without a label
     errors: list[tuple[int, str]]  # (line number, message)
+    kept: int = 0  # rows whose label is the class the image already has
 
 
 def read_label_table(path: str | os.PathLike[str], root: Path) -> list[tuple[int, Path, str]]:
@@ -425,10 +474,15 @@ def read_label_table(path: str | os.PathLike[str], root: Path) -> list[tuple[int
 def apply_label_table(labeler: DatasetLabeler, path: str | os.PathLike[str], allow_new: bool = False,
                       dry_run: bool = False) -> TableResult:
     """Label every row of the table that has a label; a bad row is reported and the rest go on."""
-    result = TableResult([], 0, [])
+    result = TableResult([], 0, [], 0)
     for line, image, name in read_label_table(path, labeler.root):
         if not name:
             result.skipped += 1
+            continue
+        current = labeler.class_of(image)
+        if current is not None and unicodedata.normalize("NFC", current).casefold() == \
+                unicodedata.normalize("NFC", name.strip()).casefold():
+            result.kept += 1  # a checked label confirmed as it is: nothing to move
             continue
         try:
             act = labeler.plan if dry_run else labeler.assign

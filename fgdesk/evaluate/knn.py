@@ -44,6 +44,23 @@ def knn_top1(train_embeddings, train_labels, query_embeddings, query_labels, num
     return topk_accuracy(scores, query_labels, (1,))[1]
 
 
+def leave_one_out_knn_scores(embeddings: torch.Tensor, labels: torch.Tensor, num_classes: int, k: int = 20,
+                             temperature: float = 0.07, chunk: int = 1024) -> torch.Tensor:
+    """Class scores (N, C) of every image from the vote of its k nearest *other* images."""
+    unit = torch.nn.functional.normalize(embeddings.float(), dim=1)
+    labels = labels.long()
+    k = min(k, len(unit) - 1)
+    scores = []
+    for start in range(0, len(unit), chunk):
+        similarity = unit[start:start + chunk] @ unit.t()
+        rows = torch.arange(len(similarity))
+        similarity[rows, rows + start] = float("-inf")  # not its own neighbour
+        nearest, neighbour = similarity.topk(k, dim=1)
+        votes = torch.zeros(len(similarity), num_classes, device=unit.device)
+        scores.append(votes.scatter_add_(1, labels[neighbour], (nearest / temperature).exp()))
+    return torch.cat(scores) if scores else torch.zeros(0, num_classes)
+
+
 def leave_one_out_knn_top1(embeddings: torch.Tensor, labels: torch.Tensor, num_classes: int, k: int = 20,
                            temperature: float = 0.07) -> float:
     """kNN top-1 of every image against all the others, with the vote of `knn_scores`.
@@ -53,9 +70,5 @@ def leave_one_out_knn_top1(embeddings: torch.Tensor, labels: torch.Tensor, num_c
     """
     if len(embeddings) < 2:
         return float("nan")
-    unit = torch.nn.functional.normalize(embeddings.float(), dim=1)
-    similarity = unit @ unit.t()
-    similarity.fill_diagonal_(float("-inf"))
-    nearest, neighbour = similarity.topk(min(k, len(unit) - 1), dim=1)
-    votes = torch.zeros(len(unit), num_classes, device=unit.device).scatter_add_(1, labels.long()[neighbour], (nearest / temperature).exp())
+    votes = leave_one_out_knn_scores(embeddings, labels, num_classes, k, temperature)
     return (votes.argmax(dim=1) == labels.long()).float().mean().item()

@@ -417,9 +417,15 @@ class DatasetView(QWidget):
             self.thumbnail_view.setCurrentIndex(self.thumbnail_model.index(max(0, min(row, count - 1)), 0))
 
     # ------------------------------------------------------------------ labelling
-    def selected_unlabeled_paths(self) -> list[str]:
+    def _selected_samples(self) -> list:
         rows = sorted(index.row() for index in self.thumbnail_view.selectionModel().selectedIndexes())
-        return [str(sample.path) for sample in (self.thumbnail_model.sample_at(row) for row in rows) if sample.label < 0]
+        return [self.thumbnail_model.sample_at(row) for row in rows]
+
+    def selected_unlabeled_paths(self) -> list[str]:
+        return [str(sample.path) for sample in self._selected_samples() if sample.label < 0]
+
+    def selected_labelled_paths(self) -> list[str]:
+        return [str(sample.path) for sample in self._selected_samples() if sample.label >= 0]
 
     def _thumbnail_menu(self, position) -> None:
         menu = self.label_menu()
@@ -427,32 +433,39 @@ class DatasetView(QWidget):
             menu.exec(self.thumbnail_view.viewport().mapToGlobal(position))
 
     def label_menu(self) -> QMenu:
-        """"Label N images as" the dataset's classes (or a new one), and undo of the last labelling."""
+        """"Label N images as" the dataset's classes (or a new one), "Move N labelled images to"
+        another class (a label corrected), and undo of the last labelling."""
         menu = QMenu(self)
         if self.labeler is None:
             return menu
-        chosen = self.selected_unlabeled_paths()
-        if chosen:
-            sub = menu.addMenu(f"Label {len(chosen):,} unlabeled image{'s' if len(chosen) != 1 else ''} as")
+        for chosen, title in ((self.selected_unlabeled_paths(), "Label {} unlabeled image{} as"),
+                              (self.selected_labelled_paths(), "Move {} labelled image{} to class")):
+            if not chosen:
+                continue
+            sub = menu.addMenu(title.format(f"{len(chosen):,}", "s" if len(chosen) != 1 else ""))
             for name in self.labeler.classes:
-                sub.addAction(name, lambda n=name: self.label_selected(n))
+                sub.addAction(name, lambda n=name, paths=chosen: self.label_selected(n, paths=paths))
             sub.addSeparator()
-            sub.addAction("New class…", self._label_as_new_class)
-        if self.last_label_batch:
+            sub.addAction("New class…", lambda paths=chosen: self._label_as_new_class(paths))
+        # Only for the folder shown: a labelling that ended after another folder opened is not undone here.
+        if self.last_label_batch and self._batch_labeler is not None and self._batch_labeler.root == self.labeler.root:
             moves = self.last_label_batch
-            menu.addAction(f"Undo labelling {len(moves):,} image{'s' if len(moves) != 1 else ''} as {moves[0].class_name}",
-                           self.undo_last_labels)
+            verb = "moving" if moves[0].previous_class else "labelling"
+            menu.addAction(f"Undo {verb} {len(moves):,} image{'s' if len(moves) != 1 else ''} "
+                           f"{'to' if moves[0].previous_class else 'as'} {moves[0].class_name}", self.undo_last_labels)
         return menu
 
-    def _label_as_new_class(self) -> None:
+    def _label_as_new_class(self, paths: list[str] | None = None) -> None:
         name, ok = QInputDialog.getText(self, "New class", "Name of the new class (a folder of that name is made):")
         if ok and name.strip():
-            self.label_selected(name, allow_new=True)
+            self.label_selected(name, allow_new=True, paths=paths)
 
-    def label_selected(self, class_name: str, allow_new: bool = False) -> bool:
-        """Move the selected unlabeled images into `class_name`'s folder (off the GUI thread),
-        then index the dataset again, keeping the filter and position."""
-        paths, labeler = self.selected_unlabeled_paths(), self.labeler
+    def label_selected(self, class_name: str, allow_new: bool = False, paths: list[str] | None = None) -> bool:
+        """Move the images (by default the selected unlabeled ones) into `class_name`'s folder
+        (off the GUI thread), then index the dataset again, keeping the filter and position.
+        Labelled images move from their class folder: their label is corrected."""
+        paths = self.selected_unlabeled_paths() if paths is None else paths
+        labeler = self.labeler
         if not paths or labeler is None or self._label_task is not None:
             return False
         LabelingError = workers.core("fgdesk.data.labeling").LabelingError
@@ -465,6 +478,8 @@ class DatasetView(QWidget):
         def move_all(_ctx):
             moves, errors = [], []
             for path in paths:
+                if labeler.class_of(path) == class_name:
+                    continue  # already in that class: nothing to correct
                 try:
                     moves.append(labeler.assign(path, class_name, allow_new=allow_new))
                 except LabelingError as exc:
@@ -487,7 +502,9 @@ class DatasetView(QWidget):
             self.labels_changed.emit(str(labeler.root), len(moves))
             self.files_moved.emit([(str(m.source), str(m.target)) for m in moves])
         where = f" (moved into {Path(moves[0].target).parent.name}/)" if moves else ""
-        text = f"Labelled {len(moves):,} image(s) as {moves[0].class_name}{where}" if moves else "No image was labelled"
+        verb = "Moved" if moves and moves[0].previous_class else "Labelled"
+        text = (f"{verb} {len(moves):,} image(s) {'to' if verb == 'Moved' else 'as'} {moves[0].class_name}{where}"
+                if moves else "No image was labelled")
         self.status_message.emit(text + (f"; {len(errors)} could not be" if errors else ""))
         if errors:
             self.last_error_box = show_error(self, "Some images could not be labelled", errors[0],
@@ -504,7 +521,7 @@ class DatasetView(QWidget):
         self.last_error_box = show_error(self, "Cannot label these images", message, details)
 
     def undo_last_labels(self) -> bool:
-        """Move the images labelled last (one menu action's worth) back to unlabeled/."""
+        """Move the images labelled last (one menu action's worth) back where they were."""
         moves, labeler = list(self.last_label_batch), self._batch_labeler
         if not moves or labeler is None or self._label_task is not None:
             return False
@@ -526,7 +543,8 @@ class DatasetView(QWidget):
             labeler.warnings = []
             undone = len(result[0])
             self.files_moved.emit([(str(m.target), str(m.source)) for m in result[0]])
-            self.status_message.emit(f"Moved {undone:,} image(s) back to unlabeled/")
+            back = "their class folders" if moves[0].previous_class else "unlabeled/"
+            self.status_message.emit(f"Moved {undone:,} image(s) back to {back}")
             if errors:
                 self.last_error_box = show_error(self, "Some images could not be moved back", errors[0], "\n".join(errors))
             self.labels_changed.emit(str(labeler.root), -undone)

@@ -60,6 +60,7 @@ NEIGHBOUR_THUMB = 96
 BATCH = 8  # images per prediction task
 MAX_DROPPED_IMAGES = 500  # more than this: classify the folder to CSV instead
 SUGGESTED_IMAGES = 20  # a labelling session's worth
+CHECKED_LABELS = 50  # doubted labels listed by Check labels: the likeliest mistakes
 RANK_KEYS = {getattr(Qt.Key, f"Key_{rank}"): rank for rank in range(1, 6)}
 DEFAULT_COLORMAPS = ("inferno", "viridis", "magma", "jet")
 IMAGE_LAYER = "image"
@@ -202,6 +203,8 @@ class _Entry:
     state: str = "queued"  # queued | running | done | failed
     labelled: Any = None  # the LabelMove that gave it a label in this session
     in_pool: bool | None = None  # in the run's dataset's unlabeled/ folder (None: not yet asked)
+    doubt: Any = None  # the label check's LabelCheckRow when its label looked wrong
+    held_class: str | None = None  # the class folder holding it ("": none; None: not yet asked)
 
 
 class _LayerPanel(QWidget):
@@ -255,6 +258,8 @@ class InspectView(QWidget):
         self._csv_task = None
         self._suggest_task = None
         self.last_suggestions: list = []
+        self._check_task = None
+        self.last_label_check = None  # fgdesk.evaluate.label_check.LabelCheck of the last Check labels
         self._labeler = None  # fgdesk.data.labeling.DatasetLabeler of the run's dataset, when it takes labels
         self._labeler_generation = 0
         self._label_task = None
@@ -345,7 +350,13 @@ class InspectView(QWidget):
             "once labelled: typical images of the groups no label covers yet, most useful first"
         )
         self.suggest_button.clicked.connect(self.suggest_images_to_label)
-        for button in (self.open_button, self.paste_button, self.csv_button, self.suggest_button):
+        self.check_button = QPushButton("Check labels")
+        self.check_button.setToolTip(
+            "Add the labelled images whose label looks wrong, likeliest mistakes first: a classifier that never "
+            "saw an image's label places it in another class. Correct each here, or leave it as it is"
+        )
+        self.check_button.clicked.connect(lambda: self.check_labels())
+        for button in (self.open_button, self.paste_button, self.csv_button, self.suggest_button, self.check_button):
             row.addWidget(button)
         card.body.addLayout(row)
         return card
@@ -513,9 +524,10 @@ class InspectView(QWidget):
         title.setObjectName("Subtitle")
         title.setToolTip("Labelling moves the image into its class folder; train the classifier again to use it. "
                          "Keys 1-5 label it as the prediction of that rank, Ctrl+Z undoes.")
+        self.label_title = title
         head.addWidget(title, 1)
         self.undo_label_button = QPushButton("Undo")
-        self.undo_label_button.setToolTip("Move the image labelled last back to unlabeled/ (Ctrl+Z)")
+        self.undo_label_button.setToolTip("Move the image labelled last back where it was (Ctrl+Z)")
         self.undo_label_button.clicked.connect(lambda: self.undo_last_label())
         head.addWidget(self.undo_label_button)
         column.addLayout(head)
@@ -628,8 +640,9 @@ class InspectView(QWidget):
         self._active_run = run
         self._run_generation += 1
         self._runner.cancel_all()
-        if self._suggest_task is not None:
-            self._suggest_task.cancel()
+        for task in (self._suggest_task, self._check_task):
+            if task is not None:
+                task.cancel()
         if run:
             self.model_state.setText("")
             self.run_chosen.emit(run)
@@ -662,6 +675,7 @@ class InspectView(QWidget):
         has_run = self.current_run() is not None
         self.csv_button.setEnabled(has_run and self._csv_task is None)
         self.suggest_button.setEnabled(has_run and self._suggest_task is None)
+        self.check_button.setEnabled(has_run and self._check_task is None)
 
     # ================================================================== what to label next
     def suggest_images_to_label(self, count: int = SUGGESTED_IMAGES) -> bool:
@@ -705,6 +719,55 @@ class InspectView(QWidget):
         self._update_hint()
         return True
 
+    # ================================================================== labels that look wrong
+    def check_labels(self, count: int = CHECKED_LABELS) -> bool:
+        """Add the labelled images whose label looks wrong to the list (computed off the GUI
+        thread), each with the class it looks like, ready to be corrected."""
+        run = self.current_run()
+        if run is None or self._check_task is not None:
+            return False
+        self.status_message.emit("Looking for labels that look wrong…")
+        generation = self._run_generation
+
+        def done(check) -> None:
+            self._check_task = None
+            self._update_hint()
+            if generation != self._run_generation:
+                return
+            self.last_label_check = check
+            judge = (f"the classifier, judging each image without its label, agrees with "
+                     f"{format_percent(check.agreement)} of the {check.checked:,} labels")
+            if not check.issues:
+                self.status_message.emit(f"No label looks wrong: {judge}")
+                return
+            self._look_for_labels_again()
+            self.add_images([(row.path, row.path) for row in check.issues], doubts=check.issues)
+            listed = (f"the {len(check.issues)} likeliest are listed" if check.suspects > len(check.issues)
+                      else "all are listed")
+            caution = ("; below 80% most doubts are its own mistakes, so train the run longer before trusting them"
+                       if check.weak_judge else "")
+            self.status_message.emit(f"{check.suspects:,} labels look doubtful ({listed}); {judge}{caution}")
+
+        def failed(message: str, details: str) -> None:
+            self._check_task = None
+            self._update_hint()
+            if generation != self._run_generation:
+                return
+            self.last_error_box = show_error(self, "Cannot check the labels", message,
+                                             details if "Traceback" in details and "EvaluationError" not in details else "")
+
+        def cancelled() -> None:
+            self._check_task = None
+            self._update_hint()
+
+        self._check_task = self._general.start(
+            lambda ctx: workers.core("fgdesk.evaluate.label_check").check_labels_for_run(
+                run, count=count, should_cancel=ctx.cancelled),
+            on_done=done, on_failed=failed, on_cancelled=cancelled, name="check labels",
+        )
+        self._update_hint()
+        return True
+
     # ================================================================== giving labels
     def _open_labeler(self, run: str | None) -> None:
         """Find out, off the GUI thread, whether the run's dataset takes labels (class folders
@@ -713,7 +776,7 @@ class InspectView(QWidget):
         self._labeler_generation += 1
         generation = self._labeler_generation
         for entry in self._entries:
-            entry.in_pool = None
+            entry.in_pool = entry.held_class = None
         self._update_label_panel()
         if run is None:
             return
@@ -722,7 +785,7 @@ class InspectView(QWidget):
             labeling = workers.core("fgdesk.data.labeling")
             try:
                 return labeling.DatasetLabeler(labeling.dataset_folder(run))
-            except labeling.LabelingError as exc:  # CUB, no unlabeled/ folder yet…: no panel
+            except labeling.LabelingError as exc:  # CUB, FGVC-Aircraft: labels live in text files; no panel
                 log.debug("labels cannot be given for run %s: %s", run, exc)
                 return None
 
@@ -730,7 +793,7 @@ class InspectView(QWidget):
             if generation == self._labeler_generation:
                 self._labeler = labeler
                 for entry in self._entries:
-                    entry.in_pool = None
+                    entry.in_pool = entry.held_class = None
                 self._reset_label_choices()
                 self._update_label_panel()
 
@@ -740,7 +803,7 @@ class InspectView(QWidget):
 
     def _look_for_labels_again(self) -> None:
         """An unlabeled/ folder may have appeared since the run was chosen."""
-        if self._labeler is None and self.current_run() is not None:
+        if (self._labeler is None or not self._labeler.unlabeled_folders) and self.current_run() is not None:
             self._open_labeler(self.current_run())
 
     def _reset_label_choices(self) -> None:
@@ -760,10 +823,21 @@ class InspectView(QWidget):
             entry.in_pool = self._labeler.is_unlabeled(entry.source)
         return entry.in_pool
 
+    def _doubted(self, entry: _Entry | None) -> bool:
+        """A label the check doubted, on an image still in one of the dataset's class folders."""
+        if entry is None or entry.doubt is None or self._labeler is None or not isinstance(entry.source, str):
+            return False
+        if entry.held_class is None:
+            entry.held_class = self._labeler.class_of(entry.source) or ""
+        return bool(entry.held_class)
+
+    def _can_label(self, entry: _Entry | None) -> bool:
+        return self._in_pool(entry) or self._doubted(entry)
+
     def _update_label_panel(self) -> None:
         entry = self._current
         labelled = entry is not None and entry.labelled is not None
-        self.label_panel.setVisible(self._labeler is not None and (labelled or self._in_pool(entry)))
+        self.label_panel.setVisible(self._labeler is not None and (labelled or self._can_label(entry)))
         self.undo_label_button.setEnabled(bool(self.label_history) and self._label_task is None)
         self.refit_button.setEnabled(self.labels_since_fit > 0 and self._refit_task is None)
         self.refit_button.setText(f"Refit classifier ({self.labels_since_fit})" if self.labels_since_fit else "Refit classifier")
@@ -773,11 +847,27 @@ class InspectView(QWidget):
         busy = self._label_task is not None
         self.label_combo.setEnabled(not labelled and not busy)
         self.label_button.setEnabled(not labelled and not busy)
+        correcting = entry.doubt is not None and (labelled or not self._in_pool(entry))
+        self.label_title.setText("Correct this label" if correcting else "Label this image")
+        self.label_button.setText("Relabel" if correcting else "Label")
         if labelled:
             move = entry.labelled
             self.label_combo.setEditText(move.class_name)
             self.label_note.setText(f"Moved to {self._shown_path(move.target)}")
             self.label_note.setToolTip(str(move.target))
+            return
+        if correcting:
+            doubt = entry.doubt
+            self.label_note.setText(f"Labelled {entry.held_class}; looks like {doubt.suggested}")
+            self.label_note.setToolTip(
+                f"A classifier that never saw this image's label gives {entry.held_class} "
+                f"{format_percent(doubt.given_probability)} and {doubt.suggested} "
+                f"{format_percent(doubt.suggested_probability)}. Relabel moves the file to the class chosen; "
+                "if the label is right, go on to the next image.")
+            guess = doubt.suggested if doubt.suggested in self._labeler.classes else ""
+            if self._label_text_for is None or self._label_text_for[0] != entry.key:
+                self.label_combo.setEditText(guess)
+                self._label_text_for = (entry.key, bool(guess))
             return
         topk = list(getattr(entry.result.prediction, "topk", None) or []) if entry.result and entry.result.prediction else []
         guess = next((name for name, _ in topk if name in self._labeler.classes), "")
@@ -800,7 +890,7 @@ class InspectView(QWidget):
         if watched is self.image_list and event.type() == QEvent.Type.KeyPress:
             rank = RANK_KEYS.get(event.key())
             plain = event.modifiers() & ~Qt.KeyboardModifier.KeypadModifier == Qt.KeyboardModifier.NoModifier
-            if rank is not None and plain and self._in_pool(self._current) \
+            if rank is not None and plain and self._can_label(self._current) \
                     and self._current.labelled is None:
                 self.label_as_rank(rank)
                 return True
@@ -823,7 +913,7 @@ class InspectView(QWidget):
         """Give the shown image a class: its file moves into that class's folder (off the GUI
         thread), the list moves on to the next unlabeled image, and Undo can take it back."""
         entry, labeler = self._current, self._labeler
-        if entry is None or entry.labelled is not None or not self._in_pool(entry) or self._label_task is not None:
+        if entry is None or entry.labelled is not None or not self._can_label(entry) or self._label_task is not None:
             return False
         LabelingError = workers.core("fgdesk.data.labeling").LabelingError
         name = (self.label_combo.currentText() if class_name is None else class_name).strip()
@@ -855,9 +945,9 @@ class InspectView(QWidget):
             entry.labelled = move
             self._set_item_text(entry)
         self.labels_changed.emit(str(labeler.root), 1)
-        self.status_message.emit(
-            f"Labelled {Path(move.target).name} as {move.class_name} ({len(self.label_history)} this session): "
-            "Refit classifier uses the new labels")
+        done = (f"Relabelled {Path(move.target).name}: {move.previous_class} \u2192 {move.class_name}" if move.previous_class
+                else f"Labelled {Path(move.target).name} as {move.class_name}")
+        self.status_message.emit(f"{done} ({len(self.label_history)} this session): Refit classifier uses the new labels")
         self._show_label_warnings(labeler)
         following = self._next_unlabeled(entry)
         if following is not None:
@@ -880,7 +970,7 @@ class InspectView(QWidget):
     def _next_unlabeled(self, after: _Entry | None) -> _Entry | None:
         start = self._entries.index(after) + 1 if after in self._entries else 0
         for entry in self._entries[start:] + self._entries[:start]:
-            if entry.labelled is None and self._in_pool(entry):
+            if entry.labelled is None and self._can_label(entry):
                 return entry
         return None
 
@@ -915,7 +1005,8 @@ class InspectView(QWidget):
         if entry is not None:
             self._move_entry(entry, str(move.source))
             entry.labelled = None
-            entry.in_pool = True
+            entry.in_pool = not move.previous_class
+            entry.held_class = move.previous_class or ""
             self._set_item_text(entry)
             self._label_text_for = None
             self.image_list.setCurrentItem(self._items[key])
@@ -986,7 +1077,7 @@ class InspectView(QWidget):
         for entry in self._entries:
             if isinstance(entry.source, str) and entry.source in new_path:
                 self._move_entry(entry, new_path[entry.source])
-                entry.in_pool = None
+                entry.in_pool = entry.held_class = None
                 self._set_item_text(entry)
                 if entry is self._current:
                     self._show_entry(entry)
@@ -1059,12 +1150,14 @@ class InspectView(QWidget):
                 f"Showing the first {MAX_DROPPED_IMAGES} images; use Classify folder to CSV for whole folders"
             )
 
-    def add_images(self, items: list[tuple[str, Any]]) -> None:
-        """Queue (name, path-or-PIL image) pairs for prediction."""
+    def add_images(self, items: list[tuple[str, Any]], doubts: list | None = None) -> None:
+        """Queue (name, path-or-PIL image) pairs for prediction; `doubts` (one per item) are the
+        label check's rows for images whose label looks wrong."""
         first_new = None
         new_clash = False  # a name now shared by two files: the one listed before shows its folder too
-        for name, source in items:
-            entry = _Entry(key=self._next_key, name=str(name), source=source)
+        for position, (name, source) in enumerate(items):
+            entry = _Entry(key=self._next_key, name=str(name), source=source,
+                           doubt=doubts[position] if doubts is not None else None)
             sharing = self._sources_by_name.setdefault(Path(entry.name).name, set())
             new_clash |= len(sharing) == 1 and entry.name not in sharing
             sharing.add(entry.name)
@@ -1092,8 +1185,9 @@ class InspectView(QWidget):
 
     def clear_images(self) -> None:
         self._runner.cancel_all()
-        if self._suggest_task is not None:
-            self._suggest_task.cancel()
+        for task in (self._suggest_task, self._check_task):
+            if task is not None:
+                task.cancel()
         self._run_generation += 1
         self._entries.clear()
         self._sources_by_name.clear()
@@ -1199,6 +1293,8 @@ class InspectView(QWidget):
         name = self._display_name(entry)
         if entry.labelled is not None:
             return f"{name}\n\u2713 {entry.labelled.class_name}"
+        if entry.doubt is not None:
+            return f"{name}\n{entry.doubt.given} \u2192 {entry.doubt.suggested}?"
         if entry.state == "done" and entry.result and entry.result.prediction is not None:
             topk = getattr(entry.result.prediction, "topk", None) or []
             if topk:

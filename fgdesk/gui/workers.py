@@ -235,7 +235,7 @@ def prepare_loaded(index: Any) -> LoadedDataset:
             rows.append((str(sample.path), f"very small image ({size[0]}×{size[1] - index.crop_bottom} px)"))
     files = [str(sample.path) for sample in index.samples]
     labeler = None
-    if index.layout == "folders" and any(sample.label < 0 for sample in index.samples):
+    if index.layout == "folders" and index.samples:  # unlabeled images to label, or labels to correct
         labeling = core("fgdesk.data.labeling")
         try:
             labeler = labeling.DatasetLabeler(index.root)

@@ -118,6 +118,30 @@ def test_selected_unlabeled_images_are_labelled_from_the_grid_and_the_view_stays
                     and view.thumbnail_model.rowCount() == 5, timeout=30_000)
     assert all(Path(path).is_file() for path in picked) and view.last_label_batch == []
 
+    # A labelled image filed under the wrong class moves to the right one, and back.
+    circle = [view.class_tree.topLevelItem(i) for i in range(view.class_tree.topLevelItemCount())
+              if view.class_tree.topLevelItem(i).text(0) == "class_0_circle"][0]
+    view.class_tree.setCurrentItem(circle)
+    qtbot.waitUntil(lambda: view.thumbnail_model.rowCount() == 4, timeout=10_000)
+    selection.clearSelection()
+    selection.select(view.thumbnail_model.index(0, 0), QItemSelectionModel.SelectionFlag.Select)
+    misfiled = view.thumbnail_model.sample_at(0).path
+    assert view.selected_labelled_paths() == [str(misfiled)] and view.selected_unlabeled_paths() == []
+    menu = view.label_menu()
+    assert [a.text() for a in menu.actions()] == ["Move 1 labelled image to class"]
+    moving = [a for a in menu.actions()[0].menu().actions() if a.text() == "class_2_square"][0]
+    moving.trigger()
+    qtbot.waitUntil(lambda: view._label_task is None and not view.is_loading()
+                    and view.thumbnail_model.rowCount() == 3, timeout=30_000)
+    corrected = view.last_label_batch[0].target  # img_000-2.png: the square class has an img_000.png
+    assert corrected.parent == misfiled.parent.parent / "class_2_square" and corrected.is_file()
+    assert not misfiled.exists()
+    assert view.label_menu().actions()[-1].text() == "Undo moving 1 image to class_2_square"
+    assert view.undo_last_labels()
+    qtbot.waitUntil(lambda: view._label_task is None and not view.is_loading()
+                    and view.thumbnail_model.rowCount() == 4, timeout=30_000)
+    assert misfiled.is_file() and not corrected.exists()
+
     # Another folder opened while a labelling finishes: the moves are reported, nothing is
     # reloaded over the new folder, and "Undo" is not offered there.
     selection.clearSelection()
@@ -127,8 +151,8 @@ def test_selected_unlabeled_images_are_labelled_from_the_grid_and_the_view_stays
     assert view.label_selected("class_0_circle")
     view.load_dataset(other)
     qtbot.waitUntil(lambda: view._label_task is None and not view.is_loading(), timeout=30_000)
-    assert str(view.index.root) == str(other) and view.labeler is None
-    assert view.label_menu().actions() == []
+    assert str(view.index.root) == str(other) and str(view.labeler.root) == str(other)
+    assert not any(action.text().startswith("Undo") for action in view.label_menu().actions())
 
 
 def test_preview_shows_the_image_with_its_details(window, qtbot, demo_set):

@@ -177,7 +177,7 @@ def test_suggest_what_to_label_adds_unlabeled_images_or_says_why_not(inspect, qt
     (run / "config.json").write_text(json.dumps(config))
     view.set_run(run)
     qtbot.waitUntil(lambda: view.current_run() == str(run) and not view._general.busy(), timeout=10_000)
-    assert view._labeler is None  # no unlabeled/ folder yet: nothing to label
+    assert view._labeler is not None  # class folders take corrections, even before unlabeled/ exists
     (data / "unlabeled").mkdir()  # made while the run is shown: found when its images arrive
     for k, image in enumerate(sorted((demo_set / "test").rglob("*.png"))):
         shutil.copy(image, data / "unlabeled" / f"u{k:02d}.png")
@@ -255,3 +255,48 @@ def test_suggest_what_to_label_adds_unlabeled_images_or_says_why_not(inspect, qt
     view.clear_images()
     qtbot.waitUntil(lambda: view._suggest_task is None, timeout=120_000)
     assert view.image_list.count() == 0 and view.last_suggestions == [] and view.last_error_box is None
+
+
+def test_check_labels_lists_a_wrong_label_and_relabel_moves_it_back_to_its_class(window, qtbot, tmp_path):
+    import shutil
+
+    from helpers_runs import make_colour_data, make_run
+
+    data = make_colour_data(tmp_path / "colours")
+    wrong = data / "train" / "blue" / "red0.png"  # a red image filed as blue
+    shutil.move(data / "train" / "red" / "red0.png", wrong)
+    run = make_run(tmp_path / "runs", data, attention="none")
+    view = window.inspect_view
+    window.show_page("inspect")
+    view.refresh_runs(select=str(run))
+    qtbot.waitUntil(lambda: view.current_run() == str(run) and view._labeler is not None, timeout=30_000)
+    messages: list[str] = []
+    view.status_message.connect(messages.append)
+
+    assert view.check_labels()
+    assert not view.check_button.isEnabled()
+    qtbot.waitUntil(lambda: view._check_task is None, timeout=120_000)
+    check = view.last_label_check
+    assert check is not None and check.issues[0].path == str(wrong)
+    assert view.image_list.count() == len(check.issues) and view.check_button.isEnabled()
+    assert view._items[view._entries[0].key].text().endswith("blue \u2192 red?")
+    assert "labels look doubtful" in messages[-1] and "agrees with" in messages[-1]
+
+    view.image_list.setCurrentRow(0)
+    entry = view._current
+    qtbot.waitUntil(lambda: view.label_panel.isVisible(), timeout=10_000)
+    assert view.label_title.text() == "Correct this label" and view.label_button.text() == "Relabel"
+    assert view.label_combo.currentText() == "red" and "Labelled blue; looks like red" in view.label_note.text()
+    assert view.label_current()
+    qtbot.waitUntil(lambda: view._label_task is None, timeout=10_000)
+    moved = data / "train" / "red" / "red0.png"
+    assert moved.is_file() and not wrong.exists() and entry.source == str(moved)
+    assert entry.labelled.previous_class == "blue" and "Relabelled red0.png: blue \u2192 red" in messages[-1]
+    assert view.labels_since_fit == 1 and view.refit_button.isEnabled()
+
+    # Undo puts it back where it was: in blue/, its label doubted again and open to correction.
+    view.image_list.setCurrentRow(0)
+    assert view.undo_last_label()
+    qtbot.waitUntil(lambda: view._label_task is None, timeout=10_000)
+    assert wrong.is_file() and not moved.exists() and entry.labelled is None
+    assert view._current is entry and view.label_button.isEnabled() and view.label_button.text() == "Relabel"
