@@ -3,10 +3,10 @@
 
     python scripts/screenshots.py [--out docs/screenshots] [--epochs 6]
 
-Writes browser.png, training_running.png, training_done.png, inspect.png and labelling.png. With no
-DISPLAY it starts Xvfb when it is installed (the Qt xcb plug-in needs a few Debian
-packages; the script says which are missing), and falls back to Qt's offscreen platform
-otherwise. Everything it creates (demo set, run, thumbnails) lives in a temporary
+Writes browser.png, training_running.png, training_done.png, inspect.png, labelling.png,
+check_labels.png and compare.png. With no DISPLAY it starts Xvfb when it is installed (the
+Qt xcb plug-in needs a few Debian packages; the script says which are missing), and falls
+back to Qt's offscreen platform otherwise. Everything it creates (demo set, run, thumbnails) lives in a temporary
 FGDESK_HOME unless --home is given, so your own runs are not touched.
 """
 from __future__ import annotations
@@ -200,6 +200,22 @@ def take_screenshots(out: Path, epochs: int) -> int:
     inspect.label_as_rank(1)
     wait(lambda: inspect._label_task is None, "the label", 30)
     save("labelling")
+
+    # 4b. Labels that look wrong: two images filed under another class, then Check labels.
+    import shutil
+
+    train_root = Path(dataset.index.root) / "train"
+    classes = sorted(folder for folder in train_root.iterdir() if folder.is_dir() and folder.name != "unlabeled")
+    for k, (source, target) in enumerate(((classes[0], classes[1]), (classes[2], classes[3]))):
+        image = sorted(source.glob("*.png"))[k]
+        shutil.move(image, target / f"misfiled_{k}.png")
+    inspect.clear_images()
+    inspect.check_labels(count=12)
+    wait(lambda: inspect._check_task is None and len(inspect.results()) == len(inspect.last_label_check.issues),
+         "the label check")
+    inspect.image_list.setCurrentRow(0)
+    wait(lambda: inspect.label_panel.isVisible(), "the correction panel", 30)
+    save("check_labels")
 
     # 5. A second run with the attention module off, compared with the first.
     window.show_page("train")

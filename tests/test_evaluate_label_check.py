@@ -101,6 +101,10 @@ def test_a_run_finds_the_red_image_filed_as_blue_and_fgdesk_label_moves_it(colou
     wrong_test = data / "test" / "red" / "blue1.png"
     shutil.move(data / "test" / "blue" / "blue1.png", wrong_test)
 
+    from fgdesk.evaluate.embeddings import EmbeddingCancelled
+
+    with pytest.raises(EmbeddingCancelled):  # as Clear or another run in the app does it
+        check_labels_for_run(run, device="cpu", should_cancel=lambda: True)
     check = check_labels_for_run(run, count=10, method="linear", device="cpu")
     assert check.checked == 22 and check.unchecked == 0 and check.unreadable == 0
     first_two = {(row.path, row.split, row.given, row.suggested) for row in check.issues[:2]}
@@ -125,3 +129,12 @@ def test_a_run_finds_the_red_image_filed_as_blue_and_fgdesk_label_moves_it(colou
     # The embeddings were cached by the first check: the second embeds only the moved files.
     again = check_labels_for_run(run, count=10, method="knn", device="cpu")
     assert str(wrong) not in {row.path for row in again.issues}
+
+
+def test_a_dataset_with_one_labelled_image_per_class_is_refused_with_the_reason(tmp_path):
+    from fgdesk.evaluate.report import EvaluationError
+
+    data = make_colour_data(tmp_path / "colours", per_class=1, test_per_class=0)
+    run = make_run(tmp_path / "runs", data, attention="none")
+    with pytest.raises(EvaluationError, match="each class has a single labelled image"):
+        check_labels_for_run(run, device="cpu")

@@ -479,9 +479,9 @@ def test_unlabeled_images_train_the_encoder_but_stay_out_of_the_monitor_and_clas
     # What to label next comes from unlabeled/ only, with a guessed class for each.
     from fgdesk.evaluate.suggest import suggest_for_run, write_suggestions_csv
 
-    from fgdesk.evaluate.suggest import SuggestCancelled
+    from fgdesk.evaluate.embeddings import EmbeddingCancelled
 
-    with pytest.raises(SuggestCancelled):
+    with pytest.raises(EmbeddingCancelled):
         suggest_for_run(run, count=5, device="cpu", should_cancel=lambda: True)
     suggestions = suggest_for_run(run, count=5, device="cpu")
     assert [s.rank for s in suggestions] == [1, 2, 3, 4, 5]

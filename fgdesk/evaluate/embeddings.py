@@ -91,6 +91,31 @@ def compute_embeddings(
     return _collect(net, vectors, labels, indices, bad)
 
 
+class EmbeddingCancelled(Exception):
+    """`should_cancel()` turned true while images were being embedded; nothing is cached then."""
+
+
+def run_embedder(net: FineGrainedNet, config: RunConfig, crop_bottom: int, device: torch.device,
+                 on_progress: Callable[[str, float], None] | None = None,
+                 should_cancel: Callable[[], bool] | None = None) -> Callable[[str, float, float], Callable]:
+    """`embed(stage, start, end)`: a `compute` for `cached_embeddings` that embeds with the
+    run's settings, reports (stage, fraction) on [start, end] of the whole task's progress,
+    and raises EmbeddingCancelled after any batch once `should_cancel()` says so."""
+
+    def embed(stage: str, start: float, end: float) -> Callable[[Sequence[Sample]], Embeddings]:
+        def progress(done: int, total: int) -> None:
+            if should_cancel is not None and should_cancel():
+                raise EmbeddingCancelled(f"cancelled after embedding {done} of {total} images")
+            if on_progress:
+                on_progress(stage, start + (end - start) * done / max(1, total))
+
+        return lambda samples: compute_embeddings(net, samples, config.data.eval_size, crop_bottom=crop_bottom,
+                                                  device=device, num_workers=config.data.num_workers,
+                                                  on_progress=progress)
+
+    return embed
+
+
 @dataclass
 class DecodedImages:
     """Evaluation images decoded once: resized and centre-cropped uint8 pixels (N, 3, S, S)."""

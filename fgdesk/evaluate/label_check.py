@@ -139,10 +139,6 @@ def find_label_issues(probabilities: torch.Tensor, labels: torch.Tensor) -> list
 # -- for a run ------------------------------------------------------------------------------
 
 
-class CheckCancelled(Exception):
-    """`should_cancel` turned true while the images were being embedded."""
-
-
 @dataclass
 class LabelCheckRow:
     rank: int  # 1: likeliest mistake
@@ -177,32 +173,18 @@ def check_labels_for_run(run_dir, count: int = SHOWN_ISSUES, method: str = DEFAU
     label miscounts the scores) whose label looks wrong, with the class they look like.
 
     Embeddings come from the run's cache, so after a classifier fit this embeds nothing.
-    `should_cancel()` is asked after every batch that is embedded."""
-    from fgdesk.evaluate.embeddings import cached_embeddings, compute_embeddings, load_encoder
-    from fgdesk.evaluate.report import EvaluationError, open_dataset, training_samples
-    from fgdesk.train.device import select_device
+    `should_cancel()` is asked after every batch that is embedded (EmbeddingCancelled)."""
+    from fgdesk.evaluate.embeddings import cached_embeddings, run_embedder
+    from fgdesk.evaluate.report import EvaluationError, open_run, training_samples
 
     if method not in METHODS:
         raise EvaluationError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     run_dir = Path(run_dir)
-    torch_device = select_device(device)
-    if on_progress:
-        on_progress("loading the model", 0.0)
-    net, config, checkpoint_path = load_encoder(run_dir, device=torch_device)
-    index = open_dataset(run_dir, config)
+    net, config, checkpoint_path, index, torch_device = open_run(run_dir, device, on_progress)
     if not index.labelled():
         raise EvaluationError(f"the dataset at {index.root} has no labels to check ({index.layout} layout)")
 
-    def embed(stage: str, start: float, end: float):
-        def progress(done: int, total: int) -> None:
-            if should_cancel is not None and should_cancel():
-                raise CheckCancelled(f"cancelled after embedding {done} of {total} images")
-            if on_progress:
-                on_progress(stage, start + (end - start) * done / max(1, total))
-
-        return lambda samples: compute_embeddings(net, samples, config.data.eval_size, crop_bottom=index.crop_bottom,
-                                                  device=torch_device, num_workers=config.data.num_workers,
-                                                  on_progress=progress)
+    embed = run_embedder(net, config, index.crop_bottom, torch_device, on_progress, should_cancel)
 
     # The same split names as the evaluation, so both share one cache.
     parts = [("train", training_samples(index), 0.02, 0.45),
@@ -221,6 +203,10 @@ def check_labels_for_run(run_dir, count: int = SHOWN_ISSUES, method: str = DEFAU
         raise EvaluationError(f"none of the labelled images of {index.root} could be read")
     all_vectors, all_labels = torch.cat(vectors), torch.cat(labels)
     num_classes = len(index.classes)
+    if int(torch.bincount(all_labels, minlength=num_classes).max()) < 2:
+        raise EvaluationError(
+            f"no label of {index.root} can be checked: each class has a single labelled image, and a label is "
+            "judged by the other images of its class")
     if on_progress:
         on_progress("checking the labels", 0.85)
 

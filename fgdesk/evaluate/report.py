@@ -249,14 +249,20 @@ def open_dataset(run_dir: Path, checkpoint_config: RunConfig) -> DatasetIndex:
         ) from exc
 
 
-def _prepare(run_dir: Path, device: str, on_progress: Progress | None, train_end: float, test_end: float) -> _Prepared:
-    run_dir = Path(run_dir)
+def open_run(run_dir: Path, device: str, on_progress: Progress | None = None
+             ) -> tuple[FineGrainedNet, RunConfig, Path, DatasetIndex, torch.device]:
+    """(encoder, config, checkpoint path, dataset index, device) of a run, for the tasks that embed its images."""
     torch_device = select_device(device)
     if on_progress:
         on_progress("loading the model", 0.0)
-    net, config, checkpoint_path = load_encoder(run_dir, device=torch_device)
+    net, config, checkpoint_path = load_encoder(Path(run_dir), device=torch_device)
+    return net, config, checkpoint_path, open_dataset(Path(run_dir), config), torch_device
+
+
+def _prepare(run_dir: Path, device: str, on_progress: Progress | None, train_end: float, test_end: float) -> _Prepared:
+    run_dir = Path(run_dir)
+    net, config, checkpoint_path, index, torch_device = open_run(run_dir, device, on_progress)
     epoch = _checkpoint_epoch(checkpoint_path)
-    index = open_dataset(run_dir, config)
     if not index.labelled():
         raise EvaluationError(
             f"the dataset at {index.root} has no class labels ({index.layout} layout); kNN and linear "

@@ -131,10 +131,6 @@ def _k_center(pool: torch.Tensor, labelled: torch.Tensor, taken: list[int], coun
 # -- for a run ------------------------------------------------------------------------------
 
 
-class SuggestCancelled(Exception):
-    """`should_cancel` turned true while the images were being embedded."""
-
-
 @dataclass
 class LabelSuggestion:
     rank: int  # 1: label first
@@ -151,20 +147,15 @@ def suggest_for_run(run_dir, count: int = 50, device: str = "auto", seed: int = 
     without labels) that are most worth labelling next, with the class a kNN vote guesses.
 
     Embedding a large pool takes a while: `should_cancel()` is asked after every batch, and
-    SuggestCancelled raised when it says so (nothing is cached then)."""
+    EmbeddingCancelled raised when it says so (nothing is cached then)."""
     from pathlib import Path
 
-    from fgdesk.evaluate.embeddings import cached_embeddings, compute_embeddings, load_encoder
+    from fgdesk.evaluate.embeddings import cached_embeddings, run_embedder
     from fgdesk.evaluate.knn import knn_scores
-    from fgdesk.evaluate.report import KNN_K, KNN_TEMPERATURE, EvaluationError, open_dataset, training_samples
-    from fgdesk.train.device import select_device
+    from fgdesk.evaluate.report import KNN_K, KNN_TEMPERATURE, EvaluationError, open_run, training_samples
 
     run_dir = Path(run_dir)
-    torch_device = select_device(device)
-    if on_progress:
-        on_progress("loading the model", 0.0)
-    net, config, checkpoint_path = load_encoder(run_dir, device=torch_device)
-    index = open_dataset(run_dir, config)
+    net, config, checkpoint_path, index, torch_device = open_run(run_dir, device, on_progress)
     labelled = index.labelled()
     pool_samples = index.split("unlabeled") if labelled else list(index.samples)
     if not pool_samples:
@@ -174,17 +165,7 @@ def suggest_for_run(run_dir, count: int = 50, device: str = "auto", seed: int = 
         )
     labelled_samples = training_samples(index) if labelled else []
 
-    def embed(stage: str, start: float, end: float):
-        def progress(done: int, total: int) -> None:
-            if should_cancel is not None and should_cancel():
-                raise SuggestCancelled(f"cancelled after embedding {done} of {total} images")
-            if on_progress:
-                on_progress(stage, start + (end - start) * done / max(1, total))
-
-        return lambda samples: compute_embeddings(net, samples, config.data.eval_size, crop_bottom=index.crop_bottom,
-                                                  device=torch_device, num_workers=config.data.num_workers,
-                                                  on_progress=progress)
-
+    embed = run_embedder(net, config, index.crop_bottom, torch_device, on_progress, should_cancel)
     known = cached_embeddings(run_dir, checkpoint_path, "train", embed("embedding labelled images", 0.02, 0.4),
                               labelled_samples) if labelled_samples else None
     pool = cached_embeddings(run_dir, checkpoint_path, "unlabeled", embed("embedding unlabeled images", 0.4, 0.9),
