@@ -95,15 +95,21 @@ def cleanlab_end_to_end(vectors, noisy, num_classes, seed):
     probabilities = estimate_cv_predicted_probabilities(
         features, labels, clf=LogisticRegression(max_iter=1000), cv_n_folds=FOLDS, seed=seed)
     ranked = cl_find(labels, probabilities, return_indices_ranked_by="self_confidence").tolist()
-    return ranked, {int(i): int(probabilities[i].argmax()) for i in ranked}, None
+    return ranked, likeliest_other(torch.from_numpy(probabilities), noisy, ranked), None
+
+
+def likeliest_other(probabilities: torch.Tensor, given: torch.Tensor, rows: list[int]) -> dict[int, int]:
+    """The class each flagged image looks most like besides its given one (cleanlab names none)."""
+    others = probabilities.clone().float()
+    others[torch.arange(len(given)), given] = -1.0
+    return {int(i): int(others[i].argmax()) for i in rows}
 
 
 def cleanlab_filter_on(probabilities: torch.Tensor, noisy: torch.Tensor) -> tuple[list[int], dict[int, int]]:
     from cleanlab.filter import find_label_issues as cl_find
 
-    p = probabilities.numpy()
-    ranked = cl_find(noisy.numpy(), p, return_indices_ranked_by="self_confidence").tolist()
-    return ranked, {int(i): int(p[i].argmax()) for i in ranked}
+    ranked = cl_find(noisy.numpy(), probabilities.numpy(), return_indices_ranked_by="self_confidence").tolist()
+    return ranked, likeliest_other(probabilities, noisy, ranked)
 
 
 def embed_dataset(data: Path, run: Path | None, seed: int) -> dict[str, Any]:

@@ -140,13 +140,16 @@ def fit_linear(
     y_all = labels.long().to(device)
     if int(y_all.min()) < 0 or int(y_all.max()) >= num_classes:
         raise ValueError(f"labels must lie in [0, {num_classes}); got {int(y_all.min())}..{int(y_all.max())}")
-    fit_idx, val_idx = stratified_split(labels, val_fraction, seed)
     decays = sorted({float(d) for d in weight_decays}, reverse=True)
+    if len(decays) > 1:
+        fit_idx, val_idx = stratified_split(labels, val_fraction, seed)
+    else:  # a single candidate needs no choosing: no validation split, one fit on everything
+        fit_idx, val_idx = torch.arange(len(labels)), torch.zeros(0, dtype=torch.long)
     steps = (len(decays) if len(val_idx) else 0) + 1
     done = 0
     val_accuracy: dict[float, float] = {}
     val_loss: dict[float, float] = {}
-    chosen = DEFAULT_WEIGHT_DECAY
+    chosen = decays[0] if len(decays) == 1 else DEFAULT_WEIGHT_DECAY
     start: tuple[torch.Tensor, torch.Tensor] | None = None
     if len(val_idx) and len(fit_idx) and decays:
         x_fit, y_fit = x_all[fit_idx.to(device)], y_all[fit_idx.to(device)]
@@ -169,7 +172,7 @@ def fit_linear(
                 on_progress(done, steps)
         say("linear probe: weight decay %g chosen on %d validation embeddings (accuracy %s)",
                  chosen, len(val_idx), ", ".join(f"{d:g}: {a:.3f}" for d, a in val_accuracy.items()))
-    else:
+    elif len(decays) > 1:
         say("linear probe: too few examples per class for a validation split; weight decay %g", chosen)
 
     mean, std = _standardise(x_all)
