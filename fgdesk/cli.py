@@ -104,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "test split) is judged by a classifier that never saw its label, and lists the images whose "
                     "label it doubts (confident learning), likeliest mistakes first, with the class each looks "
                     "like. Write them with --csv, fill in the label column with the right class (or the one "
-                    "given, to keep it), and `fgdesk label RUN --csv FILE` moves each image.")
+                    "given, to keep it), and `fgdesk label RUN --csv FILE` moves each image; a label kept that "
+                    "way is logged and not listed again.")
     check.add_argument("run", type=Path, help="run folder")
     check.add_argument("--count", type=int, default=50, help="how many suspects to list (default 50)")
     check.add_argument("--csv", type=Path, help="also write them to this CSV file")
@@ -503,6 +504,8 @@ def cmd_check_labels(args: argparse.Namespace) -> int:
               f"{row.suggested:<{suggested_width}}  {100 * row.suggested_probability:>3.0f}%  {shown(row.path)}")
     summary = (f"{check.suspects} of {check.checked} labelled images have a label the classifier doubts"
                + (f"; the {len(check.issues)} likeliest are listed" if check.suspects > len(check.issues) else ""))
+    if check.kept:
+        summary += f"; {check.kept} more were checked and kept before, and are not listed"
     if check.unchecked:
         summary += f"; {check.unchecked} not checked (the only labelled image of their class)"
     if check.unreadable:

@@ -211,8 +211,10 @@ def take_screenshots(out: Path, epochs: int) -> int:
         shutil.move(image, target / f"misfiled_{k}.png")
     inspect.clear_images()
     inspect.check_labels(count=12)
-    wait(lambda: inspect._check_task is None and len(inspect.results()) == len(inspect.last_label_check.issues),
-         "the label check")
+    wait(lambda: inspect._check_task is None, "the label check")
+    if inspect.last_label_check is None:
+        raise RuntimeError("the label check failed; see the log above")
+    wait(lambda: len(inspect.results()) == len(inspect.last_label_check.issues), "predictions of the doubted images")
     inspect.image_list.setCurrentRow(0)
     wait(lambda: inspect.label_panel.isVisible(), "the correction panel", 30)
     save("check_labels")

@@ -135,6 +135,9 @@ def test_train_eval_predict_export_end_to_end(demo, tmp_path):
     assert f"relabelled test/class_1_triangle/{wrong.name} -> test/class_2_square/{wrong.stem}-2.png  " \
            "(class_1_triangle -> class_2_square)" in applied, applied
     assert "0 image(s) labelled, 1 relabelled, 1 kept as labelled" in applied, applied
+    from fgdesk.data.labeling import confirmed_labels
+
+    assert confirmed_labels(demo) == {f"test/class_1_triangle/{kept.name}": "class_1_triangle"}  # not listed again
     assert "undid 1 label(s)" in fgdesk_here("label", run, "--undo").stdout and wrong.is_file()
 
 

@@ -447,3 +447,21 @@ def test_a_table_corrects_labels_and_skips_rows_that_keep_theirs(flat, tmp_path)
     assert (result.kept, result.skipped, result.errors) == (1, 1, [])
     assert sorted(p.name for p in (flat / "a").iterdir()) == ["a1.png", "a2.png", "b2.png"]
     assert sorted(p.name for p in (flat / "b").iterdir()) == ["a0.png", "b0.png", "b1.png"]
+
+
+def test_a_label_kept_after_a_check_is_logged_until_the_file_moves_or_it_is_taken_back(flat):
+    labeler = DatasetLabeler(flat)
+    kept = labeler.confirm(flat / "a" / "a0.png")
+    assert (kept.image, kept.class_name) == (flat / "a" / "a0.png", "a")
+    labeler.confirm(flat / "b" / "b0.png")
+    assert labeling.confirmed_labels(flat) == {"a/a0.png": "a", "b/b0.png": "b"}
+    assert labeler.logged_moves() == []  # nothing moved: --undo takes back moves only
+    with pytest.raises(LabelingError, match="only a label can be kept"):
+        labeler.confirm(flat / "unlabeled" / "x.png")
+
+    labeler.undo(kept)  # Undo in the app takes a kept label back
+    assert labeling.confirmed_labels(flat) == {"b/b0.png": "b"}
+    labeler.assign(flat / "b" / "b0.png", "a")  # corrected later after all: the old confirmation ends
+    assert labeling.confirmed_labels(flat) == {}
+    rows = list(csv.DictReader(open(flat / LABEL_LOG, encoding="utf-8")))
+    assert [r["action"] for r in rows] == ["confirm", "confirm", "unconfirm", "relabel"]

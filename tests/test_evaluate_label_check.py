@@ -110,6 +110,15 @@ def test_a_run_finds_the_red_image_filed_as_blue_and_fgdesk_label_moves_it(colou
     first_two = {(row.path, row.split, row.given, row.suggested) for row in check.issues[:2]}
     assert first_two == {(str(wrong), "train", "blue", "red"), (str(wrong_test), "test", "red", "blue")}
 
+    # A label a person checked and kept is not listed again, until the confirmation is taken back.
+    labeler = DatasetLabeler(data)
+    kept = labeler.confirm(wrong_test)
+    again = check_labels_for_run(run, count=10, method="linear", device="cpu")
+    assert str(wrong_test) not in {row.path for row in again.issues} and str(wrong) == again.issues[0].path
+    assert (again.kept, again.suspects) == (1, check.suspects - 1)
+    labeler.undo(kept)
+    assert str(wrong_test) in {row.path for row in check_labels_for_run(run, count=10, device="cpu").issues}
+
     table = tmp_path / "issues.csv"
     write_label_check_csv(table, check)
     rows = list(csv.DictReader(open(table, encoding="utf-8")))
@@ -122,13 +131,14 @@ def test_a_run_finds_the_red_image_filed_as_blue_and_fgdesk_label_moves_it(colou
         writer.writerows(rows)
     result = apply_label_table(DatasetLabeler(data), table)
     assert result.errors == [] and result.kept == len(rows) - 2
+    kept_rows = {row["path"] for row in rows} - {str(wrong), str(wrong_test)}
     assert {(m.previous_class, m.class_name, m.target) for m in result.moves} == {
         ("blue", "red", data / "train" / "red" / "red0.png"), ("red", "blue", data / "test" / "blue" / "blue1.png")}
     assert not wrong.exists() and not wrong_test.exists()
 
-    # The embeddings were cached by the first check: the second embeds only the moved files.
-    again = check_labels_for_run(run, count=10, method="knn", device="cpu")
-    assert str(wrong) not in {row.path for row in again.issues}
+    # The corrected images are no longer doubted, and the labels the table kept are not listed.
+    after = check_labels_for_run(run, count=10, method="knn", device="cpu")
+    assert not {row.path for row in after.issues} & (kept_rows | {str(wrong), str(wrong_test)})
 
 
 def test_a_dataset_with_one_labelled_image_per_class_is_refused_with_the_reason(tmp_path):

@@ -62,6 +62,14 @@ class LabelMove:
         return "relabel" if self.previous_class else "label"
 
 
+@dataclass(frozen=True)
+class LabelConfirmation:
+    """A label checked by a person and kept as it is: the label check lists the image no more."""
+
+    image: Path
+    class_name: str
+
+
 class DatasetLabeler:
     """The class folders of one dataset and the moves that label its unlabeled images."""
 
@@ -254,8 +262,25 @@ class DatasetLabeler:
         self._log(move.action, move)
         return move
 
-    def undo(self, move: LabelMove) -> Path:
-        """Put a labelled image back where it was; folders the label made are removed when empty."""
+    def confirm(self, image: str | os.PathLike[str]) -> LabelConfirmation:
+        """Record that the label of `image` was checked and is right (a `confirm` line in the
+        log), so the label check lists it no more; nothing moves."""
+        path = Path(os.path.abspath(Path(image).expanduser()))
+        if not path.is_file():
+            raise LabelingError(f"{path} no longer exists (moved or deleted since it was listed)")
+        name = self.class_of(path)
+        if name is None:
+            raise LabelingError(f"{path} is not in a class folder of {self.root}; only a label can be kept")
+        confirmation = LabelConfirmation(path, name)
+        self._log("confirm", LabelMove(path, path, name))
+        return confirmation
+
+    def undo(self, move: LabelMove | LabelConfirmation) -> Path:
+        """Put a labelled image back where it was; folders the label made are removed when empty.
+        A confirmation is taken back: the label check may list the image again."""
+        if isinstance(move, LabelConfirmation):
+            self._log("unconfirm", LabelMove(move.image, move.image, move.class_name))
+            return move.image
         if not move.target.is_file():
             raise LabelingError(f"{move.target} is no longer there; it cannot be moved back")
         try:
@@ -344,8 +369,12 @@ class DatasetLabeler:
                 handle.flush()
                 os.fsync(handle.fileno())
         except OSError as exc:  # the move itself is done and must be reported as done
-            message = (f"{_relative(self.root, move.source)} -> {_relative(self.root, move.target)} was not written to "
-                       f"{self.log_path} ({exc.strerror or exc}); it cannot be undone from the log")
+            if action in ("confirm", "unconfirm"):
+                message = (f"that the label of {_relative(self.root, move.source)} was checked was not written to "
+                           f"{self.log_path} ({exc.strerror or exc}); the label check may list it again")
+            else:
+                message = (f"{_relative(self.root, move.source)} -> {_relative(self.root, move.target)} was not written "
+                           f"to {self.log_path} ({exc.strerror or exc}); it cannot be undone from the log")
             log.warning("%s", message)
             self.warnings.append(message)
 
@@ -417,6 +446,31 @@ def _lookup_key(relative: str) -> str:
     return unicodedata.normalize("NFC", relative)
 
 
+def confirmed_labels(root: str | os.PathLike[str]) -> dict[str, str]:
+    """{NFC path relative to the root: class} of the images whose label a person kept as it
+    is, read from the dataset's label log (empty without one). A later move of the file, or
+    of another file onto its name, ends the confirmation."""
+    log_path = Path(root) / LABEL_LOG
+    confirmed: dict[str, str] = {}
+    try:
+        with open(log_path, newline="", encoding="utf-8", errors="replace") as handle:
+            for row in csv.DictReader(handle):
+                action = row.get("action")
+                source, target = (row.get("from") or "").strip(), (row.get("to") or "").strip()
+                if not source or not target:
+                    continue  # a damaged line: the others still count
+                if action == "confirm":
+                    confirmed[_lookup_key(target)] = (row.get("class") or "").strip()
+                else:  # unconfirm, or a move from or onto that name
+                    confirmed.pop(_lookup_key(source), None)
+                    confirmed.pop(_lookup_key(target), None)
+    except FileNotFoundError:
+        pass
+    except (OSError, csv.Error) as exc:
+        log.warning("cannot read %s for the labels kept: %s", log_path, exc)
+    return confirmed
+
+
 def dataset_folder(path: str | os.PathLike[str]) -> Path:
     """A dataset folder as given, or the dataset a run folder (one with config.json) was trained on."""
     from fgdesk.config import RunConfig
@@ -482,7 +536,12 @@ def apply_label_table(labeler: DatasetLabeler, path: str | os.PathLike[str], all
         current = labeler.class_of(image)
         if current is not None and unicodedata.normalize("NFC", current).casefold() == \
                 unicodedata.normalize("NFC", name.strip()).casefold():
-            result.kept += 1  # a checked label confirmed as it is: nothing to move
+            result.kept += 1  # a checked label kept as it is: logged, so the label check lists it no more
+            if not dry_run:
+                try:
+                    labeler.confirm(image)
+                except LabelingError as exc:
+                    result.errors.append((line, str(exc)))
             continue
         try:
             act = labeler.plan if dry_run else labeler.assign

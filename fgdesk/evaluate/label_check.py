@@ -158,13 +158,14 @@ class LabelCheckRow:
 @dataclass
 class LabelCheck:
     issues: list[LabelCheckRow]  # the surest `count` suspects
-    suspects: int  # every image flagged, shown or not: an estimate of the wrong labels
+    suspects: int  # every image flagged, shown or not, but for those kept before
     checked: int  # labelled images checked
     unchecked: int  # labelled images of a class with no other labelled image
     unreadable: int
     method: str
     dataset: str
     agreement: float  # share of the checked labels the judging classifier agrees with
+    kept: int = 0  # flagged images whose label a person checked and kept before: not listed
 
     @property
     def weak_judge(self) -> bool:
@@ -179,6 +180,9 @@ def check_labels_for_run(run_dir, count: int = SHOWN_ISSUES, method: str = DEFAU
 
     Embeddings come from the run's cache, so after a classifier fit this embeds nothing.
     `should_cancel()` is asked after every batch that is embedded (EmbeddingCancelled)."""
+    import unicodedata
+
+    from fgdesk.data.labeling import confirmed_labels
     from fgdesk.evaluate.embeddings import cached_embeddings, run_embedder
     from fgdesk.evaluate.report import EvaluationError, open_run, training_samples
 
@@ -221,6 +225,23 @@ def check_labels_for_run(run_dir, count: int = SHOWN_ISSUES, method: str = DEFAU
 
     probabilities = cross_validated_probabilities(all_vectors, all_labels, num_classes, method, folds, seed, fitted)
     found = find_label_issues(probabilities, all_labels)
+    # Labels a person already checked and kept (Keep label, or the table's label column) are not listed again.
+    confirmed = confirmed_labels(index.root)
+    if confirmed:
+        root = Path(index.root)
+
+        def kept(issue: LabelIssue) -> bool:
+            path = Path(samples[issue.index].path)
+            try:
+                key = unicodedata.normalize("NFC", path.relative_to(root).as_posix())
+            except ValueError:
+                return False
+            return confirmed.get(key) == index.classes[issue.given]
+
+        listed = [issue for issue in found if not kept(issue)]
+        kept_count, found = len(found) - len(listed), listed
+    else:
+        kept_count = 0
     members = torch.bincount(all_labels, minlength=num_classes)
     checkable = members[all_labels] >= 2
     unchecked = int((~checkable).sum())
@@ -237,7 +258,7 @@ def check_labels_for_run(run_dir, count: int = SHOWN_ISSUES, method: str = DEFAU
     if on_progress:
         on_progress("done", 1.0)
     return LabelCheck(rows, len(found), len(samples) - unchecked, unchecked, unreadable, method, str(index.root),
-                      agreement)
+                      agreement, kept_count)
 
 
 def write_label_check_csv(path, check: LabelCheck) -> None:

@@ -263,7 +263,8 @@ class InspectView(QWidget):
         self._labeler = None  # fgdesk.data.labeling.DatasetLabeler of the run's dataset, when it takes labels
         self._labeler_generation = 0
         self._label_task = None
-        self.label_history: list = []  # (entry key, LabelMove, DatasetLabeler), oldest first: what Undo takes back
+        # (entry key, LabelMove or LabelConfirmation, DatasetLabeler), oldest first: what Undo takes back
+        self.label_history: list = []
         self._label_text_for: tuple[int, bool] | None = None  # (entry, whether the guess filled the box)
         self.labels_since_fit = 0  # labels given here since the run's classifier was last fitted
         self._refit_task = None
@@ -526,6 +527,11 @@ class InspectView(QWidget):
                          "Keys 1-5 label it as the prediction of that rank, Ctrl+Z undoes.")
         self.label_title = title
         head.addWidget(title, 1)
+        self.keep_label_button = QPushButton("Keep")
+        self.keep_label_button.setToolTip("The label is right: keep it, and leave this image out of later label "
+                                          "checks (recorded in the dataset's label log)")
+        self.keep_label_button.clicked.connect(lambda: self.keep_current_label())
+        head.addWidget(self.keep_label_button)
         self.undo_label_button = QPushButton("Undo")
         self.undo_label_button.setToolTip("Move the image labelled last back where it was (Ctrl+Z)")
         self.undo_label_button.clicked.connect(lambda: self.undo_last_label())
@@ -850,15 +856,21 @@ class InspectView(QWidget):
         correcting = entry.doubt is not None and (labelled or not self._in_pool(entry))
         self.label_title.setText("Correct this label" if correcting else "Label this image")
         self.label_button.setText("Relabel" if correcting else "Label")
+        self.keep_label_button.setVisible(correcting)
+        self.keep_label_button.setEnabled(correcting and not labelled and not busy)
         if labelled:
             move = entry.labelled
             self.label_combo.setEditText(move.class_name)
-            self.label_note.setText(f"Moved to {self._shown_path(move.target)}")
-            self.label_note.setToolTip(str(move.target))
+            if self._is_kept(move):
+                self.label_note.setText(f"Kept as {move.class_name}")
+                self.label_note.setToolTip("Checked and right: later label checks leave it out")
+            else:
+                self.label_note.setText(f"Moved to {self._shown_path(move.target)}")
+                self.label_note.setToolTip(str(move.target))
             return
         if correcting:
             doubt = entry.doubt
-            self.label_note.setText(f"Labelled {entry.held_class}; looks like {doubt.suggested}")
+            self.label_note.setText(f"Filed under {entry.held_class}")
             self.label_note.setToolTip(
                 f"A classifier that never saw this image's label gives {entry.held_class} "
                 f"{format_percent(doubt.given_probability)} and {doubt.suggested} "
@@ -877,6 +889,39 @@ class InspectView(QWidget):
             self._label_text_for = (entry.key, bool(guess))
         self.label_note.setText("")  # the keys are in the tooltips; the row keeps Refit's room
         self.label_note.setToolTip("")
+
+    @staticmethod
+    def _is_kept(done) -> bool:
+        return isinstance(done, workers.core("fgdesk.data.labeling").LabelConfirmation)
+
+    def keep_current_label(self) -> bool:
+        """The shown image's doubted label is right: record it (off the GUI thread) so later
+        checks leave the image out, and go on to the next image to decide on."""
+        entry, labeler = self._current, self._labeler
+        if entry is None or entry.labelled is not None or not self._doubted(entry) or self._label_task is not None:
+            return False
+        source, key = entry.source, entry.key
+        self._label_task = self._general.start(
+            lambda ctx: labeler.confirm(source), on_done=lambda kept: self._on_kept(key, kept, labeler),
+            on_failed=self._on_label_failed, name="keep label",
+        )
+        self._update_label_panel()
+        return True
+
+    def _on_kept(self, key: int, kept, labeler) -> None:
+        self._label_task = None
+        self.label_history.append((key, kept, labeler))
+        entry = self._entry(key)
+        if entry is not None:
+            entry.labelled = kept
+            self._set_item_text(entry)
+        self.status_message.emit(f"Kept {Path(kept.image).name} as {kept.class_name}: later label checks leave it out")
+        self._show_label_warnings(labeler)
+        following = self._next_unlabeled(entry)
+        if following is not None:
+            self.image_list.setCurrentItem(self._items[following.key])
+        elif self._current is not None:
+            self._show_entry(self._current)
 
     def _shown_path(self, path) -> str:
         try:
@@ -947,7 +992,8 @@ class InspectView(QWidget):
         self.labels_changed.emit(str(labeler.root), 1)
         done = (f"Relabelled {Path(move.target).name}: {move.previous_class} \u2192 {move.class_name}" if move.previous_class
                 else f"Labelled {Path(move.target).name} as {move.class_name}")
-        self.status_message.emit(f"{done} ({len(self.label_history)} this session): Refit classifier uses the new labels")
+        given = sum(1 for _key, done_before, _labeler in self.label_history if not self._is_kept(done_before))
+        self.status_message.emit(f"{done} ({given} this session): Refit classifier uses the new labels")
         self._show_label_warnings(labeler)
         following = self._next_unlabeled(entry)
         if following is not None:
@@ -1000,6 +1046,17 @@ class InspectView(QWidget):
     def _on_unlabelled(self, key: int, move, labeler) -> None:
         self._label_task = None
         self.label_history.pop()
+        if self._is_kept(move):  # nothing moved: the image is open to a decision again
+            entry = self._entry(key)
+            if entry is not None:
+                entry.labelled = None
+                self._set_item_text(entry)
+                self.image_list.setCurrentItem(self._items[key])
+            self.status_message.emit(f"{Path(move.image).name} is no longer kept: label checks may list it again")
+            self._show_label_warnings(labeler)
+            if self._current is not None:
+                self._show_entry(self._current)
+            return
         self.labels_since_fit = max(0, self.labels_since_fit - 1)
         entry = self._entry(key)
         if entry is not None:
@@ -1292,9 +1349,10 @@ class InspectView(QWidget):
     def _item_text(self, entry: _Entry) -> str:
         name = self._display_name(entry)
         if entry.labelled is not None:
-            return f"{name}\n\u2713 {entry.labelled.class_name}"
-        if entry.doubt is not None:
-            return f"{name}\n{entry.doubt.given} \u2192 {entry.doubt.suggested}?"
+            kept = "kept " if self._is_kept(entry.labelled) else ""
+            return f"{name}\n\u2713 {kept}{entry.labelled.class_name}"
+        if entry.doubt is not None:  # the class it is filed under is in the title; the list is narrow
+            return f"{name}\n\u2192 {entry.doubt.suggested}?"
         if entry.state == "done" and entry.result and entry.result.prediction is not None:
             topk = getattr(entry.result.prediction, "topk", None) or []
             if topk:
@@ -1352,6 +1410,12 @@ class InspectView(QWidget):
         self._fill_topk(topk)
         if topk and not result.error:
             self.image_subtitle.setText(f"Predicted {topk[0][0]} ({format_percent(topk[0][1])})")
+        if self._doubted(entry) and entry.labelled is None:
+            doubt = entry.doubt
+            self.image_subtitle.setText(
+                f"Filed under {entry.held_class}, looks like {doubt.suggested} "
+                f"({format_percent(doubt.suggested_probability)} to a classifier that never saw its label)"
+                + (f" · predicted {topk[0][0]} ({format_percent(topk[0][1])})" if topk and not result.error else ""))
         self._fill_neighbours(result)
         keys = layer_order(result.display_maps.keys()) if result.display_image is not None else []
         self._build_layers(keys)

@@ -201,6 +201,7 @@ def test_suggest_what_to_label_adds_unlabeled_images_or_says_why_not(inspect, qt
     source = Path(first.source)
     predicted = first.result.prediction.topk[0][0]
     assert view.label_combo.currentText() == predicted
+    assert view.label_title.text() == "Label this image" and not view.keep_label_button.isVisible()
     # What the user types stays, even when the image is shown again (as when its prediction lands).
     view.label_combo.setEditText("typed by hand")
     view.label_combo.lineEdit().textEdited.emit("typed by hand")
@@ -279,14 +280,16 @@ def test_check_labels_lists_a_wrong_label_and_relabel_moves_it_back_to_its_class
     check = view.last_label_check
     assert check is not None and check.issues[0].path == str(wrong)
     assert view.image_list.count() == len(check.issues) and view.check_button.isEnabled()
-    assert view._items[view._entries[0].key].text().endswith("blue \u2192 red?")
+    assert view._items[view._entries[0].key].text().endswith("\u2192 red?")
     assert "labels look doubtful" in messages[-1] and "agrees with" in messages[-1]
 
     view.image_list.setCurrentRow(0)
     entry = view._current
     qtbot.waitUntil(lambda: view.label_panel.isVisible(), timeout=10_000)
     assert view.label_title.text() == "Correct this label" and view.label_button.text() == "Relabel"
-    assert view.label_combo.currentText() == "red" and "Labelled blue; looks like red" in view.label_note.text()
+    assert view.label_combo.currentText() == "red" and view.label_note.text() == "Filed under blue"
+    qtbot.waitUntil(lambda: entry.result is not None, timeout=120_000)
+    assert view.image_subtitle.text().startswith("Filed under blue, looks like red (")
     assert view.label_current()
     qtbot.waitUntil(lambda: view._label_task is None, timeout=10_000)
     moved = data / "train" / "red" / "red0.png"
@@ -300,3 +303,16 @@ def test_check_labels_lists_a_wrong_label_and_relabel_moves_it_back_to_its_class
     qtbot.waitUntil(lambda: view._label_task is None, timeout=10_000)
     assert wrong.is_file() and not moved.exists() and entry.labelled is None
     assert view._current is entry and view.label_button.isEnabled() and view.label_button.text() == "Relabel"
+
+    # Keep: the label is recorded as checked (later checks leave it out); Undo takes that back.
+    from fgdesk.data.labeling import confirmed_labels
+
+    assert view.keep_label_button.isVisible() and view.keep_current_label()
+    qtbot.waitUntil(lambda: view._label_task is None, timeout=10_000)
+    assert confirmed_labels(data) == {"train/blue/red0.png": "blue"} and wrong.is_file()
+    assert view._items[entry.key].text().endswith("\u2713 kept blue") and view.labels_since_fit == 0
+    view.image_list.setCurrentRow(0)
+    assert view.label_note.text() == "Kept as blue" and not view.keep_label_button.isEnabled()
+    assert view.undo_last_label()
+    qtbot.waitUntil(lambda: view._label_task is None, timeout=10_000)
+    assert confirmed_labels(data) == {} and entry.labelled is None and view.keep_label_button.isEnabled()
