@@ -391,6 +391,9 @@ class InspectView(QWidget):
         self.image_title = QLabel()
         self.image_title.setObjectName("Title")
         self.image_subtitle = muted_label(wrap=False)
+        # A long path or note must not widen this column and squeeze the image list: cut it, and
+        # the tooltip holds it whole.
+        self.image_subtitle.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         titles = QVBoxLayout()
         titles.setSpacing(0)
         titles.addWidget(self.image_title)
@@ -527,11 +530,6 @@ class InspectView(QWidget):
                          "Keys 1-5 label it as the prediction of that rank, Ctrl+Z undoes.")
         self.label_title = title
         head.addWidget(title, 1)
-        self.keep_label_button = QPushButton("Keep")
-        self.keep_label_button.setToolTip("The label is right: keep it, and leave this image out of later label "
-                                          "checks (recorded in the dataset's label log)")
-        self.keep_label_button.clicked.connect(lambda: self.keep_current_label())
-        head.addWidget(self.keep_label_button)
         self.undo_label_button = QPushButton("Undo")
         self.undo_label_button.setToolTip("Move the image labelled last back where it was (Ctrl+Z)")
         self.undo_label_button.clicked.connect(lambda: self.undo_last_label())
@@ -560,6 +558,12 @@ class InspectView(QWidget):
         self.label_note = muted_label("", wrap=False)
         self.label_note.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
         foot.addWidget(self.label_note, 1)
+        # Shown for a doubted label, where the note is empty: its row keeps the class box wide.
+        self.keep_label_button = QPushButton("Keep")
+        self.keep_label_button.setToolTip("The label is right: keep it, and leave this image out of later label "
+                                          "checks (recorded in the dataset's label log)")
+        self.keep_label_button.clicked.connect(lambda: self.keep_current_label())
+        foot.addWidget(self.keep_label_button)
         self.refit_button = QPushButton("Refit classifier")
         self.refit_button.setToolTip("Fit the run's classifier again with the labels given, then classify these "
                                      "images again (only the newly labelled images are embedded)")
@@ -868,14 +872,10 @@ class InspectView(QWidget):
                 self.label_note.setText(f"Moved to {self._shown_path(move.target)}")
                 self.label_note.setToolTip(str(move.target))
             return
-        if correcting:
+        if correcting:  # the title above the image says where it is filed and what it looks like
             doubt = entry.doubt
-            self.label_note.setText(f"Filed under {entry.held_class}")
-            self.label_note.setToolTip(
-                f"A classifier that never saw this image's label gives {entry.held_class} "
-                f"{format_percent(doubt.given_probability)} and {doubt.suggested} "
-                f"{format_percent(doubt.suggested_probability)}. Relabel moves the file to the class chosen; "
-                "if the label is right, go on to the next image.")
+            self.label_note.setText("")
+            self.label_note.setToolTip("")
             guess = doubt.suggested if doubt.suggested in self._labeler.classes else ""
             if self._label_text_for is None or self._label_text_for[0] != entry.key:
                 self.label_combo.setEditText(guess)
@@ -1349,10 +1349,10 @@ class InspectView(QWidget):
     def _item_text(self, entry: _Entry) -> str:
         name = self._display_name(entry)
         if entry.labelled is not None:
-            kept = "kept " if self._is_kept(entry.labelled) else ""
-            return f"{name}\n\u2713 {kept}{entry.labelled.class_name}"
+            kept = "kept\u00a0" if self._is_kept(entry.labelled) else ""  # no-break spaces: one line, cut at its end
+            return f"{name}\n\u2713\u00a0{kept}{entry.labelled.class_name}"
         if entry.doubt is not None:  # the class it is filed under is in the title; the list is narrow
-            return f"{name}\n\u2192 {entry.doubt.suggested}?"
+            return f"{name}\n\u2192\u00a0{entry.doubt.suggested}?"
         if entry.state == "done" and entry.result and entry.result.prediction is not None:
             topk = getattr(entry.result.prediction, "topk", None) or []
             if topk:
@@ -1412,10 +1412,15 @@ class InspectView(QWidget):
             self.image_subtitle.setText(f"Predicted {topk[0][0]} ({format_percent(topk[0][1])})")
         if self._doubted(entry) and entry.labelled is None:
             doubt = entry.doubt
-            self.image_subtitle.setText(
-                f"Filed under {entry.held_class}, looks like {doubt.suggested} "
-                f"({format_percent(doubt.suggested_probability)} to a classifier that never saw its label)"
-                + (f" · predicted {topk[0][0]} ({format_percent(topk[0][1])})" if topk and not result.error else ""))
+            self.image_subtitle.setText(f"Filed under {entry.held_class}, looks like {doubt.suggested} "
+                                        f"({format_percent(doubt.suggested_probability)})")
+            self.image_subtitle.setToolTip(
+                f"A classifier that never saw this image's label gives {entry.held_class} "
+                f"{format_percent(doubt.given_probability)} and {doubt.suggested} "
+                f"{format_percent(doubt.suggested_probability)}" +
+                (f"; the run's classifier predicts {topk[0][0]} ({format_percent(topk[0][1])})" if topk else ""))
+        else:
+            self.image_subtitle.setToolTip(self.image_subtitle.text())
         self._fill_neighbours(result)
         keys = layer_order(result.display_maps.keys()) if result.display_image is not None else []
         self._build_layers(keys)
