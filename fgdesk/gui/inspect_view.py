@@ -688,19 +688,41 @@ class InspectView(QWidget):
         self.check_button.setEnabled(has_run and self._check_task is None)
 
     # ================================================================== what to label next
+    def _start_list_task(self, slot: str, job, on_result, working: str, error_title: str) -> bool:
+        """Run `job(run, ctx)` for the shown run on the general pool (so embedding a large
+        folder never holds up predictions), one at a time: its handle lives in `self.<slot>`,
+        and the status line says `working` meanwhile. `on_result` gets the answer if the run
+        and the list are still the ones it was for; Clear or another run drops it, and a
+        failure is shown under `error_title`."""
+        run = self.current_run()
+        if run is None or getattr(self, slot) is not None:
+            return False
+        generation = self._run_generation
+
+        def finish() -> bool:
+            setattr(self, slot, None)
+            self._update_hint()
+            return generation == self._run_generation
+
+        def done(result) -> None:
+            if finish():
+                on_result(result)
+
+        def failed(message: str, details: str) -> None:
+            if finish():  # cancelled by Clear or another run: nothing to say
+                self.last_error_box = show_error(
+                    self, error_title, message, details if "Traceback" in details and "EvaluationError" not in details else "")
+
+        setattr(self, slot, self._general.start(lambda ctx: job(run, ctx), on_done=done, on_failed=failed,
+                                                on_cancelled=finish, name=working))
+        self._update_hint()
+        self.status_message.emit(working)
+        return True
+
     def suggest_images_to_label(self, count: int = SUGGESTED_IMAGES) -> bool:
         """Add the unlabeled images most worth labelling to the list (computed off the GUI thread)."""
-        run = self.current_run()
-        if run is None or self._suggest_task is not None:
-            return False
-        self.status_message.emit("Choosing the unlabeled images most worth labelling…")
-        generation = self._run_generation  # Clear or another run meanwhile: the answer is dropped
 
-        def done(suggestions) -> None:
-            self._suggest_task = None
-            self._update_hint()
-            if generation != self._run_generation:
-                return
+        def show(suggestions) -> None:
             self.last_suggestions = suggestions
             if suggestions:
                 self._look_for_labels_again()
@@ -709,41 +731,17 @@ class InspectView(QWidget):
                     f"Added {len(suggestions)} images worth labelling, most useful first: move each into its "
                     "class folder, then train the classifier again")
 
-        def failed(message: str, details: str) -> None:
-            self._suggest_task = None
-            self._update_hint()
-            if generation != self._run_generation:  # cancelled by Clear or another run: nothing to say
-                return
-            self.last_error_box = show_error(self, "Cannot suggest images to label", message,
-                                             details if "Traceback" in details and "EvaluationError" not in details else "")
-
-        def cancelled() -> None:
-            self._suggest_task = None
-            self._update_hint()
-
-        # On the general pool: embedding a large unlabeled folder must not hold up predictions.
-        self._suggest_task = self._general.start(
-            lambda ctx: workers.core("fgdesk.evaluate.suggest").suggest_for_run(run, count=count, should_cancel=ctx.cancelled),
-            on_done=done, on_failed=failed, on_cancelled=cancelled, name="suggest images to label",
-        )
-        self._update_hint()
-        return True
+        return self._start_list_task(
+            "_suggest_task", lambda run, ctx: workers.core("fgdesk.evaluate.suggest").suggest_for_run(
+                run, count=count, should_cancel=ctx.cancelled),
+            show, "Choosing the unlabeled images most worth labelling…", "Cannot suggest images to label")
 
     # ================================================================== labels that look wrong
     def check_labels(self, count: int = CHECKED_LABELS) -> bool:
         """Add the labelled images whose label looks wrong to the list (computed off the GUI
         thread), each with the class it looks like, ready to be corrected."""
-        run = self.current_run()
-        if run is None or self._check_task is not None:
-            return False
-        self.status_message.emit("Looking for labels that look wrong…")
-        generation = self._run_generation
 
-        def done(check) -> None:
-            self._check_task = None
-            self._update_hint()
-            if generation != self._run_generation:
-                return
+        def show(check) -> None:
             self.last_label_check = check
             judge = (f"the classifier, judging each image without its label, agrees with "
                      f"{format_percent(check.agreement)} of the {check.checked:,} labels")
@@ -758,25 +756,10 @@ class InspectView(QWidget):
                        if check.weak_judge else "")
             self.status_message.emit(f"{check.suspects:,} labels look doubtful ({listed}); {judge}{caution}")
 
-        def failed(message: str, details: str) -> None:
-            self._check_task = None
-            self._update_hint()
-            if generation != self._run_generation:
-                return
-            self.last_error_box = show_error(self, "Cannot check the labels", message,
-                                             details if "Traceback" in details and "EvaluationError" not in details else "")
-
-        def cancelled() -> None:
-            self._check_task = None
-            self._update_hint()
-
-        self._check_task = self._general.start(
-            lambda ctx: workers.core("fgdesk.evaluate.label_check").check_labels_for_run(
+        return self._start_list_task(
+            "_check_task", lambda run, ctx: workers.core("fgdesk.evaluate.label_check").check_labels_for_run(
                 run, count=count, should_cancel=ctx.cancelled),
-            on_done=done, on_failed=failed, on_cancelled=cancelled, name="check labels",
-        )
-        self._update_hint()
-        return True
+            show, "Looking for labels that look wrong…", "Cannot check the labels")
 
     # ================================================================== giving labels
     def _open_labeler(self, run: str | None) -> None:
@@ -901,12 +884,23 @@ class InspectView(QWidget):
         if entry is None or entry.labelled is not None or not self._doubted(entry) or self._label_task is not None:
             return False
         source, key = entry.source, entry.key
-        self._label_task = self._general.start(
-            lambda ctx: labeler.confirm(source), on_done=lambda kept: self._on_kept(key, kept, labeler),
-            on_failed=self._on_label_failed, name="keep label",
-        )
+        return self._start_label_task(lambda: labeler.confirm(source), lambda kept: self._on_kept(key, kept, labeler),
+                                      "keep label")
+
+    def _start_label_task(self, job, on_done, name: str) -> bool:
+        """One file move (or log line) at a time, off the GUI thread; the panel waits for it."""
+        self._label_task = self._general.start(lambda ctx: job(), on_done=on_done, on_failed=self._on_label_failed,
+                                               name=name)
         self._update_label_panel()
         return True
+
+    def _go_to_next_open(self, after: _Entry | None) -> None:
+        """On to the next image still to label or decide on, or the same one shown again."""
+        following = self._next_unlabeled(after)
+        if following is not None:
+            self.image_list.setCurrentItem(self._items[following.key])
+        elif self._current is not None:
+            self._show_entry(self._current)
 
     def _on_kept(self, key: int, kept, labeler) -> None:
         self._label_task = None
@@ -917,11 +911,7 @@ class InspectView(QWidget):
             self._set_item_text(entry)
         self.status_message.emit(f"Kept {Path(kept.image).name} as {kept.class_name}: later label checks leave it out")
         self._show_label_warnings(labeler)
-        following = self._next_unlabeled(entry)
-        if following is not None:
-            self.image_list.setCurrentItem(self._items[following.key])
-        elif self._current is not None:
-            self._show_entry(self._current)
+        self._go_to_next_open(entry)
 
     def _shown_path(self, path) -> str:
         try:
@@ -971,13 +961,8 @@ class InspectView(QWidget):
         if allow_new and not self.confirm_new_class(name):
             return False
         source, key = entry.source, entry.key
-        self._label_task = self._general.start(
-            lambda ctx: labeler.assign(source, name, allow_new=allow_new),
-            on_done=lambda move: self._on_labelled(key, move, labeler),
-            on_failed=self._on_label_failed, name="label image",
-        )
-        self._update_label_panel()
-        return True
+        return self._start_label_task(lambda: labeler.assign(source, name, allow_new=allow_new),
+                                      lambda move: self._on_labelled(key, move, labeler), "label image")
 
     def _on_labelled(self, key: int, move, labeler) -> None:
         self._label_task = None
@@ -995,11 +980,7 @@ class InspectView(QWidget):
         given = sum(1 for _key, done_before, _labeler in self.label_history if not self._is_kept(done_before))
         self.status_message.emit(f"{done} ({given} this session): Refit classifier uses the new labels")
         self._show_label_warnings(labeler)
-        following = self._next_unlabeled(entry)
-        if following is not None:
-            self.image_list.setCurrentItem(self._items[following.key])
-        elif self._current is not None:
-            self._show_entry(self._current)
+        self._go_to_next_open(entry)
 
     def _show_label_warnings(self, labeler) -> None:
         """Done, but not all of it (a locked log, a box that could not follow): say so once."""
@@ -1032,16 +1013,12 @@ class InspectView(QWidget):
             item.setToolTip(path)
 
     def undo_last_label(self) -> bool:
-        """Move the image labelled last back to unlabeled/."""
+        """Move the image labelled last back where it was, or take back the label kept last."""
         if not self.label_history or self._label_task is not None:
             return False
         key, move, labeler = self.label_history[-1]
-        self._label_task = self._general.start(
-            lambda ctx: labeler.undo(move), on_done=lambda _path: self._on_unlabelled(key, move, labeler),
-            on_failed=self._on_label_failed, name="undo label",
-        )
-        self._update_label_panel()
-        return True
+        return self._start_label_task(lambda: labeler.undo(move), lambda _path: self._on_unlabelled(key, move, labeler),
+                                      "undo label")
 
     def _on_unlabelled(self, key: int, move, labeler) -> None:
         self._label_task = None
