@@ -39,6 +39,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from fgdesk.data.labeling import LabelConfirmation  # no torch: fgdesk.data is loaded already
 from fgdesk.data.layouts import UNLABELED_FOLDER_NAMES
 from fgdesk.gui import workers
 from fgdesk.gui.qtutil import (
@@ -875,7 +876,7 @@ class InspectView(QWidget):
 
     @staticmethod
     def _is_kept(done) -> bool:
-        return isinstance(done, workers.core("fgdesk.data.labeling").LabelConfirmation)
+        return isinstance(done, LabelConfirmation)
 
     def keep_current_label(self) -> bool:
         """The shown image's doubted label is right: record it (off the GUI thread) so later
