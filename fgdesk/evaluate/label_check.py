@@ -212,7 +212,8 @@ def check_labels_for_run(run_dir, count: int = SHOWN_ISSUES, method: str = DEFAU
         raise EvaluationError(f"none of the labelled images of {index.root} could be read")
     all_vectors, all_labels = torch.cat(vectors), torch.cat(labels)
     num_classes = len(index.classes)
-    if int(torch.bincount(all_labels, minlength=num_classes).max()) < 2:
+    members = torch.bincount(all_labels, minlength=num_classes)
+    if int(members.max()) < 2:
         raise EvaluationError(
             f"no label of {index.root} can be checked: each class has a single labelled image, and a label is "
             "judged by the other images of its class")
@@ -225,28 +226,21 @@ def check_labels_for_run(run_dir, count: int = SHOWN_ISSUES, method: str = DEFAU
 
     probabilities = cross_validated_probabilities(all_vectors, all_labels, num_classes, method, folds, seed, fitted)
     found = find_label_issues(probabilities, all_labels)
-    # Labels a person already checked and kept (Keep label, or the table's label column) are not listed again.
+    # Labels a person already checked and kept (Keep, or the table's label column) are not listed again.
     confirmed = confirmed_labels(index.root)
-    if confirmed:
-        root = Path(index.root)
 
-        def kept(issue: LabelIssue) -> bool:
-            path = Path(samples[issue.index].path)
-            try:
-                key = unicodedata.normalize("NFC", path.relative_to(root).as_posix())
-            except ValueError:
-                return False
-            return confirmed.get(key) == index.classes[issue.given]
+    def kept(issue: LabelIssue) -> bool:
+        try:
+            relative = Path(samples[issue.index].path).relative_to(index.root).as_posix()
+        except ValueError:
+            return False
+        return confirmed.get(unicodedata.normalize("NFC", relative)) == index.classes[issue.given]
 
-        listed = [issue for issue in found if not kept(issue)]
-        kept_count, found = len(found) - len(listed), listed
-    else:
-        kept_count = 0
-    members = torch.bincount(all_labels, minlength=num_classes)
+    listed = [issue for issue in found if not kept(issue)] if confirmed else found
+    kept_count, found = len(found) - len(listed), listed
     checkable = members[all_labels] >= 2
     unchecked = int((~checkable).sum())
-    agrees = probabilities.argmax(dim=1) == all_labels
-    agreement = float(agrees[checkable].float().mean()) if checkable.any() else float("nan")
+    agreement = float((probabilities.argmax(dim=1) == all_labels)[checkable].float().mean())
     log.info("label check of %s: %d of %d labelled images look mislabelled (%s)", index.root, len(found),
              len(samples) - unchecked, method)
     rows = [
