@@ -154,8 +154,15 @@ def main() -> int:
     rates = [float(r) for r in args.rates.split(",")]
     kinds = args.kinds.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
-    report = Report("label_check", {"data": relative(data), "run": relative(args.run), "rates": rates, "kinds": kinds,
-                                    "seeds": seeds, "folds": FOLDS, "threads": threads})
+    run_epochs = None
+    if args.run is not None:
+        from fgdesk.train import runs
+
+        run_epochs = runs.read_state(args.run).get("epochs_done")
+    # The run by name and length: its folder is a path on this machine.
+    report = Report("label_check", {"data": relative(data), "run": args.run.name if args.run else None,
+                                    "run_epochs": run_epochs, "rates": rates, "kinds": kinds, "seeds": seeds,
+                                    "folds": FOLDS, "threads": threads})
     with quiet_logging():
         dataset = embed_dataset(data, args.run, seeds[0])
     num_classes = dataset["num_classes"]
