@@ -690,11 +690,11 @@ class InspectView(QWidget):
 
     # ================================================================== what to label next
     def _start_list_task(self, slot: str, job, on_result, working: str, error_title: str) -> bool:
-        """Run `job(run, ctx)` for the shown run on the general pool (so embedding a large
-        folder never holds up predictions), one at a time: its handle lives in `self.<slot>`,
-        and the status line says `working` meanwhile. `on_result` gets the answer if the run
-        and the list are still the ones it was for; Clear or another run drops it, and a
-        failure is shown under `error_title`."""
+        """Run `job(run, ctx, on_progress)` for the shown run on the general pool (so embedding
+        a large folder never holds up predictions), one at a time: its handle lives in
+        `self.<slot>`, and the status line says `working` with the stage and share done
+        meanwhile. `on_result` gets the answer if the run and the list are still the ones it
+        was for; Clear or another run drops it, and a failure is shown under `error_title`."""
         run = self.current_run()
         if run is None or getattr(self, slot) is not None:
             return False
@@ -711,11 +711,17 @@ class InspectView(QWidget):
 
         def failed(message: str, details: str) -> None:
             if finish():  # cancelled by Clear or another run: nothing to say
-                self.last_error_box = show_error(
-                    self, error_title, message, details if "Traceback" in details and "EvaluationError" not in details else "")
+                shown = details if "Traceback" in details and "EvaluationError" not in details else ""
+                self.last_error_box = show_error(self, error_title, message, shown)
 
-        setattr(self, slot, self._general.start(lambda ctx: job(run, ctx), on_done=done, on_failed=failed,
-                                                on_cancelled=finish, name=working))
+        def progress(value) -> None:
+            if generation == self._run_generation:
+                stage, fraction = value
+                self.status_message.emit(f"{working.rstrip('…')}: {stage} ({100 * fraction:.0f}%)…")
+
+        setattr(self, slot, self._general.start(
+            lambda ctx: job(run, ctx, lambda stage, fraction: ctx.progress((stage, fraction))),
+            on_done=done, on_failed=failed, on_cancelled=finish, on_progress=progress, name=working))
         self._update_hint()
         self.status_message.emit(working)
         return True
@@ -732,10 +738,12 @@ class InspectView(QWidget):
                     f"Added {len(suggestions)} images worth labelling, most useful first: move each into its "
                     "class folder, then train the classifier again")
 
-        return self._start_list_task(
-            "_suggest_task", lambda run, ctx: workers.core("fgdesk.evaluate.suggest").suggest_for_run(
-                run, count=count, should_cancel=ctx.cancelled),
-            show, "Choosing the unlabeled images most worth labelling…", "Cannot suggest images to label")
+        def job(run: str, ctx, on_progress):
+            suggest = workers.core("fgdesk.evaluate.suggest")  # imported on the worker thread
+            return suggest.suggest_for_run(run, count=count, should_cancel=ctx.cancelled, on_progress=on_progress)
+
+        return self._start_list_task("_suggest_task", job, show, "Choosing the unlabeled images most worth labelling…",
+                                     "Cannot suggest images to label")
 
     # ================================================================== labels that look wrong
     def check_labels(self, count: int = CHECKED_LABELS) -> bool:
@@ -757,10 +765,12 @@ class InspectView(QWidget):
                        if check.weak_judge else "")
             self.status_message.emit(f"{check.suspects:,} labels look doubtful ({listed}); {judge}{caution}")
 
-        return self._start_list_task(
-            "_check_task", lambda run, ctx: workers.core("fgdesk.evaluate.label_check").check_labels_for_run(
-                run, count=count, should_cancel=ctx.cancelled),
-            show, "Looking for labels that look wrong…", "Cannot check the labels")
+        def job(run: str, ctx, on_progress):
+            label_check = workers.core("fgdesk.evaluate.label_check")  # imported on the worker thread
+            return label_check.check_labels_for_run(run, count=count, should_cancel=ctx.cancelled, on_progress=on_progress)
+
+        return self._start_list_task("_check_task", job, show, "Looking for labels that look wrong…",
+                                     "Cannot check the labels")
 
     # ================================================================== giving labels
     def _open_labeler(self, run: str | None) -> None:
@@ -976,8 +986,9 @@ class InspectView(QWidget):
             entry.labelled = move
             self._set_item_text(entry)
         self.labels_changed.emit(str(labeler.root), 1)
-        done = (f"Relabelled {Path(move.target).name}: {move.previous_class} \u2192 {move.class_name}" if move.previous_class
-                else f"Labelled {Path(move.target).name} as {move.class_name}")
+        name = Path(move.target).name
+        done = (f"Relabelled {name}: {move.previous_class} \u2192 {move.class_name}" if move.previous_class
+                else f"Labelled {name} as {move.class_name}")
         given = sum(1 for _key, done_before, _labeler in self.label_history if not self._is_kept(done_before))
         self.status_message.emit(f"{done} ({given} this session): Refit classifier uses the new labels")
         self._show_label_warnings(labeler)

@@ -282,6 +282,9 @@ def test_check_labels_lists_a_wrong_label_and_relabel_moves_it_back_to_its_class
     assert view.image_list.count() == len(check.issues) and view.check_button.isEnabled()
     assert view._items[view._entries[0].key].text().endswith("\u2192\u00a0red?")
     assert "labels look doubtful" in messages[-1] and "agrees with" in messages[-1]
+    # Meanwhile the status line said what it was doing, and how far it had got.
+    assert "Looking for labels that look wrong: embedding train images (" in "\n".join(messages)
+    assert "Looking for labels that look wrong: checking the labels (" in "\n".join(messages)
 
     view.image_list.setCurrentRow(0)
     entry = view._current
