@@ -127,19 +127,23 @@ class DatasetLabeler:
         found = self._class_folder_of(Path(os.path.abspath(Path(image).expanduser())))
         return found[1] if found is not None else None
 
+    def _inside(self, resolved: Path, folder: Path) -> Path | None:
+        """`resolved`'s path inside `folder` (resolved once, then remembered), or None outside it."""
+        if folder not in self._resolved:
+            self._resolved[folder] = _resolve(folder)
+        try:
+            return resolved.relative_to(self._resolved[folder])
+        except ValueError:
+            return None
+
     def _class_folder_of(self, image: Path) -> tuple[Path, str, Path] | None:
         """(the folder holding the class folders, the class, the image's path inside its class
         folder) for an image in a class folder, or None."""
         resolved = _resolve(image.parent) / image.name
         parents = list(self.split_dirs.values()) if self.has_splits else [self.root]
         for parent in parents:
-            if parent not in self._resolved:
-                self._resolved[parent] = _resolve(parent)
-            try:
-                inside = resolved.relative_to(self._resolved[parent])
-            except ValueError:
-                continue
-            if len(inside.parts) < 2:
+            inside = self._inside(resolved, parent)
+            if inside is None or len(inside.parts) < 2:
                 continue
             name = inside.parts[0]
             lowered = name.lower()
@@ -153,13 +157,8 @@ class DatasetLabeler:
         """(the unlabeled folder holding `image`, the image's path inside it), or None."""
         resolved = _resolve(image.parent) / image.name  # the file itself may be a link to elsewhere
         for folder in self._unlabeled:
-            if folder not in self._resolved:
-                self._resolved[folder] = _resolve(folder)
-            try:
-                inside = resolved.relative_to(self._resolved[folder])
-            except ValueError:
-                continue
-            if inside.parts:
+            inside = self._inside(resolved, folder)
+            if inside is not None and inside.parts:
                 return folder, inside
         return None
 
