@@ -114,6 +114,18 @@ def build_parser() -> argparse.ArgumentParser:
                             "neighbours among the other images (faster, less precise)")
     check.add_argument("--device", default="auto")
 
+    duplicates = commands.add_parser(
+        "duplicates", help="which images are copies of one another (train/test leaks, one photo in two classes)",
+        description="Compares every image of a dataset (training, test and unlabeled) with the others by its "
+                    "pixels, and lists the pairs that are the same photo: saved again, resized, mirrored or "
+                    "brightened. Given a run, its network also proposes the images it places side by side, which "
+                    "finds cropped copies too. Pairs across two classes come first, then test images with a copy "
+                    "among the training images (the test score counts them as seen), then repeats within a class.")
+    duplicates.add_argument("data", type=Path, help="a run folder, or a dataset folder (same-photo copies only)")
+    duplicates.add_argument("--count", type=int, default=50, help="how many pairs to list (default 50)")
+    duplicates.add_argument("--csv", type=Path, help="write the pairs found (up to --count) to this CSV file")
+    duplicates.add_argument("--device", default="auto")
+
     label = commands.add_parser(
         "label", help="give labels: move unlabeled images into class folders, or correct a label (undoable)",
         description="Labels an image of a class-folder dataset's unlabeled/ folder by moving it into its class "
@@ -188,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         return app_main([str(path)] if path else [])
     handler = {
         "train": cmd_train, "eval": cmd_eval, "predict": cmd_predict, "export": cmd_export, "suggest": cmd_suggest,
-        "check-labels": cmd_check_labels,
+        "check-labels": cmd_check_labels, "duplicates": cmd_duplicates,
         "label": cmd_label, "demo-data": cmd_demo_data, "summary": cmd_summary, "runs": cmd_runs,
         "compare": cmd_compare, "delete": cmd_delete,
     }[args.command]
@@ -518,6 +530,46 @@ def cmd_check_labels(args: argparse.Namespace) -> int:
         write_label_check_csv(args.csv, check)
         print(f"wrote {len(check.issues)} rows to {args.csv}; fill in its label column with the right class, then "
               f"`fgdesk label {args.run} --csv {args.csv}` moves each image into that class's folder")
+    return 0
+
+
+def cmd_duplicates(args: argparse.Namespace) -> int:
+    from fgdesk.evaluate.duplicates import KIND_TEXT, KINDS, check_duplicates, write_duplicates_csv
+
+    if args.count < 1:
+        raise CLIError(f"--count must be at least 1, got {args.count}")
+    if not args.data.is_dir():
+        raise CLIError(f"{args.data} is not a folder")
+    check = check_duplicates(args.data, count=args.count, device=args.device)
+    root = Path(check.dataset)
+
+    def shown(path: str) -> str:
+        try:
+            return Path(path).relative_to(root).as_posix()
+        except ValueError:
+            return path
+
+    for kind in KINDS:
+        rows = [row for row in check.pairs if row.kind == kind]
+        if not rows:
+            continue
+        print(f"{kind}: {KIND_TEXT[kind]} ({check.counts[kind]})")
+        for row in rows:
+            print(f"  {row.rank:>4}  {row.how:<12}  {row.match:.2f}  {shown(row.path)}  =  {shown(row.other_path)}")
+    found = ", ".join(f"{check.counts[kind]} {kind}" for kind in KINDS if check.counts[kind])
+    summary = (f"{check.found} pair{'' if check.found == 1 else 's'} of copies among {check.checked} images"
+               + (f" ({found})" if found else ""))
+    if check.found > len(check.pairs):
+        summary += f"; the first {len(check.pairs)} are listed"
+    if check.unreadable:
+        summary += f"; {check.unreadable} unreadable"
+    print(summary)
+    if not check.used_network:
+        print("compared by their pixels alone: same-photo copies are found; give a run folder to find cropped "
+              "copies too")
+    if args.csv:
+        write_duplicates_csv(args.csv, check)
+        print(f"wrote {len(check.pairs)} pairs to {args.csv}")
     return 0
 
 

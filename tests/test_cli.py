@@ -250,3 +250,21 @@ def test_a_relative_data_folder_is_recorded_absolute(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = resolve_train_config(build_parser().parse_args(["train", "--data", "d"]))
     assert config.data.path == str(tmp_path / "d")
+
+
+def test_duplicates_lists_a_test_copy_of_a_training_image(tmp_path):
+    from fgdesk.data.synthetic import make_demo_dataset
+
+    data = make_demo_dataset(tmp_path / "demo", num_classes=3, per_class=8, size=64, seed=0)
+    original = sorted((data / "train" / "class_1_triangle").iterdir())[0]
+    copy = data / "test" / "class_1_triangle" / "copy.png"
+    shutil.copy(original, copy)
+    table = tmp_path / "copies.csv"
+    shown = fgdesk_here("duplicates", data, "--csv", table).stdout
+    assert "train and test: a test image with a copy among the images trained on" in shown, shown
+    assert f"same photo    1.00  test/class_1_triangle/copy.png  =  train/class_1_triangle/{original.name}" in shown
+    assert "1 pair of copies among 25 images (1 train and test)" in shown and "give a run folder" in shown
+    rows = list(csv.DictReader(table.open(encoding="utf-8")))
+    assert [(row["kind"], Path(row["path"]).name, row["copy_split"]) for row in rows] == [("train and test", "copy.png", "train")]
+    refused = fgdesk_here("duplicates", tmp_path / "nowhere", check=False)
+    assert refused.returncode == 2 and "is not a folder" in refused.stderr
