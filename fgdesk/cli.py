@@ -139,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     label.add_argument("--csv", type=Path, help="a table with path and label columns, such as `fgdesk suggest --csv` "
                                                 "or `fgdesk check-labels --csv` write, with the label column filled "
                                                 "in; rows without a label, or with the class the image has, are skipped")
+    label.add_argument("--set-aside", action="store_true",
+                       help="take the images named out of the dataset instead (a copy of another, say): they move "
+                            "into its hidden .fgdesk-set-aside folder, logged and undoable like a label")
     label.add_argument("--new-class", action="store_true", help="make a class folder for a class the dataset lacks")
     label.add_argument("--dry-run", action="store_true", help="say where each image would go, and move nothing")
     label.add_argument("--undo", type=int, nargs="?", const=1, metavar="N", help="move the last N labelled images back (default 1)")
@@ -579,8 +582,10 @@ def cmd_label(args: argparse.Namespace) -> int:
     modes = [bool(args.images), args.csv is not None, args.undo is not None]
     if sum(modes) != 1:
         raise CLIError("name images with --as CLASS, or give --csv TABLE, or --undo [N]: exactly one of them")
-    if args.images and not args.class_name:
-        raise CLIError("say which class the images are with --as CLASS")
+    if args.set_aside and (not args.images or args.class_name):
+        raise CLIError("--set-aside takes the images named out of the dataset; name some images, without --as")
+    if args.images and not args.class_name and not args.set_aside:
+        raise CLIError("say which class the images are with --as CLASS, or take them out with --set-aside")
     if args.class_name and not args.images:
         raise CLIError("--as names the class of the images given; name some images")
     labeler = DatasetLabeler(dataset_folder(args.data))
@@ -611,6 +616,9 @@ def cmd_label(args: argparse.Namespace) -> int:
         print(f"undid {len(undone)} label(s)" + (f", {len(errors)} could not be" if errors else "")
               + ("; the log holds no more" if left > 0 else ""))
         return 1 if errors else 0
+
+    if args.set_aside:
+        return _set_aside(labeler, args.images, args.dry_run, shown)
 
     failures: list[str] = []
     if args.csv is not None:
@@ -649,6 +657,32 @@ def cmd_label(args: argparse.Namespace) -> int:
         summary += f"; the moves are logged in {labeler.log_path}"
     print(summary)
     return 1 if failures else 0  # scripts must see that some images were left unlabelled
+
+
+def _set_aside(labeler, images: list[Path], dry_run: bool, shown) -> int:
+    from fgdesk.data.labeling import SET_ASIDE_FOLDER, LabelingError
+
+    done, failures = 0, []
+    for image in images:
+        if dry_run:
+            print(f"would set aside {shown(Path(os.path.abspath(image)))} into {SET_ASIDE_FOLDER}/")
+            continue
+        try:
+            move = labeler.set_aside(image)
+        except LabelingError as exc:
+            failures.append(str(exc))
+            continue
+        done += 1
+        print(f"set aside {shown(move.source)} -> {shown(move.target)}"
+              + (f"  (was {move.previous_class})" if move.previous_class else ""))
+    for failure in failures:
+        print(f"skipped: {failure}", file=sys.stderr)
+    for warning in labeler.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if not dry_run:
+        print(f"{done} image(s) set aside" + (f", {len(failures)} could not be" if failures else "")
+              + (f"; `fgdesk label {labeler.root} --undo {done}` puts them back" if done else ""))
+    return 1 if failures else 0
 
 
 def _csv_error_rows(path: Path) -> int:

@@ -266,5 +266,11 @@ def test_duplicates_lists_a_test_copy_of_a_training_image(tmp_path):
     assert "1 pair of copies among 25 images (1 train and test)" in shown and "give a run folder" in shown
     rows = list(csv.DictReader(table.open(encoding="utf-8")))
     assert [(row["kind"], Path(row["path"]).name, row["copy_split"]) for row in rows] == [("train and test", "copy.png", "train")]
+    # The copy is taken out of the dataset, so it is no longer found; undo brings it back.
+    aside = fgdesk_here("label", data, copy, "--set-aside").stdout
+    assert "set aside test/class_1_triangle/copy.png -> .fgdesk-set-aside/test/class_1_triangle/copy.png  " \
+           "(was class_1_triangle)" in aside and "1 image(s) set aside" in aside, aside
+    assert "0 pairs of copies among 24 images" in fgdesk_here("duplicates", data).stdout
+    assert "undid 1 label(s)" in fgdesk_here("label", data, "--undo").stdout and copy.is_file()
     refused = fgdesk_here("duplicates", tmp_path / "nowhere", check=False)
     assert refused.returncode == 2 and "is not a folder" in refused.stderr

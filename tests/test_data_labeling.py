@@ -465,3 +465,41 @@ def test_a_label_kept_after_a_check_is_logged_until_the_file_moves_or_it_is_take
     assert labeling.confirmed_labels(flat) == {}
     rows = list(csv.DictReader(open(flat / LABEL_LOG, encoding="utf-8")))
     assert [r["action"] for r in rows] == ["confirm", "confirm", "unconfirm", "relabel"]
+
+
+def test_a_set_aside_image_leaves_the_index_keeps_its_path_and_comes_back_on_undo(flat):
+    labeler = DatasetLabeler(flat)
+    copy = flat / "b" / "b1.png"
+    data = copy.read_bytes()
+    move = labeler.set_aside(copy)
+    hidden = flat / labeling.SET_ASIDE_FOLDER
+    assert move.target == hidden / "b" / "b1.png" and move.target.read_bytes() == data and not copy.exists()
+    assert (move.action, move.previous_class, move.class_name) == ("set aside", "b", "")
+    index = detect(flat, check_images=False)
+    assert copy not in {s.path for s in index.samples} and not any(hidden in s.path.parents for s in index.samples)
+    assert labeler.classes == ["a", "b"]  # the hidden folder is no class
+    # An unlabeled image can go too; a name taken there gets -2, never an overwrite.
+    _image(flat / "b" / "b1.png", (9, 9, 9))
+    again = labeler.set_aside(flat / "b" / "b1.png")
+    assert again.target == hidden / "b" / "b1-2.png"
+    pooled = labeler.set_aside(flat / "unlabeled" / "x.png")
+    assert pooled.target == hidden / "unlabeled" / "x.png" and pooled.previous_class == ""
+
+    rows = list(csv.DictReader(open(flat / LABEL_LOG, encoding="utf-8")))
+    assert [(r["action"], r["class"], r["from"], r["to"]) for r in rows] == [
+        ("set aside", "b", "b/b1.png", f"{labeling.SET_ASIDE_FOLDER}/b/b1.png"),
+        ("set aside", "b", "b/b1.png", f"{labeling.SET_ASIDE_FOLDER}/b/b1-2.png"),
+        ("set aside", "", "unlabeled/x.png", f"{labeling.SET_ASIDE_FOLDER}/unlabeled/x.png")]
+    # A later session undoes them from the log, newest first: each file is back where it was.
+    later = DatasetLabeler(flat)
+    assert [m.set_aside for m in later.logged_moves()] == [True, True, True]
+    undone, errors = later.undo_last(3)
+    assert (flat / "unlabeled" / "x.png").is_file() and (flat / "b" / "b1.png").read_bytes() != data
+    # The first one's place is taken again (by the second one, now back): never overwritten.
+    assert len(undone) == 2 and len(errors) == 1 and "exists again" in errors[0]
+    assert move.target.read_bytes() == data
+    (flat / "b" / "b1.png").unlink()
+    assert later.undo_last(1)[0] == [move] and (flat / "b" / "b1.png").read_bytes() == data
+    assert not hidden.exists()  # the folders the set-asides made went with them
+    with pytest.raises(LabelingError, match="only the dataset's own images"):
+        later.set_aside(_image(flat.parent / "elsewhere.png"))

@@ -1,5 +1,6 @@
 """Giving labels: move images from a class-folder dataset's unlabeled/ folder into class
-folders, and correct a wrong label by moving an image from one class folder to another.
+folders, correct a wrong label by moving an image from one class folder to another, and set
+an image aside (a copy of another, say) by moving it out of the dataset's view.
 
 A label is where the file lives, so labelling moves the file beside its peers and every
 part of fgdesk (the browser, the classifier, the scores) sees it on the next index. Moves
@@ -37,6 +38,8 @@ from fgdesk.fileio import atomic_write_text
 log = logging.getLogger(__name__)
 
 LABEL_LOG = "fgdesk-labels.csv"
+# Inside the dataset, so nothing is written elsewhere, and hidden, so no layout indexes it.
+SET_ASIDE_FOLDER = ".fgdesk-set-aside"
 _LOG_HEADER = ["time", "action", "class", "from", "to", "user", "made"]  # made: folders the label created
 _FORBIDDEN_IN_NAMES = set('\\/:*?"<>|')  # not in a folder name on Windows, or a path separator anywhere
 _WINDOWS_DEVICE_NAMES = {"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(10)), *(f"LPT{i}" for i in range(10))}
@@ -56,9 +59,12 @@ class LabelMove:
     class_name: str
     created: tuple[Path, ...] = field(default=(), compare=False)  # folders made for it, outermost first
     previous_class: str = field(default="", compare=False)  # "" for an image that had no label
+    set_aside: bool = field(default=False, compare=False)  # moved out of the dataset: class_name is ""
 
     @property
     def action(self) -> str:
+        if self.set_aside:
+            return "set aside"
         return "relabel" if self.previous_class else "label"
 
 
@@ -261,6 +267,31 @@ class DatasetLabeler:
         self._log(move.action, move)
         return move
 
+    def set_aside(self, image: str | os.PathLike[str]) -> LabelMove:
+        """Take `image` out of the dataset: it moves, keeping its path, into the hidden
+        SET_ASIDE_FOLDER at the root, which no layout indexes. Nothing is deleted; the log
+        says where it went, and `undo` puts it back."""
+        source = Path(os.path.abspath(Path(image).expanduser()))
+        if not source.is_file():
+            raise LabelingError(f"{source} no longer exists (moved or deleted since it was listed)")
+        previous = self.class_of(source)
+        if previous is None and not self.is_unlabeled(source):
+            raise LabelingError(f"{source} is in neither a class folder nor an unlabeled/ folder of {self.root}; "
+                                "only the dataset's own images can be set aside")
+        inside = self._inside(_resolve(source.parent) / source.name, self.root)
+        target = _free_name(self.root / SET_ASIDE_FOLDER / (inside if inside is not None else source.name))
+        created: list[Path] = []
+        try:
+            created = _make_parents(target.parent, created)
+            _move_without_overwrite(source, target)
+        except OSError as exc:
+            _remove_empty(created)
+            raise LabelingError(f"cannot move {source} to {target}: {exc.strerror or exc}") from exc
+        move = LabelMove(source, target, "", tuple(created), previous_class=previous or "", set_aside=True)
+        self._move_box(source, target)
+        self._log(move.action, move)
+        return move
+
     def confirm(self, image: str | os.PathLike[str]) -> LabelConfirmation:
         """Record that the label of `image` was checked and is right (a `confirm` line in the
         log), so the label check lists it no more; nothing moves."""
@@ -319,10 +350,14 @@ class DatasetLabeler:
                     source = self.root / row["from"]
                     # The class it had is where it came from (the log keeps the paths, not the class).
                     previous = (self.class_of(source) or "an unknown class") if action == "relabel" else ""
-                    move = LabelMove(source, self.root / row["to"], row["class"], made, previous_class=previous)
+                    if action == "set aside":
+                        move = LabelMove(source, self.root / row["to"], "", made, previous_class=row["class"],
+                                         set_aside=True)
+                    else:
+                        move = LabelMove(source, self.root / row["to"], row["class"], made, previous_class=previous)
                 except (KeyError, TypeError, AttributeError):
                     continue  # a damaged line: the others still count
-                if action in ("label", "relabel"):
+                if action in ("label", "relabel", "set aside"):
                     moves.append(move)
                 elif action == "undo":
                     for i in range(len(moves) - 1, -1, -1):
@@ -355,7 +390,9 @@ class DatasetLabeler:
 
     def _log(self, action: str, move: LabelMove) -> None:
         """Append one line and flush it to disk: the log is what lets a label be traced later."""
-        row = [datetime.now(timezone.utc).isoformat(timespec="seconds"), action, move.class_name,
+        # A set-aside image has no class now: the line keeps the one it had.
+        row = [datetime.now(timezone.utc).isoformat(timespec="seconds"), action,
+               move.previous_class if move.set_aside else move.class_name,
                _relative(self.root, move.source), _relative(self.root, move.target), _user(),
                "|".join(_relative(self.root, folder) for folder in move.created)]
         try:
