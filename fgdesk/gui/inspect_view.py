@@ -62,6 +62,7 @@ BATCH = 8  # images per prediction task
 MAX_DROPPED_IMAGES = 500  # more than this: classify the folder to CSV instead
 SUGGESTED_IMAGES = 20  # a labelling session's worth
 CHECKED_LABELS = 50  # doubted labels listed by Check labels: the likeliest mistakes
+FOUND_COPIES = 100  # pairs Find copies lists: those across two classes, then train/test, then repeats
 RANK_KEYS = {getattr(Qt.Key, f"Key_{rank}"): rank for rank in range(1, 6)}
 DEFAULT_COLORMAPS = ("inferno", "viridis", "magma", "jet")
 IMAGE_LAYER = "image"
@@ -205,6 +206,7 @@ class _Entry:
     labelled: Any = None  # the LabelMove that gave it a label in this session
     in_pool: bool | None = None  # in the run's dataset's unlabeled/ folder (None: not yet asked)
     doubt: Any = None  # the label check's LabelCheckRow when its label looked wrong
+    copy: Any = None  # the duplicate check's DuplicateRow when it is a copy of another image
     held_class: str | None = None  # the class folder holding it ("": none; None: not yet asked)
 
 
@@ -261,6 +263,8 @@ class InspectView(QWidget):
         self.last_suggestions: list = []
         self._check_task = None
         self.last_label_check = None  # fgdesk.evaluate.label_check.LabelCheck of the last Check labels
+        self._copies_task = None
+        self.last_duplicate_check = None  # fgdesk.evaluate.duplicates.DuplicateCheck of the last Find copies
         self._labeler = None  # fgdesk.data.labeling.DatasetLabeler of the run's dataset, when it takes labels
         self._labeler_generation = 0
         self._label_task = None
@@ -358,7 +362,15 @@ class InspectView(QWidget):
             "saw an image's label places it in another class. Correct each here, or leave it as it is"
         )
         self.check_button.clicked.connect(lambda: self.check_labels())
-        for button in (self.open_button, self.paste_button, self.csv_button, self.suggest_button, self.check_button):
+        self.copies_button = QPushButton("Find copies")
+        self.copies_button.setToolTip(
+            "Add the images that are copies of another image of the dataset: the same photo saved again, resized, "
+            "mirrored or cropped. Copies across two classes come first, then test images with a copy among the "
+            "images trained on (the test score counts them as seen), then repeats"
+        )
+        self.copies_button.clicked.connect(lambda: self.find_copies())
+        for button in (self.open_button, self.paste_button, self.csv_button, self.suggest_button, self.check_button,
+                       self.copies_button):
             row.addWidget(button)
         card.body.addLayout(row)
         return card
@@ -536,7 +548,9 @@ class InspectView(QWidget):
         self.undo_label_button.clicked.connect(lambda: self.undo_last_label())
         head.addWidget(self.undo_label_button)
         column.addLayout(head)
-        row = QHBoxLayout()
+        self.label_row = QWidget()  # hidden for a copy, which is set aside rather than labelled
+        row = QHBoxLayout(self.label_row)
+        row.setContentsMargins(0, 0, 0, 0)
         row.setSpacing(6)
         self.label_combo = QComboBox()
         self.label_combo.setEditable(True)
@@ -554,7 +568,7 @@ class InspectView(QWidget):
                                      "predicted class of that rank)")
         self.label_button.clicked.connect(lambda: self.label_current())
         row.addWidget(self.label_button)
-        column.addLayout(row)
+        column.addWidget(self.label_row)
         foot = QHBoxLayout()
         self.label_note = muted_label("", wrap=False)
         self.label_note.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
@@ -565,6 +579,13 @@ class InspectView(QWidget):
                                           "checks (recorded in the dataset's label log)")
         self.keep_label_button.clicked.connect(lambda: self.keep_current_label())
         foot.addWidget(self.keep_label_button)
+        self.set_aside_button = QPushButton("Set aside")
+        self.set_aside_button.setObjectName("Primary")
+        self.set_aside_button.setToolTip(
+            "Take this copy out of the dataset: it moves into the dataset's hidden .fgdesk-set-aside folder, keeping "
+            "its path, so no split or class counts it again. Nothing is deleted; Undo (Ctrl+Z) puts it back")
+        self.set_aside_button.clicked.connect(lambda: self.set_aside_current())
+        foot.addWidget(self.set_aside_button)
         self.refit_button = QPushButton("Refit classifier")
         self.refit_button.setToolTip("Fit the run's classifier again with the labels given, then classify these "
                                      "images again (only the newly labelled images are embedded)")
@@ -651,7 +672,7 @@ class InspectView(QWidget):
         self._active_run = run
         self._run_generation += 1
         self._runner.cancel_all()
-        for task in (self._suggest_task, self._check_task):
+        for task in (self._suggest_task, self._check_task, self._copies_task):
             if task is not None:
                 task.cancel()
         if run:
@@ -687,6 +708,7 @@ class InspectView(QWidget):
         self.csv_button.setEnabled(has_run and self._csv_task is None)
         self.suggest_button.setEnabled(has_run and self._suggest_task is None)
         self.check_button.setEnabled(has_run and self._check_task is None)
+        self.copies_button.setEnabled(has_run and self._copies_task is None)
 
     # ================================================================== what to label next
     def _start_list_task(self, slot: str, job, on_result, working: str, error_title: str) -> bool:
@@ -772,6 +794,49 @@ class InspectView(QWidget):
         return self._start_list_task("_check_task", job, show, "Looking for labels that look wrong…",
                                      "Cannot check the labels")
 
+    # ================================================================== copies
+    def find_copies(self, count: int = FOUND_COPIES) -> bool:
+        """Add the images that copy another image of the run's dataset to the list (computed off
+        the GUI thread); each one's title names the image it copies."""
+
+        def show(check) -> None:
+            self.last_duplicate_check = check
+            if not check.pairs:
+                self.status_message.emit(f"No copies among the {check.checked:,} images of the dataset")
+                return
+            rows = check.images_to_look_at()
+            self.add_images([(row.path, row.path) for row in rows], copies=rows)
+            counts = ", ".join(f"{number} {kind}" for kind, number in check.counts.items() if number)
+            listed = "" if check.found <= len(check.pairs) else f"; the first {len(check.pairs)} are listed"
+            pairs = f"{check.found:,} pair{'' if check.found == 1 else 's'} of copies"
+            self.status_message.emit(f"{pairs} among {check.checked:,} images ({counts}){listed}")
+
+        def job(run: str, ctx, on_progress):
+            duplicates = workers.core("fgdesk.evaluate.duplicates")  # imported on the worker thread
+            return duplicates.check_duplicates(run, count=count, should_cancel=ctx.cancelled, on_progress=on_progress)
+
+        return self._start_list_task("_copies_task", job, show, "Looking for copies among the dataset's images…",
+                                     "Cannot look for copies")
+
+    def _copy_title(self, copy) -> tuple[str, str]:
+        """(subtitle, tooltip) of an image found to copy another."""
+        other = self._shown_dataset_path(copy.other_path)
+        where = ", ".join(part for part in (copy.other_split, copy.other_label) if part)
+        how = "Same photo as" if copy.how == "same photo" else "Cropped copy of"
+        kind = {"two classes": f"filed under {copy.label}, the other under {copy.other_label}",
+                "train and test": "a test image that the training images hold: its test score counts it as seen",
+                "repeated": "it counts twice"}.get(copy.kind, "")
+        subtitle = f"{how} {other} ({where}): {kind}"
+        similarity = "" if copy.embedding_similarity is None else \
+            f", the network's similarity {copy.embedding_similarity:.3f}"
+        return subtitle, f"{copy.path}\n{how.lower()} {copy.other_path}\npixel match {copy.match:.2f}{similarity}"
+
+    def _shown_dataset_path(self, path: str) -> str:
+        try:
+            return Path(path).relative_to(self.last_duplicate_check.dataset).as_posix()
+        except (ValueError, AttributeError):
+            return Path(path).name
+
     # ================================================================== giving labels
     def _open_labeler(self, run: str | None) -> None:
         """Find out, off the GUI thread, whether the run's dataset takes labels (class folders
@@ -838,10 +903,24 @@ class InspectView(QWidget):
     def _can_label(self, entry: _Entry | None) -> bool:
         return self._in_pool(entry) or self._doubted(entry)
 
+    def _copied(self, entry: _Entry | None) -> bool:
+        """A copy the duplicate check found, still in one of the dataset's class or unlabeled folders."""
+        if entry is None or entry.copy is None or self._labeler is None or not isinstance(entry.source, str):
+            return False
+        if entry.held_class is None:
+            entry.held_class = self._labeler.class_of(entry.source) or ""
+        return bool(entry.held_class) or self._in_pool(entry)
+
+    def _open_decision(self, entry: _Entry | None) -> bool:
+        """Something is still to decide on this image: a label to give or correct, or a copy to set aside."""
+        return entry is not None and entry.labelled is None and (self._copied(entry) or self._can_label(entry))
+
     def _update_label_panel(self) -> None:
         entry = self._current
         labelled = entry is not None and entry.labelled is not None
-        self.label_panel.setVisible(self._labeler is not None and (labelled or self._can_label(entry)))
+        copying = entry is not None and entry.copy is not None and (
+            getattr(entry.labelled, "set_aside", False) or (not labelled and self._copied(entry)))
+        self.label_panel.setVisible(self._labeler is not None and (labelled or copying or self._can_label(entry)))
         self.undo_label_button.setEnabled(bool(self.label_history) and self._label_task is None)
         self.refit_button.setEnabled(self.labels_since_fit > 0 and self._refit_task is None)
         self.refit_button.setText(f"Refit classifier ({self.labels_since_fit})" if self.labels_since_fit else "Refit classifier")
@@ -849,6 +928,19 @@ class InspectView(QWidget):
         if self.label_panel.isHidden():
             return
         busy = self._label_task is not None
+        self.label_row.setVisible(not copying)
+        self.set_aside_button.setVisible(copying)
+        self.set_aside_button.setEnabled(copying and not labelled and not busy)
+        if copying:
+            self.label_title.setText("A copy of another image")
+            self.keep_label_button.setVisible(False)
+            if labelled:
+                self.label_note.setText(f"Set aside in {self._shown_path(entry.labelled.target.parent)}")
+                self.label_note.setToolTip(str(entry.labelled.target))
+            else:
+                self.label_note.setText("")
+                self.label_note.setToolTip("")
+            return
         self.label_combo.setEnabled(not labelled and not busy)
         self.label_button.setEnabled(not labelled and not busy)
         correcting = entry.doubt is not None and (labelled or not self._in_pool(entry))
@@ -897,6 +989,16 @@ class InspectView(QWidget):
         source, key = entry.source, entry.key
         return self._start_label_task(lambda: labeler.confirm(source), lambda kept: self._on_kept(key, kept, labeler),
                                       "keep label")
+
+    def set_aside_current(self) -> bool:
+        """Take the shown copy out of the dataset (off the GUI thread): it moves into the dataset's
+        hidden set-aside folder, logged like a label, and Undo puts it back."""
+        entry, labeler = self._current, self._labeler
+        if entry is None or entry.labelled is not None or not self._copied(entry) or self._label_task is not None:
+            return False
+        source, key = entry.source, entry.key
+        return self._start_label_task(lambda: labeler.set_aside(source),
+                                      lambda move: self._on_labelled(key, move, labeler), "set aside")
 
     def _start_label_task(self, job, on_done, name: str) -> bool:
         """One file move (or log line) at a time, off the GUI thread; the panel waits for it."""
@@ -987,8 +1089,12 @@ class InspectView(QWidget):
             self._set_item_text(entry)
         self.labels_changed.emit(str(labeler.root), 1)
         name = Path(move.target).name
-        done = (f"Relabelled {name}: {move.previous_class} \u2192 {move.class_name}" if move.previous_class
-                else f"Labelled {name} as {move.class_name}")
+        if move.set_aside:
+            done = f"Set aside {name} in {self._shown_path(Path(move.target).parent)}"
+        elif move.previous_class:
+            done = f"Relabelled {name}: {move.previous_class} \u2192 {move.class_name}"
+        else:
+            done = f"Labelled {name} as {move.class_name}"
         given = sum(1 for _key, done_before, _labeler in self.label_history if not self._is_kept(done_before))
         self.status_message.emit(f"{done} ({given} this session): Refit classifier uses the new labels")
         self._show_label_warnings(labeler)
@@ -1009,7 +1115,7 @@ class InspectView(QWidget):
     def _next_unlabeled(self, after: _Entry | None) -> _Entry | None:
         start = self._entries.index(after) + 1 if after in self._entries else 0
         for entry in self._entries[start:] + self._entries[:start]:
-            if entry.labelled is None and self._can_label(entry):
+            if self._open_decision(entry):
                 return entry
         return None
 
@@ -1196,14 +1302,16 @@ class InspectView(QWidget):
                 f"Showing the first {MAX_DROPPED_IMAGES} images; use Classify folder to CSV for whole folders"
             )
 
-    def add_images(self, items: list[tuple[str, Any]], doubts: list | None = None) -> None:
+    def add_images(self, items: list[tuple[str, Any]], doubts: list | None = None, copies: list | None = None) -> None:
         """Queue (name, path-or-PIL image) pairs for prediction; `doubts` (one per item) are the
-        label check's rows for images whose label looks wrong."""
+        label check's rows for images whose label looks wrong, `copies` the duplicate check's
+        rows for images that copy another."""
         first_new = None
         new_clash = False  # a name now shared by two files: the one listed before shows its folder too
         for position, (name, source) in enumerate(items):
             entry = _Entry(key=self._next_key, name=str(name), source=source,
-                           doubt=doubts[position] if doubts is not None else None)
+                           doubt=doubts[position] if doubts is not None else None,
+                           copy=copies[position] if copies is not None else None)
             sharing = self._sources_by_name.setdefault(Path(entry.name).name, set())
             new_clash |= len(sharing) == 1 and entry.name not in sharing
             sharing.add(entry.name)
@@ -1231,7 +1339,7 @@ class InspectView(QWidget):
 
     def clear_images(self) -> None:
         self._runner.cancel_all()
-        for task in (self._suggest_task, self._check_task):
+        for task in (self._suggest_task, self._check_task, self._copies_task):
             if task is not None:
                 task.cancel()
         self._run_generation += 1
@@ -1338,10 +1446,14 @@ class InspectView(QWidget):
     def _item_text(self, entry: _Entry) -> str:
         name = self._display_name(entry)
         if entry.labelled is not None:
+            if getattr(entry.labelled, "set_aside", False):
+                return f"{name}\n\u2713\u00a0set\u00a0aside"
             kept = "kept\u00a0" if self._is_kept(entry.labelled) else ""  # no-break spaces: one line, cut at its end
             return f"{name}\n\u2713\u00a0{kept}{entry.labelled.class_name}"
         if entry.doubt is not None:  # the class it is filed under is in the title; the list is narrow
             return f"{name}\n\u2192\u00a0{entry.doubt.suggested}?"
+        if entry.copy is not None:
+            return f"{name}\n=\u00a0{Path(entry.copy.other_path).name}"
         if entry.state == "done" and entry.result and entry.result.prediction is not None:
             topk = getattr(entry.result.prediction, "topk", None) or []
             if topk:
@@ -1408,6 +1520,10 @@ class InspectView(QWidget):
                 f"{format_percent(doubt.given_probability)} and {doubt.suggested} "
                 f"{format_percent(doubt.suggested_probability)}" +
                 (f"; the run's classifier predicts {topk[0][0]} ({format_percent(topk[0][1])})" if topk else ""))
+        elif entry.copy is not None and entry.labelled is None:
+            subtitle, tooltip = self._copy_title(entry.copy)
+            self.image_subtitle.setText(subtitle)
+            self.image_subtitle.setToolTip(tooltip)
         else:
             self.image_subtitle.setToolTip(self.image_subtitle.text())
         self._fill_neighbours(result)

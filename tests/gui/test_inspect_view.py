@@ -320,3 +320,55 @@ def test_check_labels_lists_a_wrong_label_and_relabel_moves_it_back_to_its_class
     assert view.undo_last_label()
     qtbot.waitUntil(lambda: view._label_task is None, timeout=10_000)
     assert confirmed_labels(data) == {} and entry.labelled is None and view.keep_label_button.isEnabled()
+
+
+def test_find_copies_lists_a_test_copy_of_a_training_image_and_set_aside_takes_it_out(window, qtbot, tmp_path):
+    import shutil
+
+    from helpers_runs import make_run
+
+    from fgdesk.data.labeling import SET_ASIDE_FOLDER
+    from fgdesk.data.synthetic import make_demo_dataset
+
+    data = make_demo_dataset(tmp_path / "demo", num_classes=3, per_class=8, size=64, seed=0)
+    original = sorted((data / "train" / "class_1_triangle").iterdir())[0]
+    copy = data / "test" / "class_1_triangle" / "copy.png"
+    shutil.copy(original, copy)
+    run = make_run(tmp_path / "runs", data, attention="none")
+    view = window.inspect_view
+    window.show_page("inspect")
+    view.refresh_runs(select=str(run))
+    qtbot.waitUntil(lambda: view.current_run() == str(run) and view._labeler is not None, timeout=30_000)
+    messages: list[str] = []
+    view.status_message.connect(messages.append)
+
+    assert view.find_copies()
+    assert not view.copies_button.isEnabled()
+    qtbot.waitUntil(lambda: view._copies_task is None, timeout=120_000)
+    check = view.last_duplicate_check
+    assert check is not None and [(row.path, row.other_path) for row in check.pairs] == [(str(copy), str(original))]
+    assert view.image_list.count() == 1 and view.copies_button.isEnabled()
+    assert view._items[view._entries[0].key].text().endswith(f"=\u00a0{original.name}")
+    assert "1 pair of copies among 25 images (1 train and test)" in messages[-1]
+    assert "Looking for copies among the dataset's images: reading the images (" in "\n".join(messages)
+
+    view.image_list.setCurrentRow(0)
+    entry = view._current
+    qtbot.waitUntil(lambda: entry.result is not None and view.label_panel.isVisible(), timeout=120_000)
+    assert view.image_subtitle.text() == (f"Same photo as train/class_1_triangle/{original.name} (train, "
+                                          "class_1_triangle): a test image that the training images hold: its test "
+                                          "score counts it as seen")
+    assert view.label_title.text() == "A copy of another image" and view.set_aside_button.isVisible()
+    assert not view.label_row.isVisible() and not view.keep_label_button.isVisible()
+    assert view.set_aside_current()
+    qtbot.waitUntil(lambda: view._label_task is None, timeout=10_000)
+    hidden = data / SET_ASIDE_FOLDER / "test" / "class_1_triangle" / "copy.png"
+    assert hidden.is_file() and not copy.exists() and entry.source == str(hidden)
+    assert view._items[entry.key].text().endswith("\u2713\u00a0set\u00a0aside")
+    assert "Set aside copy.png in .fgdesk-set-aside/test/class_1_triangle" in messages[-1]
+    assert view.label_note.text() == "Set aside in .fgdesk-set-aside/test/class_1_triangle"
+    assert not view.set_aside_button.isEnabled()
+
+    assert view.undo_last_label()
+    qtbot.waitUntil(lambda: view._label_task is None, timeout=10_000)
+    assert copy.is_file() and not hidden.exists() and entry.labelled is None and view.set_aside_button.isEnabled()
