@@ -22,6 +22,9 @@ The pixels decide; the network only proposes:
    and the aligned patterns also agree cell by cell (a median of 0.7 over a 4 x 4 grid): one
    correlation over the whole is ruled by the strongest edges, so the outline of a bird
    drawn in another place would pass it, but not the cells of the background around it.
+   The search runs on half-size patterns first; only the pairs that match there at 0.4 or
+   more (one in seven on cub50; every copy found there matched at 0.68 or more at half
+   size) are searched in full, which makes the search about three times faster.
 
 On cub50 with copies planted on purpose, re-saved, resized, mirrored and brightened copies
 line up whole at 0.98 or more; crops of 90% and 87% of a side pass at 0.71 or more, most of
@@ -56,7 +59,9 @@ FLAT_CELL = 2.0  # a cell whose detail varies less than this (grey levels) in bo
 SAME_PHOTO = 0.8  # correlation without a crop from which a copy is the same photo
 SHOWN_PAIRS = 200
 CHUNK = 1024  # rows of a similarity matrix computed at once: bounds memory on large datasets
-PAIR_BATCH = 256  # candidate pairs matched at once
+PAIR_BATCH = 1024  # candidate pairs matched at once (sorted, so their images repeat within a batch)
+COARSE_MATCH = 0.4  # half-size match a pair needs to be matched in full
+COARSE_SHADING_WINDOW = 3
 
 KINDS = ("two classes", "train and test", "repeated")
 KIND_TEXT = {
@@ -104,10 +109,10 @@ def grey_thumbnails(paths: Sequence[Path], crop_bottom: int = 0, on_progress: Ca
     return (torch.stack(found) if found else torch.zeros(0, GREY_SIZE, GREY_SIZE, dtype=torch.uint8)), bad
 
 
-def _detail(grey: torch.Tensor, size: int) -> torch.Tensor:
+def _detail(grey: torch.Tensor, size: int, shading_window: int = SHADING_WINDOW) -> torch.Tensor:
     """(N, size, size) float: grey thumbnails shrunk to `size`, less their local mean."""
     small = F.interpolate(grey.float()[:, None], size=(size, size), mode="area")
-    shading = F.avg_pool2d(small, SHADING_WINDOW, 1, SHADING_WINDOW // 2, count_include_pad=False)
+    shading = F.avg_pool2d(small, shading_window, 1, shading_window // 2, count_include_pad=False)
     return (small - shading)[:, 0]
 
 
@@ -143,15 +148,16 @@ def pattern_correlation(first: torch.Tensor, second: torch.Tensor) -> torch.Tens
                          a @ F.normalize(second.flip(-1).flatten(1), dim=1).t())
 
 
-def _window_at(field: torch.Tensor, flat_index: torch.Tensor, columns: int) -> torch.Tensor:
-    """(N, PATTERN_SIZE, PATTERN_SIZE) windows of fields (N, S, S) whose top-left corners sit at
-    `flat_index` in correlation maps `columns` wide."""
+def _window_at(field: torch.Tensor, flat_index: torch.Tensor, pattern: int) -> torch.Tensor:
+    """(N, pattern, pattern) windows of fields (N, S, S) whose top-left corners sit at
+    `flat_index` in their correlation maps (S - pattern + 1 wide)."""
     size = field.shape[-1]
+    columns = size - pattern + 1
     top, left = flat_index // columns, flat_index % columns
-    offsets = torch.arange(PATTERN_SIZE)
+    offsets = torch.arange(pattern)
     rows = (top[:, None] + offsets)[:, :, None]
     cols = (left[:, None] + offsets)[:, None, :]
-    return field.flatten(1).gather(1, (rows * size + cols).flatten(1)).view(-1, PATTERN_SIZE, PATTERN_SIZE)
+    return field.flatten(1).gather(1, (rows * size + cols).flatten(1)).view(-1, pattern, pattern)
 
 
 def cell_agreement(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
@@ -160,7 +166,7 @@ def cell_agreement(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     One correlation over the whole pattern is ruled by its strongest edges: the outline of
     a bird matches the same outline drawn elsewhere. A crop of one photo matches cell by
     cell, its background included; cells flat in both images (a clear sky) agree."""
-    count, cell = len(first), PATTERN_SIZE // CELLS
+    count, cell = len(first), first.shape[-1] // CELLS
 
     def cells(x: torch.Tensor) -> torch.Tensor:
         x = x.reshape(count, CELLS, cell, CELLS, cell).permute(0, 1, 3, 2, 4).reshape(count, CELLS * CELLS, -1)
@@ -183,32 +189,51 @@ def match(first: torch.Tensor, second: torch.Tensor) -> Match:
     """How pairs of grey thumbnails (N, G, G) line up: one image's pattern searched for in
     the other at each of SCALES, any offset, both ways round and mirrored."""
     count = len(first)
+    return match_pairs(torch.cat([first, second]), torch.arange(count), torch.arange(count, 2 * count))
+
+
+def match_pairs(grey: torch.Tensor, first: torch.Tensor, second: torch.Tensor, pattern: int = PATTERN_SIZE,
+                shading_window: int = SHADING_WINDOW, align: bool = True) -> Match:
+    """`match` for the pairs (first[k], second[k]) of rows of `grey`, with patterns `pattern`
+    pixels wide. Each image's shrunk detail and its windows' spreads are computed once,
+    however many pairs it is in. Without `align`, the cells are not compared (agreement 0)."""
+    count = len(first)
+    images, inverse = torch.unique(torch.cat([first, second]), return_inverse=True)
+    first, second = inverse[:count], inverse[count:]
+    window = torch.full((1, 1, pattern, pattern), 1.0 / pattern ** 2)
+    fields, spreads = {}, {}
+    for scale in SCALES:
+        field = _detail(grey[images], round(pattern / scale), shading_window)
+        # Each window's spread; the template has mean 0, so a window's mean drops out.
+        mean = F.conv2d(field[:, None], window)[:, 0]
+        spreads[scale] = (F.conv2d(field[:, None] ** 2, window)[:, 0] - mean ** 2).clamp_min(1e-6).sqrt()
+        fields[scale] = field
+    details = fields[1.0]
+    templates = _standardised(details)
     best = torch.full((count,), -1.0)
     whole = torch.full((count,), -1.0)
-    best_window = torch.zeros(count, PATTERN_SIZE, PATTERN_SIZE)
-    best_template = torch.zeros(count, PATTERN_SIZE, PATTERN_SIZE)
-    window = torch.full((1, 1, PATTERN_SIZE, PATTERN_SIZE), 1.0 / PATTERN_SIZE ** 2)
+    best_window = torch.zeros(count, pattern, pattern)
+    best_template = torch.zeros(count, pattern, pattern)
     for searched, sought in ((first, second), (second, first)):
-        detail = _detail(sought, PATTERN_SIZE)
-        template = _standardised(detail)
+        # As-is and mirrored, as two filters per pair in one grouped convolution.
+        kernels = torch.stack([templates[sought], templates[sought].flip(-1)], dim=1) / pattern ** 2
+        kernels = kernels.reshape(2 * count, 1, pattern, pattern)
         for scale in SCALES:
-            size = round(PATTERN_SIZE / scale)
-            field = _detail(searched, size)
-            # Each window's spread; the template has mean 0, so a window's mean drops out.
-            mean = F.conv2d(field[:, None], window)[:, 0]
-            spread = (F.conv2d(field[:, None] ** 2, window)[:, 0] - mean ** 2).clamp_min(1e-6).sqrt()
-            for mirrored in (False, True):
-                shown = template.flip(-1) if mirrored else template
-                correlation = F.conv2d(field[None], shown[:, None] / PATTERN_SIZE ** 2, groups=count)[0] / spread
-                value, where = correlation.flatten(1).max(dim=1)
-                if scale == 1.0:
-                    whole = torch.maximum(whole, value)
-                better = value > best
-                if bool(better.any()):
-                    best = torch.where(better, value, best)
-                    best_window[better] = _window_at(field, where, correlation.shape[-1])[better]
-                    best_template[better] = (detail.flip(-1) if mirrored else detail)[better]
-    return Match(best.clamp(max=1.0), whole.clamp(max=1.0), cell_agreement(best_window, best_template))
+            field = fields[scale][searched]
+            correlation = F.conv2d(field[None], kernels, groups=count)[0]
+            correlation = correlation.view(count, 2, -1) / spreads[scale][searched].flatten(1)[:, None, :]
+            value, where = correlation.flatten(1).max(dim=1)
+            mirrored, where = where // correlation.shape[-1], where % correlation.shape[-1]
+            if scale == 1.0:
+                whole = torch.maximum(whole, value)
+            better = value > best
+            best = torch.where(better, value, best)
+            if align and bool(better.any()):
+                best_window[better] = _window_at(field, where, pattern)[better]
+                aligned = torch.where(mirrored.bool()[:, None, None], details[sought].flip(-1), details[sought])
+                best_template[better] = aligned[better]
+    agreement = cell_agreement(best_window, best_template) if align else torch.zeros(count)
+    return Match(best.clamp(max=1.0), whole.clamp(max=1.0), agreement)
 
 
 # -- pairs ---------------------------------------------------------------------------------
@@ -250,10 +275,19 @@ def find_duplicate_pairs(grey: torch.Tensor, embeddings: torch.Tensor | None = N
     proposed = candidate_pairs(grey, embeddings)
     candidates = sorted(proposed)
     unit = F.normalize(embeddings.float(), dim=1) if embeddings is not None and len(embeddings) else None
+    # Half-size patterns first: a few per cent of the pairs come close enough to be matched in full.
+    coarse_grey = F.interpolate(grey.float()[:, None], size=(GREY_SIZE // 2,) * 2, mode="area")[:, 0]
     pairs = []
     for start in range(0, len(candidates), PAIR_BATCH):
+        if on_progress:  # also where a cancel is noticed
+            on_progress(start, len(candidates))
         batch = torch.tensor(candidates[start:start + PAIR_BATCH])
-        found = match(grey[batch[:, 0]], grey[batch[:, 1]])
+        coarse = match_pairs(coarse_grey, batch[:, 0], batch[:, 1], PATTERN_SIZE // 2, COARSE_SHADING_WINDOW,
+                             align=False)
+        batch = batch[coarse.best >= COARSE_MATCH]
+        if not len(batch):
+            continue
+        found = match_pairs(grey, batch[:, 0], batch[:, 1])
         for position, (i, j) in enumerate(batch.tolist()):
             if float(found.whole[position]) >= SAME_PHOTO:
                 how, score = "same photo", float(found.whole[position])
@@ -265,8 +299,8 @@ def find_duplicate_pairs(grey: torch.Tensor, embeddings: torch.Tensor | None = N
             else:
                 continue
             pairs.append(DuplicatePair(i, j, how, score, float(unit[i] @ unit[j]) if unit is not None else None))
-        if on_progress:
-            on_progress(min(len(candidates), start + PAIR_BATCH), len(candidates))
+    if on_progress:
+        on_progress(len(candidates), len(candidates))
     pairs.sort(key=lambda p: (-p.match, p.first, p.second))
     return pairs
 
