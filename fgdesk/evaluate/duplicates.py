@@ -15,20 +15,22 @@ The pixels decide; the network only proposes:
    mirrored copy counts), and, for a run, each image's 3 nearest images by the network's
    embedding: contrastive pretraining maps crops of one photo close together, which is how
    a cropped copy, whose pixels no longer line up, comes up;
-3. one image's pattern is searched for in the other at six scales (a crop down to 65% of a
-   side), at any offset, mirrored or not. The pair is the **same photo** when the two line
-   up whole (a correlation of 0.8 or more without a crop). It is a **cropped copy** when the
-   network proposed it, the best alignment reaches a normalised cross-correlation of 0.6,
-   and the aligned patterns also agree cell by cell (a median of 0.7 over a 4 x 4 grid): one
-   correlation over the whole is ruled by the strongest edges, so the outline of a bird
-   drawn in another place would pass it, but not the cells of the background around it.
-   The search runs on half-size patterns first; only the pairs that match there at 0.4 or
-   more (one in seven on cub50; every copy found there matched at 0.68 or more at half
-   size) are searched in full, which makes the search about three times faster.
+3. one image's pattern is searched for in the other at scales from 100% down to 65% of a
+   side in steps of 2.5%, at any offset, mirrored or not. The pair is the **same photo**
+   when the two line up whole (a correlation of 0.8 or more without a crop). It is a
+   **cropped copy** when the network proposed it, the best alignment reaches a normalised
+   cross-correlation of 0.6, and the aligned patterns also agree cell by cell (three
+   quarters of the cells of a 4 x 4 grid correlate at 0.6 or more): one correlation over
+   the whole is ruled by the strongest edges, so the outline of a bird drawn in another
+   place passes it, but not the cells of the background around it.
+   The search runs on half-size patterns at every other scale first; only the pairs that
+   match there at 0.4 or more (one in seven on cub50; every copy found there matched at
+   0.68 or more at half size) are searched in full, at the scales beside the best one.
 
 On cub50 with copies planted on purpose, re-saved, resized, mirrored and brightened copies
-line up whole at 0.98 or more; crops of 90% and 87% of a side pass at 0.71 or more, most of
-them cell by cell too (docs/benchmarks.md). Photos of a burst, where the bird moved
+line up whole at 0.98 or more, and crops of 90% and 87% of a side match at 0.85 or more with
+three quarters of their cells at 0.81 or more; the same drawn bird at two places on the demo
+set reaches 0.70, but a quarter of its cells stay at or below 0.48 (docs/benchmarks.md). Photos of a burst, where the bird moved
 between frames, are different photos and are not listed.
 """
 from __future__ import annotations
@@ -51,14 +53,17 @@ PATTERN_SIZE = 32
 SHADING_WINDOW = 5  # pixels of the pattern averaged into the coarse shading taken out
 CANDIDATE = 0.5  # pattern correlation from which a pair is looked at
 NEIGHBOURS = 3  # a run's nearest images per image looked at
-SCALES = (1.0, 0.93, 0.86, 0.79, 0.72, 0.65)  # share of a side a copy may keep
+# The share of a side a copy may keep: finely in full, where a scale a few per cent off
+# already blurs the cells apart; every other one at half size, which is coarse anyway.
+SCALES = tuple(round(1.0 - 0.025 * step, 3) for step in range(15))  # 1.0 down to 0.65
+COARSE_SCALES = SCALES[::2]
 MATCH = 0.6  # cross-correlation from which a pair the network put side by side may be a cropped copy
 CELLS = 4  # the aligned patterns are compared in CELLS x CELLS cells too
-AGREEMENT = 0.7  # median cell correlation a cropped copy needs
+AGREEMENT = 0.6  # correlation that three quarters of the cells of a cropped copy reach
 FLAT_CELL = 2.0  # a cell whose detail varies less than this (grey levels) in both images agrees
 SAME_PHOTO = 0.8  # correlation without a crop from which a copy is the same photo
 SHOWN_PAIRS = 200
-CHUNK = 1024  # rows of a similarity matrix computed at once: bounds memory on large datasets
+CHUNK = 256  # rows of a similarity matrix computed at once: bounds memory on large datasets
 PAIR_BATCH = 1024  # candidate pairs matched at once (sorted, so their images repeat within a batch)
 COARSE_MATCH = 0.4  # half-size match a pair needs to be matched in full
 COARSE_SHADING_WINDOW = 3
@@ -161,7 +166,7 @@ def _window_at(field: torch.Tensor, flat_index: torch.Tensor, pattern: int) -> t
 
 
 def cell_agreement(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-    """(N,) median correlation over a 4 x 4 grid of cells of aligned patterns (N, S, S).
+    """(N,) lower quartile of the correlations of a 4 x 4 grid of cells of aligned patterns (N, S, S).
 
     One correlation over the whole pattern is ruled by its strongest edges: the outline of
     a bird matches the same outline drawn elsewhere. A crop of one photo matches cell by
@@ -175,7 +180,7 @@ def cell_agreement(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
     a, b = cells(first), cells(second)
     correlation = (a * b).sum(-1) / (a.norm(dim=-1) * b.norm(dim=-1)).clamp_min(1e-6)
     flat = (a.std(dim=-1) < FLAT_CELL) & (b.std(dim=-1) < FLAT_CELL)
-    return torch.where(flat, torch.ones_like(correlation), correlation).median(dim=-1).values
+    return torch.where(flat, torch.ones_like(correlation), correlation).quantile(0.25, dim=-1)
 
 
 @dataclass
@@ -183,6 +188,7 @@ class Match:
     best: torch.Tensor  # (N,) normalised cross-correlation at the best alignment
     whole: torch.Tensor  # (N,) the same without a crop (scale 1, either way round, mirrored or not)
     agreement: torch.Tensor  # (N,) cell_agreement at the best alignment
+    scale: torch.Tensor  # (N,) position in the scales searched of the best alignment's scale
 
 
 def match(first: torch.Tensor, second: torch.Tensor) -> Match:
@@ -193,7 +199,7 @@ def match(first: torch.Tensor, second: torch.Tensor) -> Match:
 
 
 def match_pairs(grey: torch.Tensor, first: torch.Tensor, second: torch.Tensor, pattern: int = PATTERN_SIZE,
-                shading_window: int = SHADING_WINDOW, align: bool = True) -> Match:
+                shading_window: int = SHADING_WINDOW, align: bool = True, scales: Sequence[float] = SCALES) -> Match:
     """`match` for the pairs (first[k], second[k]) of rows of `grey`, with patterns `pattern`
     pixels wide. Each image's shrunk detail and its windows' spreads are computed once,
     however many pairs it is in. Without `align`, the cells are not compared (agreement 0)."""
@@ -202,7 +208,7 @@ def match_pairs(grey: torch.Tensor, first: torch.Tensor, second: torch.Tensor, p
     first, second = inverse[:count], inverse[count:]
     window = torch.full((1, 1, pattern, pattern), 1.0 / pattern ** 2)
     fields, spreads = {}, {}
-    for scale in SCALES:
+    for scale in scales:
         field = _detail(grey[images], round(pattern / scale), shading_window)
         # Each window's spread; the template has mean 0, so a window's mean drops out.
         mean = F.conv2d(field[:, None], window)[:, 0]
@@ -212,13 +218,14 @@ def match_pairs(grey: torch.Tensor, first: torch.Tensor, second: torch.Tensor, p
     templates = _standardised(details)
     best = torch.full((count,), -1.0)
     whole = torch.full((count,), -1.0)
+    best_scale = torch.zeros(count, dtype=torch.long)
     best_window = torch.zeros(count, pattern, pattern)
     best_template = torch.zeros(count, pattern, pattern)
     for searched, sought in ((first, second), (second, first)):
         # As-is and mirrored, as two filters per pair in one grouped convolution.
         kernels = torch.stack([templates[sought], templates[sought].flip(-1)], dim=1) / pattern ** 2
         kernels = kernels.reshape(2 * count, 1, pattern, pattern)
-        for scale in SCALES:
+        for position, scale in enumerate(scales):
             field = fields[scale][searched]
             correlation = F.conv2d(field[None], kernels, groups=count)[0]
             correlation = correlation.view(count, 2, -1) / spreads[scale][searched].flatten(1)[:, None, :]
@@ -228,12 +235,13 @@ def match_pairs(grey: torch.Tensor, first: torch.Tensor, second: torch.Tensor, p
                 whole = torch.maximum(whole, value)
             better = value > best
             best = torch.where(better, value, best)
+            best_scale[better] = position
             if align and bool(better.any()):
                 best_window[better] = _window_at(field, where, pattern)[better]
                 aligned = torch.where(mirrored.bool()[:, None, None], details[sought].flip(-1), details[sought])
                 best_template[better] = aligned[better]
     agreement = cell_agreement(best_window, best_template) if align else torch.zeros(count)
-    return Match(best.clamp(max=1.0), whole.clamp(max=1.0), agreement)
+    return Match(best.clamp(max=1.0), whole.clamp(max=1.0), agreement, best_scale)
 
 
 # -- pairs ---------------------------------------------------------------------------------
@@ -283,25 +291,35 @@ def find_duplicate_pairs(grey: torch.Tensor, embeddings: torch.Tensor | None = N
             on_progress(start, len(candidates))
         batch = torch.tensor(candidates[start:start + PAIR_BATCH])
         coarse = match_pairs(coarse_grey, batch[:, 0], batch[:, 1], PATTERN_SIZE // 2, COARSE_SHADING_WINDOW,
-                             align=False)
-        batch = batch[coarse.best >= COARSE_MATCH]
-        if not len(batch):
-            continue
-        found = match_pairs(grey, batch[:, 0], batch[:, 1])
-        for position, (i, j) in enumerate(batch.tolist()):
-            if float(found.whole[position]) >= SAME_PHOTO:
-                how, score = "same photo", float(found.whole[position])
-            # A crop shifts the pixels and weakens the match: one is only trusted when the
-            # network also put the two side by side and the pixels agree cell by cell.
-            elif proposed[(i, j)] and float(found.best[position]) >= MATCH \
-                    and float(found.agreement[position]) >= AGREEMENT:
-                how, score = "cropped copy", float(found.best[position])
-            else:
-                continue
-            pairs.append(DuplicatePair(i, j, how, score, float(unit[i] @ unit[j]) if unit is not None else None))
+                             align=False, scales=COARSE_SCALES)
+        close = coarse.best >= COARSE_MATCH
+        # In full, only the fine scales beside the half-size search's best (and 1.0, for the whole).
+        for coarse_scale in torch.unique(coarse.scale[close]).tolist():
+            chosen = batch[close & (coarse.scale == coarse_scale)]
+            fine = SCALES.index(COARSE_SCALES[coarse_scale])
+            scales = sorted({1.0, *SCALES[max(0, fine - 1):fine + 2]}, reverse=True)
+            pairs += _accepted(match_pairs(grey, chosen[:, 0], chosen[:, 1], scales=scales), chosen, proposed, unit)
     if on_progress:
         on_progress(len(candidates), len(candidates))
     pairs.sort(key=lambda p: (-p.match, p.first, p.second))
+    return pairs
+
+
+def _accepted(found: Match, batch: torch.Tensor, proposed: dict[tuple[int, int], bool],
+              unit: torch.Tensor | None) -> list[DuplicatePair]:
+    """The pairs of `batch` whose match makes them copies."""
+    pairs = []
+    for position, (i, j) in enumerate(batch.tolist()):
+        if float(found.whole[position]) >= SAME_PHOTO:
+            how, score = "same photo", float(found.whole[position])
+        # A crop shifts the pixels and weakens the match: one is only trusted when the
+        # network also put the two side by side and the pixels agree cell by cell.
+        elif proposed[(i, j)] and float(found.best[position]) >= MATCH \
+                and float(found.agreement[position]) >= AGREEMENT:
+            how, score = "cropped copy", float(found.best[position])
+        else:
+            continue
+        pairs.append(DuplicatePair(i, j, how, score, float(unit[i] @ unit[j]) if unit is not None else None))
     return pairs
 
 
