@@ -369,10 +369,21 @@ class InspectView(QWidget):
             "images trained on (the test score counts them as seen), then repeats"
         )
         self.copies_button.clicked.connect(lambda: self.find_copies())
-        for button in (self.open_button, self.paste_button, self.csv_button, self.suggest_button, self.check_button,
-                       self.copies_button):
+        for button in (self.open_button, self.paste_button, self.csv_button):
             row.addWidget(button)
         card.body.addLayout(row)
+        # The tasks that look through the run's whole dataset, on a row of their own: one row
+        # cut every button short at the window's usual width.
+        tasks = QHBoxLayout()
+        tasks.setSpacing(8)
+        heading = QLabel("Dataset")
+        heading.setObjectName("Subtitle")
+        heading.setToolTip("Look through the images of the run's dataset; what is found is added to the list below")
+        tasks.addWidget(heading)
+        for button in (self.suggest_button, self.check_button, self.copies_button):
+            tasks.addWidget(button)
+        tasks.addStretch(1)
+        card.body.addLayout(tasks)
         return card
 
     def _build_results(self) -> QWidget:
