@@ -4,7 +4,7 @@
     python scripts/screenshots.py [--out docs/screenshots] [--epochs 6]
 
 Writes browser.png, training_running.png, training_done.png, inspect.png, labelling.png,
-check_labels.png and compare.png. With no DISPLAY it starts Xvfb when it is installed (the
+check_labels.png, copies.png and compare.png. With no DISPLAY it starts Xvfb when it is installed (the
 Qt xcb plug-in needs a few Debian packages; the script says which are missing), and falls
 back to Qt's offscreen platform otherwise. Everything it creates (demo set, run, thumbnails) lives in a temporary
 FGDESK_HOME unless --home is given, so your own runs are not touched.
@@ -218,6 +218,24 @@ def take_screenshots(out: Path, epochs: int) -> int:
     inspect.image_list.setCurrentRow(0)
     wait(lambda: inspect.label_panel.isVisible(), "the correction panel", 30)
     save("check_labels")
+
+    # 4c. Copies: a test image that is a training image mirrored and re-saved, then Find copies.
+    from PIL import Image, ImageOps
+
+    original = sorted(classes[4].glob("*.png"))[0]
+    copy = test_root / classes[4].name / "from_the_field.jpg"
+    with Image.open(original) as opened:
+        ImageOps.mirror(opened.convert("RGB")).save(copy, quality=85)
+    inspect.clear_images()
+    inspect.find_copies()
+    wait(lambda: inspect._copies_task is None, "the copy check")
+    if inspect.last_duplicate_check is None or not inspect.last_duplicate_check.pairs:
+        raise RuntimeError("the copy check found nothing; see the log above")
+    rows = inspect.last_duplicate_check.images_to_look_at()
+    wait(lambda: len(inspect.results()) == len(rows), "predictions of the copies")
+    inspect.image_list.setCurrentRow(0)
+    wait(lambda: inspect.label_panel.isVisible(), "the set-aside panel", 30)
+    save("copies")
 
     # 5. A second run with the attention module off, compared with the first.
     window.show_page("train")
