@@ -503,10 +503,10 @@ class InspectView(QWidget):
             bar.setFixedHeight(8)
             topk.addLayout(line)
             topk.addWidget(bar)
-            topk.addSpacing(5)
+            topk.addSpacing(4)
             self.topk_rows.append((name, bar, value))
         right.body.addLayout(topk)
-        right.body.addSpacing(10)
+        right.body.addSpacing(6)
         neighbours_title = QLabel("Nearest labelled images")
         neighbours_title.setObjectName("Subtitle")
         right.body.addWidget(neighbours_title)
@@ -524,12 +524,14 @@ class InspectView(QWidget):
             caption.setObjectName("Muted")
             caption.setAlignment(Qt.AlignmentFlag.AlignCenter)
             caption.setFixedWidth(NEIGHBOUR_THUMB + 10)
+            # Class and similarity, two lines that a short window must not squeeze onto the image.
+            caption.setMinimumHeight(2 * caption.fontMetrics().lineSpacing())
             tile_layout.addWidget(canvas, 0, Qt.AlignmentFlag.AlignHCenter)
             tile_layout.addWidget(caption)
             self.neighbour_grid.addWidget(tile, i // 2, i % 2)
             self.neighbour_tiles.append((canvas, caption))
         right.body.addLayout(self.neighbour_grid)
-        right.body.addSpacing(10)
+        right.body.addSpacing(6)
         right.body.addWidget(self._build_label_panel())
         right.body.addStretch(1)
         splitter.addWidget(right)
@@ -830,17 +832,20 @@ class InspectView(QWidget):
                                      "Cannot look for copies")
 
     def _copy_title(self, copy) -> tuple[str, str]:
-        """(subtitle, tooltip) of an image found to copy another."""
+        """(subtitle, tooltip) of an image found to copy another: what matters first, as the
+        line is cut at the column's width; the tooltip says it whole."""
         other = self._shown_dataset_path(copy.other_path)
-        where = ", ".join(part for part in (copy.other_split, copy.other_label) if part)
-        how = "Same photo as" if copy.how == "same photo" else "Cropped copy of"
-        kind = {"two classes": f"filed under {copy.label}, the other under {copy.other_label}",
-                "train and test": "a test image that the training images hold: its test score counts it as seen",
-                "repeated": "it counts twice"}.get(copy.kind, "")
-        subtitle = f"{how} {other} ({where}): {kind}"
+        how = "same photo as" if copy.how == "same photo" else "cropped copy of"
+        lead = {"two classes": f"In two classes ({copy.label} and {copy.other_label})",
+                "train and test": "Test copy of a training image",
+                "repeated": "Repeated"}.get(copy.kind, "Copy")
+        why = {"two classes": "the same image is filed under two classes",
+               "train and test": "the test score counts this image as seen in training",
+               "repeated": "the same image counts twice"}.get(copy.kind, "")
         similarity = "" if copy.embedding_similarity is None else \
             f", the network's similarity {copy.embedding_similarity:.3f}"
-        return subtitle, f"{copy.path}\n{how.lower()} {copy.other_path}\npixel match {copy.match:.2f}{similarity}"
+        return (f"{lead}: {how} {other}",
+                f"{copy.path}\n{how} {copy.other_path}\n{why}\npixel match {copy.match:.2f}{similarity}")
 
     def _shown_dataset_path(self, path: str) -> str:
         try:
@@ -943,7 +948,7 @@ class InspectView(QWidget):
         self.set_aside_button.setVisible(copying)
         self.set_aside_button.setEnabled(copying and not labelled and not busy)
         if copying:
-            self.label_title.setText("A copy of another image")
+            self.label_title.setText("A copy")
             self.keep_label_button.setVisible(False)
             if labelled:
                 self.label_note.setText(f"Set aside in {self._shown_path(entry.labelled.target.parent)}")
