@@ -7,6 +7,7 @@ import logging
 import math
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from fgdesk import __version__
@@ -237,6 +238,16 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 class CLIError(RuntimeError):
     pass
+
+
+def _shown_from(root) -> Callable[[str | Path], str]:
+    """How a command prints a path: from the dataset's root when it lies inside it."""
+    def shown(path: str | Path) -> str:
+        try:
+            return Path(path).relative_to(root).as_posix()
+        except ValueError:
+            return str(path)
+    return shown
 
 
 def _parse_value(text: str):
@@ -502,14 +513,7 @@ def cmd_check_labels(args: argparse.Namespace) -> int:
     if args.count < 1:
         raise CLIError(f"--count must be at least 1, got {args.count}")
     check = check_labels_for_run(args.run, count=args.count, method=args.method, device=args.device)
-    root = Path(check.dataset)
-
-    def shown(path: str) -> str:
-        try:
-            return Path(path).relative_to(root).as_posix()
-        except ValueError:
-            return path
-
+    shown = _shown_from(check.dataset)
     given_width = max([len(row.given) for row in check.issues] + [5])
     suggested_width = max([len(row.suggested) for row in check.issues] + [10])
     if check.issues:
@@ -544,14 +548,7 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
     if not args.data.is_dir():
         raise CLIError(f"{args.data} is not a folder")
     check = check_duplicates(args.data, count=args.count, device=args.device)
-    root = Path(check.dataset)
-
-    def shown(path: str) -> str:
-        try:
-            return Path(path).relative_to(root).as_posix()
-        except ValueError:
-            return path
-
+    shown = _shown_from(check.dataset)
     for kind in KINDS:
         rows = [row for row in check.pairs if row.kind == kind]
         if not rows:
@@ -589,14 +586,7 @@ def cmd_label(args: argparse.Namespace) -> int:
     if args.class_name and not args.images:
         raise CLIError("--as names the class of the images given; name some images")
     labeler = DatasetLabeler(dataset_folder(args.data))
-    root = labeler.root
-
-    def shown(path: Path) -> str:
-        try:
-            return path.relative_to(root).as_posix()
-        except ValueError:
-            return str(path)
-
+    shown = _shown_from(labeler.root)
     if args.undo is not None:
         if args.undo < 1:
             raise CLIError(f"--undo takes a count of 1 or more, got {args.undo}")

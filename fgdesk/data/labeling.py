@@ -253,13 +253,7 @@ class DatasetLabeler:
             raise LabelingError(f"{source} no longer exists (moved or deleted since it was listed)")
         target, previous = self._destination(source, class_name, allow_new)
         name = self.check_class_name(class_name, allow_new=allow_new)
-        created: list[Path] = []
-        try:
-            created = _make_parents(target.parent, created)
-            _move_without_overwrite(source, target)
-        except OSError as exc:
-            _remove_empty(created)
-            raise LabelingError(f"cannot move {source} to {target}: {exc.strerror or exc}") from exc
+        created = _move_into_new_folders(source, target)
         if name not in self.classes:
             self.classes = sorted([*self.classes, name])
         move = LabelMove(source, target, name, tuple(created), previous_class=previous)
@@ -280,13 +274,7 @@ class DatasetLabeler:
                                 "only the dataset's own images can be set aside")
         inside = self._inside(_resolve(source.parent) / source.name, self.root)
         target = _free_name(self.root / SET_ASIDE_FOLDER / (inside if inside is not None else source.name))
-        created: list[Path] = []
-        try:
-            created = _make_parents(target.parent, created)
-            _move_without_overwrite(source, target)
-        except OSError as exc:
-            _remove_empty(created)
-            raise LabelingError(f"cannot move {source} to {target}: {exc.strerror or exc}") from exc
+        created = _move_into_new_folders(source, target)
         move = LabelMove(source, target, "", tuple(created), previous_class=previous or "", set_aside=True)
         self._move_box(source, target)
         self._log(move.action, move)
@@ -624,6 +612,19 @@ def _free_name(path: Path, taken: frozenset[Path] | set[Path] = frozenset()) -> 
         if not candidate.exists() and candidate not in taken:
             return candidate
         number += 1
+
+
+def _move_into_new_folders(source: Path, target: Path) -> list[Path]:
+    """Move `source` to `target`, making its missing folders (returned, outermost first); on
+    failure nothing is left behind: the folders made go again, and LabelingError says why."""
+    created: list[Path] = []
+    try:
+        created = _make_parents(target.parent, created)
+        _move_without_overwrite(source, target)
+    except OSError as exc:
+        _remove_empty(created)
+        raise LabelingError(f"cannot move {source} to {target}: {exc.strerror or exc}") from exc
+    return created
 
 
 def _make_parents(folder: Path, created: list[Path]) -> list[Path]:

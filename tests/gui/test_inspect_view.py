@@ -258,6 +258,17 @@ def test_suggest_what_to_label_adds_unlabeled_images_or_says_why_not(inspect, qt
     assert view.image_list.count() == 0 and view.last_suggestions == [] and view.last_error_box is None
 
 
+def _inspect_with_labels(window, qtbot, run):
+    """(the Inspect view on `run`, once its dataset takes labels; the status messages it shows from now on)."""
+    view = window.inspect_view
+    window.show_page("inspect")
+    view.refresh_runs(select=str(run))
+    qtbot.waitUntil(lambda: view.current_run() == str(run) and view._labeler is not None, timeout=30_000)
+    messages: list[str] = []
+    view.status_message.connect(messages.append)
+    return view, messages
+
+
 def test_check_labels_lists_a_wrong_label_and_relabel_moves_it_back_to_its_class(window, qtbot, tmp_path):
     import shutil
 
@@ -267,12 +278,7 @@ def test_check_labels_lists_a_wrong_label_and_relabel_moves_it_back_to_its_class
     wrong = data / "train" / "blue" / "red0.png"  # a red image filed as blue
     shutil.move(data / "train" / "red" / "red0.png", wrong)
     run = make_run(tmp_path / "runs", data, attention="none")
-    view = window.inspect_view
-    window.show_page("inspect")
-    view.refresh_runs(select=str(run))
-    qtbot.waitUntil(lambda: view.current_run() == str(run) and view._labeler is not None, timeout=30_000)
-    messages: list[str] = []
-    view.status_message.connect(messages.append)
+    view, messages = _inspect_with_labels(window, qtbot, run)
 
     assert view.check_labels()
     assert not view.check_button.isEnabled()
@@ -335,12 +341,7 @@ def test_find_copies_lists_a_test_copy_of_a_training_image_and_set_aside_takes_i
     copy = data / "test" / "class_1_triangle" / "copy.png"
     shutil.copy(original, copy)
     run = make_run(tmp_path / "runs", data, attention="none")
-    view = window.inspect_view
-    window.show_page("inspect")
-    view.refresh_runs(select=str(run))
-    qtbot.waitUntil(lambda: view.current_run() == str(run) and view._labeler is not None, timeout=30_000)
-    messages: list[str] = []
-    view.status_message.connect(messages.append)
+    view, messages = _inspect_with_labels(window, qtbot, run)
 
     assert view.find_copies()
     assert not view.copies_button.isEnabled()
