@@ -351,6 +351,13 @@ class DuplicateCheck:
     dataset: str
     used_network: bool  # a run's embeddings proposed pairs too (cropped copies are found then)
 
+    def shown_path(self, path: str) -> str:
+        """`path` from the dataset's root, when it lies inside it."""
+        try:
+            return Path(path).relative_to(self.dataset).as_posix()
+        except ValueError:
+            return str(path)
+
     def images_to_look_at(self) -> list[DuplicateRow]:
         """The rows whose `path` comes up for the first time: three copies of one photo make
         three pairs, but fewer images to look at."""

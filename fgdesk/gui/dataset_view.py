@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 PREVIEW_SIZE = 1024  # longest side the preview decodes to (never the full file on the GUI thread)
 PROBLEM_ROWS_SHOWN = 500  # more would take the GUI thread seconds to build, and nobody reads them all
+COPY_PAIRS_SHOWN = 500
+COPIES_TAB = 3
 SPLIT_ORDER = ("train", "val", "test", "unlabeled")
 LAYOUT_NAMES = {
     "cub": "CUB-200-2011",
@@ -93,6 +95,9 @@ class DatasetView(QWidget):
         self.last_label_batch: list = []  # the LabelMoves of the last "Label … as", for undo
         self._batch_labeler = None  # the DatasetLabeler those moves belong to
         self._label_task = None
+        self._copies_runner = workers.TaskRunner(parent=self)
+        self._copies_task = None
+        self.last_duplicate_check = None  # fgdesk.evaluate.duplicates.DuplicateCheck of the folder shown
         self.last_error_box = None
         self._loading_path: str | None = None
         self._preview_generation = 0
@@ -274,6 +279,7 @@ class DatasetView(QWidget):
         self.problem_tree.header().resizeSection(0, 160)
         self.problem_tree.itemActivated.connect(self._reveal_problem)
         self.side_tabs.addTab(self.problem_tree, "Problems")
+        self.side_tabs.addTab(self._build_copies_tab(), "Copies")
         splitter.addWidget(self.side_tabs)
 
         splitter.setStretchFactor(0, 0)
@@ -283,6 +289,95 @@ class DatasetView(QWidget):
         self.splitter = splitter
         outer.addWidget(splitter, 1)
         return page
+
+    def _build_copies_tab(self) -> QWidget:
+        tab = QWidget()
+        layout = QVBoxLayout(tab)
+        layout.setContentsMargins(8, 8, 8, 8)
+        layout.setSpacing(6)
+        self.copies_button = QPushButton("Find copies")
+        self.copies_button.setToolTip(
+            "Compare every image with the others by its pixels: the same photo saved again, resized, mirrored or "
+            "brightened. A test image whose copy is a training image is scored as seen; one photo under two "
+            "classes contradicts itself. Inspect's Find copies, with a trained run, finds cropped copies too")
+        self.copies_button.clicked.connect(lambda: self.find_copies())
+        layout.addWidget(self.copies_button, 0, Qt.AlignmentFlag.AlignLeft)
+        self.copies_note = muted_label("Copies of one photo in this folder: across train and test, under two "
+                                       "classes, or twice in a class.")
+        layout.addWidget(self.copies_note)
+        self.copies_tree = QTreeWidget()
+        self.copies_tree.setHeaderLabels(["File", "Copy of", "Kind"])
+        self.copies_tree.setRootIsDecorated(False)
+        self.copies_tree.setAlternatingRowColors(True)
+        self.copies_tree.setStyleSheet("QTreeWidget { border: none; }")
+        self.copies_tree.itemActivated.connect(self._reveal_problem)
+        layout.addWidget(self.copies_tree, 1)
+        return tab
+
+    # ------------------------------------------------------------------ copies
+    def find_copies(self) -> bool:
+        """Look for copies among the shown folder's images by their pixels (off the GUI thread)."""
+        if self.index is None or self._copies_task is not None:
+            return False
+        root, generation = str(self.index.root), self._load_generation
+
+        def job(ctx):
+            duplicates = workers.core("fgdesk.evaluate.duplicates")  # imported on the worker thread
+            return duplicates.check_duplicates(root, count=COPY_PAIRS_SHOWN, should_cancel=ctx.cancelled,
+                                               on_progress=lambda stage, fraction: ctx.progress((stage, fraction)))
+
+        def current() -> bool:  # still the folder it was asked for (reopened after labels counts)
+            self._copies_task = None
+            self.copies_button.setEnabled(True)
+            return self.index is not None and str(self.index.root) == root
+
+        def done(check) -> None:
+            if current():
+                self._show_copies(check)
+
+        def failed(message: str, details: str) -> None:
+            if current() and generation == self._load_generation:
+                self.last_error_box = show_error(self, "Cannot look for copies", message,
+                                                 details if "Traceback" in details else "")
+
+        def progress(value) -> None:
+            stage, fraction = value
+            self.status_message.emit(f"Looking for copies: {stage} ({100 * fraction:.0f}%)…")
+
+        self._copies_task = self._copies_runner.start(job, on_done=done, on_failed=failed, on_progress=progress,
+                                                      on_cancelled=current, name="find copies")
+        self.copies_button.setEnabled(False)
+        self.status_message.emit("Looking for copies among the images…")
+        return True
+
+    def _show_copies(self, check) -> None:
+        self.last_duplicate_check = check
+        shown = check.shown_path
+        self.copies_tree.clear()
+        items = []
+        for row in check.pairs:
+            item = QTreeWidgetItem([Path(row.path).name, shown(row.other_path), row.kind])
+            item.setToolTip(0, shown(row.path))
+            item.setToolTip(1, row.other_path)
+            item.setToolTip(2, f"{row.how}, pixel match {row.match:.2f}")
+            item.setData(0, Qt.ItemDataRole.UserRole, row.path)
+            items.append(item)
+        self.copies_tree.addTopLevelItems(items)
+        self.side_tabs.setTabText(COPIES_TAB, f"Copies ({check.found:,})" if check.found else "Copies")
+        counts = ", ".join(f"{number} {kind}" for kind, number in check.counts.items() if number)
+        pairs = f"{check.found:,} pair{'' if check.found == 1 else 's'} of copies"
+        self.copies_note.setText(f"{pairs} among {check.checked:,} images ({counts}); by their pixels alone"
+                                 if check.found else f"No copies among the {check.checked:,} images")
+        self.status_message.emit(self.copies_note.text())
+
+    def _forget_copies(self) -> None:
+        if self._copies_task is not None:
+            self._copies_task.cancel()
+        self.last_duplicate_check = None
+        self.copies_tree.clear()
+        self.side_tabs.setTabText(COPIES_TAB, "Copies")
+        self.copies_note.setText("Copies of one photo in this folder: across train and test, under two classes, "
+                                 "or twice in a class.")
 
     # ------------------------------------------------------------------ opening
     def set_recent(self, recent: list[str]) -> None:
@@ -364,8 +459,9 @@ class DatasetView(QWidget):
         same_folder = self.index is not None and str(self.index.root) == str(loaded.index.root)
         keep = self._view_state() if same_folder else None  # reopened after labelling: stay where the user was
         self.labeler = loaded.labeler
-        if not same_folder:  # "Undo labelling" belongs to the folder it was done in
+        if not same_folder:  # "Undo labelling" and the copies found belong to the folder they were for
             self.last_label_batch, self._batch_labeler = [], None
+            self._forget_copies()
         self.index = loaded.index
         self.summary = loaded.summary
         index, summary = loaded.index, loaded.summary
@@ -724,3 +820,4 @@ class DatasetView(QWidget):
     def shutdown(self) -> None:
         self.thumbnail_model.loader.shutdown()
         self._runner.cancel_all()
+        self._copies_runner.cancel_all()

@@ -834,7 +834,7 @@ class InspectView(QWidget):
     def _copy_title(self, copy) -> tuple[str, str]:
         """(subtitle, tooltip) of an image found to copy another: what matters first, as the
         line is cut at the column's width; the tooltip says it whole."""
-        other = self._shown_dataset_path(copy.other_path)
+        other = self.last_duplicate_check.shown_path(copy.other_path) if self.last_duplicate_check else copy.other_path
         how = "same photo as" if copy.how == "same photo" else "cropped copy of"
         lead = {"two classes": f"In two classes ({copy.label} and {copy.other_label})",
                 "train and test": "Test copy of a training image",
@@ -846,12 +846,6 @@ class InspectView(QWidget):
             f", the network's similarity {copy.embedding_similarity:.3f}"
         return (f"{lead}: {how} {other}",
                 f"{copy.path}\n{how} {copy.other_path}\n{why}\npixel match {copy.match:.2f}{similarity}")
-
-    def _shown_dataset_path(self, path: str) -> str:
-        try:
-            return Path(path).relative_to(self.last_duplicate_check.dataset).as_posix()
-        except (ValueError, AttributeError):
-            return Path(path).name
 
     # ================================================================== giving labels
     def _open_labeler(self, run: str | None) -> None:

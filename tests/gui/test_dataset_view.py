@@ -186,6 +186,36 @@ def test_problems_are_listed(window, qtbot, demo_set, tmp_path):
     assert view.side_tabs.tabText(2).startswith("Problems (")
 
 
+def test_find_copies_lists_a_mirrored_test_copy_and_reveals_it_and_another_folder_forgets_it(
+        window, qtbot, demo_set, tmp_path):
+    from PIL import Image, ImageOps
+
+    copied = tmp_path / "copied_set"
+    shutil.copytree(demo_set, copied)
+    original = sorted((copied / "train" / "class_2_square").iterdir())[0]
+    copy = copied / "test" / "class_2_square" / "mirrored.png"
+    with Image.open(original) as image:
+        ImageOps.mirror(image.convert("RGB")).save(copy)
+    view = window.dataset_view
+    load_dataset(qtbot, window, copied)
+    messages: list[str] = []
+    view.status_message.connect(messages.append)
+    assert view.find_copies() and not view.copies_button.isEnabled()
+    qtbot.waitUntil(lambda: view._copies_task is None, timeout=60_000)
+    rows = [[view.copies_tree.topLevelItem(i).text(c) for c in range(3)] for i in range(view.copies_tree.topLevelItemCount())]
+    assert rows == [["mirrored.png", f"train/class_2_square/{original.name}", "train and test"]]
+    assert view.side_tabs.tabText(3) == "Copies (1)" and view.copies_button.isEnabled()
+    assert messages[-1] == "1 pair of copies among 25 images (1 train and test); by their pixels alone"
+    assert "Looking for copies: reading the images (" in "\n".join(messages)
+    view.copies_tree.itemActivated.emit(view.copies_tree.topLevelItem(0), 0)  # Enter or a double click
+    shown = view.thumbnail_model.sample_at(view.thumbnail_view.currentIndex().row())
+    assert shown.path == copy and view.side_tabs.currentIndex() == 0
+
+    load_dataset(qtbot, window, demo_set)  # another folder: its copies are not known yet
+    qtbot.waitUntil(lambda: Path(view.index.root) == Path(demo_set), timeout=30_000)
+    assert view.copies_tree.topLevelItemCount() == 0 and view.side_tabs.tabText(3) == "Copies"
+
+
 def test_a_folder_that_is_not_a_dataset_says_why(window, qtbot, tmp_path):
     empty = tmp_path / "nothing here"
     empty.mkdir()
