@@ -21,6 +21,7 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QProgressBar,
     QPushButton,
+    QSizePolicy,
     QSplitter,
     QStackedWidget,
     QTabWidget,
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 PREVIEW_SIZE = 1024  # longest side the preview decodes to (never the full file on the GUI thread)
 PROBLEM_ROWS_SHOWN = 500  # more would take the GUI thread seconds to build, and nobody reads them all
 COPY_PAIRS_SHOWN = 500
-COPIES_TAB = 3
+PROBLEMS_TAB = 2
 SPLIT_ORDER = ("train", "val", "test", "unlabeled")
 LAYOUT_NAMES = {
     "cub": "CUB-200-2011",
@@ -98,6 +99,7 @@ class DatasetView(QWidget):
         self._copies_runner = workers.TaskRunner(parent=self)
         self._copies_task = None
         self.last_duplicate_check = None  # fgdesk.evaluate.duplicates.DuplicateCheck of the folder shown
+        self._problem_rows: list[tuple[str, str]] = []  # the index's problems; copies found are listed after them
         self.last_error_box = None
         self._loading_path: str | None = None
         self._preview_generation = 0
@@ -270,6 +272,24 @@ class DatasetView(QWidget):
         self.summary_text.setLineWrapMode(QPlainTextEdit.LineWrapMode.NoWrap)
         self.summary_text.setStyleSheet("QPlainTextEdit { border: none; font-family: monospace; }")
         self.side_tabs.addTab(self.summary_text, "Summary")
+        problems = QWidget()
+        problems_layout = QVBoxLayout(problems)
+        problems_layout.setContentsMargins(0, 6, 0, 0)
+        problems_layout.setSpacing(4)
+        copies_row = QHBoxLayout()
+        copies_row.setContentsMargins(6, 0, 6, 0)
+        self.copies_button = QPushButton("Find copies")
+        self.copies_button.setToolTip(
+            "Compare every image with the others by its pixels, and list the copies here: the same photo saved "
+            "again, resized, mirrored or brightened. A test image whose copy is a training image is scored as seen; "
+            "one photo under two classes contradicts itself. Inspect's Find copies, with a trained run, finds "
+            "cropped copies too")
+        self.copies_button.clicked.connect(lambda: self.find_copies())
+        copies_row.addWidget(self.copies_button)
+        self.copies_note = muted_label("", wrap=False)
+        self.copies_note.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        copies_row.addWidget(self.copies_note, 1)
+        problems_layout.addLayout(copies_row)
         self.problem_tree = QTreeWidget()
         self.problem_tree.setHeaderLabels(["File", "Problem"])
         self.problem_tree.setRootIsDecorated(False)
@@ -278,8 +298,8 @@ class DatasetView(QWidget):
         self.problem_tree.header().setSectionResizeMode(0, QHeaderView.ResizeMode.Interactive)
         self.problem_tree.header().resizeSection(0, 160)
         self.problem_tree.itemActivated.connect(self._reveal_problem)
-        self.side_tabs.addTab(self.problem_tree, "Problems")
-        self.side_tabs.addTab(self._build_copies_tab(), "Copies")
+        problems_layout.addWidget(self.problem_tree, 1)
+        self.side_tabs.addTab(problems, "Problems")
         splitter.addWidget(self.side_tabs)
 
         splitter.setStretchFactor(0, 0)
@@ -289,30 +309,6 @@ class DatasetView(QWidget):
         self.splitter = splitter
         outer.addWidget(splitter, 1)
         return page
-
-    def _build_copies_tab(self) -> QWidget:
-        tab = QWidget()
-        layout = QVBoxLayout(tab)
-        layout.setContentsMargins(8, 8, 8, 8)
-        layout.setSpacing(6)
-        self.copies_button = QPushButton("Find copies")
-        self.copies_button.setToolTip(
-            "Compare every image with the others by its pixels: the same photo saved again, resized, mirrored or "
-            "brightened. A test image whose copy is a training image is scored as seen; one photo under two "
-            "classes contradicts itself. Inspect's Find copies, with a trained run, finds cropped copies too")
-        self.copies_button.clicked.connect(lambda: self.find_copies())
-        layout.addWidget(self.copies_button, 0, Qt.AlignmentFlag.AlignLeft)
-        self.copies_note = muted_label("Copies of one photo in this folder: across train and test, under two "
-                                       "classes, or twice in a class.")
-        layout.addWidget(self.copies_note)
-        self.copies_tree = QTreeWidget()
-        self.copies_tree.setHeaderLabels(["File", "Copy of", "Kind"])
-        self.copies_tree.setRootIsDecorated(False)
-        self.copies_tree.setAlternatingRowColors(True)
-        self.copies_tree.setStyleSheet("QTreeWidget { border: none; }")
-        self.copies_tree.itemActivated.connect(self._reveal_problem)
-        layout.addWidget(self.copies_tree, 1)
-        return tab
 
     # ------------------------------------------------------------------ copies
     def find_copies(self) -> bool:
@@ -352,32 +348,21 @@ class DatasetView(QWidget):
 
     def _show_copies(self, check) -> None:
         self.last_duplicate_check = check
-        shown = check.shown_path
-        self.copies_tree.clear()
-        items = []
-        for row in check.pairs:
-            item = QTreeWidgetItem([Path(row.path).name, shown(row.other_path), row.kind])
-            item.setToolTip(0, shown(row.path))
-            item.setToolTip(1, row.other_path)
-            item.setToolTip(2, f"{row.how}, pixel match {row.match:.2f}")
-            item.setData(0, Qt.ItemDataRole.UserRole, row.path)
-            items.append(item)
-        self.copies_tree.addTopLevelItems(items)
-        self.side_tabs.setTabText(COPIES_TAB, f"Copies ({check.found:,})" if check.found else "Copies")
+        self._fill_problems(self._problem_rows)
         counts = ", ".join(f"{number} {kind}" for kind, number in check.counts.items() if number)
         pairs = f"{check.found:,} pair{'' if check.found == 1 else 's'} of copies"
-        self.copies_note.setText(f"{pairs} among {check.checked:,} images ({counts}); by their pixels alone"
-                                 if check.found else f"No copies among the {check.checked:,} images")
-        self.status_message.emit(self.copies_note.text())
+        text = (f"{pairs} among {check.checked:,} images ({counts}), by their pixels"
+                if check.found else f"No copies among the {check.checked:,} images")
+        self.copies_note.setText(text)
+        self.copies_note.setToolTip(text)
+        self.status_message.emit(text)
 
     def _forget_copies(self) -> None:
         if self._copies_task is not None:
             self._copies_task.cancel()
         self.last_duplicate_check = None
-        self.copies_tree.clear()
-        self.side_tabs.setTabText(COPIES_TAB, "Copies")
-        self.copies_note.setText("Copies of one photo in this folder: across train and test, under two classes, "
-                                 "or twice in a class.")
+        self.copies_note.setText("")
+        self.copies_note.setToolTip("")
 
     # ------------------------------------------------------------------ opening
     def set_recent(self, recent: list[str]) -> None:
@@ -703,27 +688,39 @@ class DatasetView(QWidget):
         self.class_tree.blockSignals(False)
 
     def _fill_problems(self, rows: list[tuple[str, str]]) -> None:
-        """List the problems found while indexing; a folder with thousands shows the first ones."""
+        """List the problems found while indexing, then the copies found (Find copies); a folder
+        with thousands shows the first ones."""
+        self._problem_rows = rows
         self.problem_tree.clear()
         items = []
         for path, reason in rows[:PROBLEM_ROWS_SHOWN]:
-            item = QTreeWidgetItem([Path(path).name, reason])
-            item.setToolTip(0, path)
-            item.setToolTip(1, reason)
-            item.setData(0, Qt.ItemDataRole.UserRole, path)
-            items.append(item)
+            items.append(self._problem_item(path, Path(path).name, reason))
         if len(rows) > PROBLEM_ROWS_SHOWN:
             more = QTreeWidgetItem([f"… and {len(rows) - PROBLEM_ROWS_SHOWN:,} more",
                                     "`fgdesk summary FOLDER` lists every one"])
             more.setFlags(Qt.ItemFlag.NoItemFlags)
             items.append(more)
+        check = self.last_duplicate_check
+        copies = check.pairs if check is not None else []
+        for row in copies:
+            items.append(self._problem_item(row.path, Path(row.path).name,
+                                            f"{row.how} as {check.shown_path(row.other_path)} ({row.kind})"))
         self.problem_tree.addTopLevelItems(items)
-        self.side_tabs.setTabText(2, f"Problems ({len(rows):,})" if rows else "Problems")
-        if not rows:
+        count = len(rows) + (check.found if check is not None else 0)
+        self.side_tabs.setTabText(PROBLEMS_TAB, f"Problems ({count:,})" if count else "Problems")
+        if not items:
             empty = QTreeWidgetItem(["No problems found", ""])
             empty.setFlags(Qt.ItemFlag.NoItemFlags)
             self.problem_tree.addTopLevelItem(empty)
         self.problem_count = len(rows)
+
+    @staticmethod
+    def _problem_item(path: str, name: str, reason: str) -> QTreeWidgetItem:
+        item = QTreeWidgetItem([name, reason])
+        item.setToolTip(0, path)
+        item.setToolTip(1, reason)
+        item.setData(0, Qt.ItemDataRole.UserRole, path)
+        return item
 
     def selected_label(self) -> int | None:
         item = self.class_tree.currentItem()

@@ -186,7 +186,7 @@ def test_problems_are_listed(window, qtbot, demo_set, tmp_path):
     assert view.side_tabs.tabText(2).startswith("Problems (")
 
 
-def test_find_copies_lists_a_mirrored_test_copy_and_reveals_it_and_another_folder_forgets_it(
+def test_find_copies_lists_a_mirrored_test_copy_with_the_problems_and_another_folder_forgets_it(
         window, qtbot, demo_set, tmp_path):
     from PIL import Image, ImageOps
 
@@ -202,18 +202,22 @@ def test_find_copies_lists_a_mirrored_test_copy_and_reveals_it_and_another_folde
     view.status_message.connect(messages.append)
     assert view.find_copies() and not view.copies_button.isEnabled()
     qtbot.waitUntil(lambda: view._copies_task is None, timeout=60_000)
-    rows = [[view.copies_tree.topLevelItem(i).text(c) for c in range(3)] for i in range(view.copies_tree.topLevelItemCount())]
-    assert rows == [["mirrored.png", f"train/class_2_square/{original.name}", "train and test"]]
-    assert view.side_tabs.tabText(3) == "Copies (1)" and view.copies_button.isEnabled()
-    assert messages[-1] == "1 pair of copies among 25 images (1 train and test); by their pixels alone"
+    tree = view.problem_tree
+    rows = [[tree.topLevelItem(i).text(c) for c in range(2)] for i in range(tree.topLevelItemCount())]
+    # The copy is listed with the problems: the folder has no other.
+    assert rows == [["mirrored.png", f"same photo as train/class_2_square/{original.name} (train and test)"]]
+    assert view.side_tabs.tabText(2) == "Problems (1)" and view.copies_button.isEnabled()
+    assert messages[-1] == "1 pair of copies among 25 images (1 train and test), by their pixels"
+    assert view.copies_note.text() == messages[-1]
     assert "Looking for copies: reading the images (" in "\n".join(messages)
-    view.copies_tree.itemActivated.emit(view.copies_tree.topLevelItem(0), 0)  # Enter or a double click
+    tree.itemActivated.emit(tree.topLevelItem(0), 0)  # Enter or a double click
     shown = view.thumbnail_model.sample_at(view.thumbnail_view.currentIndex().row())
     assert shown.path == copy and view.side_tabs.currentIndex() == 0
 
     load_dataset(qtbot, window, demo_set)  # another folder: its copies are not known yet
     qtbot.waitUntil(lambda: Path(view.index.root) == Path(demo_set), timeout=30_000)
-    assert view.copies_tree.topLevelItemCount() == 0 and view.side_tabs.tabText(3) == "Copies"
+    assert tree.topLevelItem(0).text(0) == "No problems found" and view.side_tabs.tabText(2) == "Problems"
+    assert view.copies_note.text() == "" and view.last_duplicate_check is None
 
 
 def test_a_folder_that_is_not_a_dataset_says_why(window, qtbot, tmp_path):
