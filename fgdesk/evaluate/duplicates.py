@@ -340,6 +340,16 @@ class DuplicateRow:
     match: float
     embedding_similarity: float | None
 
+    @property
+    def relation(self) -> str:
+        """How this image relates to the other, to put before the other's name."""
+        return "same photo as" if self.how == "same photo" else "cropped copy of"
+
+    @property
+    def why(self) -> str:
+        """Why a copy of this kind matters (KIND_TEXT), carried with the row so a view needs no import."""
+        return KIND_TEXT[self.kind]
+
 
 @dataclass
 class DuplicateCheck:

@@ -704,7 +704,7 @@ class DatasetView(QWidget):
         copies = check.pairs if check is not None else []
         for row in copies:
             items.append(self._problem_item(row.path, Path(row.path).name,
-                                            f"{row.how} as {check.shown_path(row.other_path)} ({row.kind})"))
+                                            f"{row.relation} {check.shown_path(row.other_path)} ({row.kind})"))
         self.problem_tree.addTopLevelItems(items)
         count = len(rows) + (check.found if check is not None else 0)
         self.side_tabs.setTabText(PROBLEMS_TAB, f"Problems ({count:,})" if count else "Problems")

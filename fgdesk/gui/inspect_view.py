@@ -835,17 +835,14 @@ class InspectView(QWidget):
         """(subtitle, tooltip) of an image found to copy another: what matters first, as the
         line is cut at the column's width; the tooltip says it whole."""
         other = self.last_duplicate_check.shown_path(copy.other_path) if self.last_duplicate_check else copy.other_path
-        how = "same photo as" if copy.how == "same photo" else "cropped copy of"
+        how = copy.relation
         lead = {"two classes": f"In two classes ({copy.label} and {copy.other_label})",
                 "train and test": "Test copy of a training image",
                 "repeated": "Repeated"}.get(copy.kind, "Copy")
-        why = {"two classes": "the same image is filed under two classes",
-               "train and test": "the test score counts this image as seen in training",
-               "repeated": "the same image counts twice"}.get(copy.kind, "")
         similarity = "" if copy.embedding_similarity is None else \
             f", the network's similarity {copy.embedding_similarity:.3f}"
         return (f"{lead}: {how} {other}",
-                f"{copy.path}\n{how} {copy.other_path}\n{why}\npixel match {copy.match:.2f}{similarity}")
+                f"{copy.path}\n{how} {copy.other_path}\n{copy.why}\npixel match {copy.match:.2f}{similarity}")
 
     # ================================================================== giving labels
     def _open_labeler(self, run: str | None) -> None:

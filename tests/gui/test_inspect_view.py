@@ -358,7 +358,7 @@ def test_find_copies_lists_a_test_copy_of_a_training_image_and_set_aside_takes_i
     qtbot.waitUntil(lambda: entry.result is not None and view.label_panel.isVisible(), timeout=120_000)
     assert view.image_subtitle.text() == \
         f"Test copy of a training image: same photo as train/class_1_triangle/{original.name}"
-    assert "the test score counts this image as seen in training" in view.image_subtitle.toolTip()
+    assert "the test score counts it as seen" in view.image_subtitle.toolTip()
     assert view.label_title.text() == "A copy" and view.set_aside_button.isVisible()
     assert not view.label_row.isVisible() and not view.keep_label_button.isVisible()
     assert view.set_aside_current()
