@@ -603,7 +603,10 @@ def cmd_label(args: argparse.Namespace) -> int:
         for warning in labeler.warnings:
             print(f"warning: {warning}", file=sys.stderr)
         left = args.undo - len(undone) - len(errors)
-        print(f"undid {len(undone)} label(s)" + (f", {len(errors)} could not be" if errors else "")
+        set_aside = sum(1 for move in undone if move.set_aside)
+        kinds = [f"{count} {what}" for count, what in ((len(undone) - set_aside, "label(s)"),
+                                                       (set_aside, "set-aside(s)")) if count]
+        print(f"undid {' and '.join(kinds) or '0 label(s)'}" + (f", {len(errors)} could not be" if errors else "")
               + ("; the log holds no more" if left > 0 else ""))
         return 1 if errors else 0
 

@@ -271,6 +271,6 @@ def test_duplicates_lists_a_test_copy_of_a_training_image(tmp_path):
     assert "set aside test/class_1_triangle/copy.png -> .fgdesk-set-aside/test/class_1_triangle/copy.png  " \
            "(was class_1_triangle)" in aside and "1 image(s) set aside" in aside, aside
     assert "0 pairs of copies among 24 images" in fgdesk_here("duplicates", data).stdout
-    assert "undid 1 label(s)" in fgdesk_here("label", data, "--undo").stdout and copy.is_file()
+    assert "undid 1 set-aside(s)" in fgdesk_here("label", data, "--undo").stdout and copy.is_file()
     refused = fgdesk_here("duplicates", tmp_path / "nowhere", check=False)
     assert refused.returncode == 2 and "is not a folder" in refused.stderr
