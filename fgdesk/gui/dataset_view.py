@@ -298,6 +298,10 @@ class DatasetView(QWidget):
         self.problem_tree.header().setSectionResizeMode(0, QHeaderView.ResizeMode.Interactive)
         self.problem_tree.header().resizeSection(0, 160)
         self.problem_tree.itemActivated.connect(self._reveal_problem)
+        self.problem_tree.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.problem_tree.customContextMenuRequested.connect(
+            lambda position: self._exec_menu(self.problem_menu(self.problem_tree.itemAt(position)),
+                                             self.problem_tree.viewport(), position))
         problems_layout.addWidget(self.problem_tree, 1)
         self.side_tabs.addTab(problems, "Problems")
         splitter.addWidget(self.side_tabs)
@@ -509,9 +513,31 @@ class DatasetView(QWidget):
         return [str(sample.path) for sample in self._selected_samples() if sample.label >= 0]
 
     def _thumbnail_menu(self, position) -> None:
-        menu = self.label_menu()
+        self._exec_menu(self.label_menu(), self.thumbnail_view.viewport(), position)
+
+    @staticmethod
+    def _exec_menu(menu: QMenu, viewport: QWidget, position) -> None:
         if menu.actions():
-            menu.exec(self.thumbnail_view.viewport().mapToGlobal(position))
+            menu.exec(viewport.mapToGlobal(position))
+
+    def problem_menu(self, item: QTreeWidgetItem | None) -> QMenu:
+        """A listed file (a copy, an unreadable image): show it in the grid, or set it aside."""
+        menu = QMenu(self)
+        path = item.data(0, Qt.ItemDataRole.UserRole) if item is not None else None
+        if path:
+            if self.thumbnail_model.row_of(path) >= 0:
+                menu.addAction("Show in the grid", lambda: self._reveal_problem(item))
+            if self.labeler is not None and Path(path).is_file():
+                menu.addAction(f"Set aside {Path(path).name} (out of the dataset, undoable)",
+                               lambda: self.set_aside_selected([path]))
+        if self._undo_offered():
+            menu.addAction(self._undo_text(self.last_label_batch), self.undo_last_labels)
+        return menu
+
+    def _undo_offered(self) -> bool:
+        # Only for the folder shown: a labelling that ended after another folder opened is not undone here.
+        return bool(self.last_label_batch and self._batch_labeler is not None and self.labeler is not None
+                    and self._batch_labeler.root == self.labeler.root)
 
     def label_menu(self) -> QMenu:
         """"Label N images as" the dataset's classes (or a new one), "Move N labelled images to"
@@ -528,13 +554,47 @@ class DatasetView(QWidget):
                 sub.addAction(name, lambda n=name, paths=chosen: self.label_selected(n, paths=paths))
             sub.addSeparator()
             sub.addAction("New class…", lambda paths=chosen: self._label_as_new_class(paths))
-        # Only for the folder shown: a labelling that ended after another folder opened is not undone here.
-        if self.last_label_batch and self._batch_labeler is not None and self._batch_labeler.root == self.labeler.root:
-            moves = self.last_label_batch
-            verb = "moving" if moves[0].previous_class else "labelling"
-            menu.addAction(f"Undo {verb} {len(moves):,} image{'s' if len(moves) != 1 else ''} "
-                           f"{'to' if moves[0].previous_class else 'as'} {moves[0].class_name}", self.undo_last_labels)
+        chosen = [str(sample.path) for sample in self._selected_samples()]
+        if chosen:
+            count = f"{len(chosen):,} image{'s' if len(chosen) != 1 else ''}"
+            menu.addSeparator()
+            menu.addAction(f"Set aside {count} (out of the dataset, undoable)",
+                           lambda paths=chosen: self.set_aside_selected(paths))
+        if self._undo_offered():
+            menu.addAction(self._undo_text(self.last_label_batch), self.undo_last_labels)
         return menu
+
+    @staticmethod
+    def _undo_text(moves: list) -> str:
+        count = f"{len(moves):,} image{'s' if len(moves) != 1 else ''}"
+        if moves[0].set_aside:
+            return f"Undo setting aside {count}"
+        if moves[0].previous_class:
+            return f"Undo moving {count} to {moves[0].class_name}"
+        return f"Undo labelling {count} as {moves[0].class_name}"
+
+    def set_aside_selected(self, paths: list[str] | None = None) -> bool:
+        """Take the images (by default the selected ones) out of the dataset, into its hidden
+        set-aside folder (off the GUI thread), then index the dataset again. Undoable."""
+        paths = [str(sample.path) for sample in self._selected_samples()] if paths is None else paths
+        labeler = self.labeler
+        if not paths or labeler is None or self._label_task is not None:
+            return False
+        LabelingError = workers.core("fgdesk.data.labeling").LabelingError
+
+        def move_all(_ctx):
+            moves, errors = [], []
+            for path in paths:
+                try:
+                    moves.append(labeler.set_aside(path))
+                except LabelingError as exc:
+                    errors.append(str(exc))
+            return moves, errors
+
+        self._label_task = self._label_runner.start(move_all, on_done=lambda result: self._on_labelled(result, labeler),
+                                                    on_failed=self._on_label_failed, name="set images aside")
+        self.status_message.emit(f"Setting aside {len(paths):,} image(s)…")
+        return True
 
     def _label_as_new_class(self, paths: list[str] | None = None) -> None:
         name, ok = QInputDialog.getText(self, "New class", "Name of the new class (a folder of that name is made):")
@@ -582,10 +642,15 @@ class DatasetView(QWidget):
             self.last_label_batch, self._batch_labeler = moves, labeler
             self.labels_changed.emit(str(labeler.root), len(moves))
             self.files_moved.emit([(str(m.source), str(m.target)) for m in moves])
-        where = f" (moved into {Path(moves[0].target).parent.name}/)" if moves else ""
-        verb = "Moved" if moves and moves[0].previous_class else "Labelled"
-        text = (f"{verb} {len(moves):,} image(s) {'to' if verb == 'Moved' else 'as'} {moves[0].class_name}{where}"
-                if moves else "No image was labelled")
+        if not moves:
+            text = "No image was moved"
+        elif moves[0].set_aside:
+            folder = workers.core("fgdesk.data.labeling").SET_ASIDE_FOLDER
+            text = f"Set aside {len(moves):,} image(s) in {folder}/ (right-click › Undo brings them back)"
+        else:
+            where = f" (moved into {Path(moves[0].target).parent.name}/)"
+            verb = "Moved" if moves[0].previous_class else "Labelled"
+            text = f"{verb} {len(moves):,} image(s) {'to' if verb == 'Moved' else 'as'} {moves[0].class_name}{where}"
         self.status_message.emit(text + (f"; {len(errors)} could not be" if errors else ""))
         if errors:
             self.last_error_box = show_error(self, "Some images could not be labelled", errors[0],
@@ -624,7 +689,8 @@ class DatasetView(QWidget):
             labeler.warnings = []
             undone = len(result[0])
             self.files_moved.emit([(str(m.target), str(m.source)) for m in result[0]])
-            back = "their class folders" if moves[0].previous_class else "unlabeled/"
+            back = ("the dataset" if moves[0].set_aside else "their class folders" if moves[0].previous_class
+                    else "unlabeled/")
             self.status_message.emit(f"Moved {undone:,} image(s) back to {back}")
             if errors:
                 self.last_error_box = show_error(self, "Some images could not be moved back", errors[0], "\n".join(errors))
@@ -701,12 +767,13 @@ class DatasetView(QWidget):
             more.setFlags(Qt.ItemFlag.NoItemFlags)
             items.append(more)
         check = self.last_duplicate_check
-        copies = check.pairs if check is not None else []
+        # A copy set aside (or moved by a label) since the check is no longer listed; undo lists it again.
+        copies = [row for row in check.pairs if Path(row.path).is_file()] if check is not None else []
         for row in copies:
             items.append(self._problem_item(row.path, Path(row.path).name,
                                             f"{row.relation} {check.shown_path(row.other_path)} ({row.kind})"))
         self.problem_tree.addTopLevelItems(items)
-        count = len(rows) + (check.found if check is not None else 0)
+        count = len(rows) + (check.found - (len(check.pairs) - len(copies)) if check is not None else 0)
         self.side_tabs.setTabText(PROBLEMS_TAB, f"Problems ({count:,})" if count else "Problems")
         if not items:
             empty = QTreeWidgetItem(["No problems found", ""])

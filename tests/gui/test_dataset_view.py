@@ -128,7 +128,8 @@ def test_selected_unlabeled_images_are_labelled_from_the_grid_and_the_view_stays
     misfiled = view.thumbnail_model.sample_at(0).path
     assert view.selected_labelled_paths() == [str(misfiled)] and view.selected_unlabeled_paths() == []
     menu = view.label_menu()
-    assert [a.text() for a in menu.actions()] == ["Move 1 labelled image to class"]
+    assert [a.text() for a in menu.actions() if a.text()] == [
+        "Move 1 labelled image to class", "Set aside 1 image (out of the dataset, undoable)"]
     moving = [a for a in menu.actions()[0].menu().actions() if a.text() == "class_2_square"][0]
     moving.trigger()
     qtbot.waitUntil(lambda: view._label_task is None and not view.is_loading()
@@ -213,6 +214,26 @@ def test_find_copies_lists_a_mirrored_test_copy_with_the_problems_and_another_fo
     tree.itemActivated.emit(tree.topLevelItem(0), 0)  # Enter or a double click
     shown = view.thumbnail_model.sample_at(view.thumbnail_view.currentIndex().row())
     assert shown.path == copy and view.side_tabs.currentIndex() == 0
+    assert view.label_menu().actions()[-1].text() == "Set aside 1 image (out of the dataset, undoable)"
+
+    # Set aside from its row: it leaves the grid and the list; Undo brings both back.
+    menu = view.problem_menu(tree.topLevelItem(0))
+    assert [a.text() for a in menu.actions()] == ["Show in the grid", "Set aside mirrored.png (out of the dataset, undoable)"]
+    images = view.index.summary().num_images
+    menu.actions()[1].trigger()
+    qtbot.waitUntil(lambda: view._label_task is None and not view.is_loading()
+                    and view.index.summary().num_images == images - 1, timeout=30_000)
+    aside = copied / ".fgdesk-set-aside" / "test" / "class_2_square" / "mirrored.png"
+    assert aside.is_file() and not copy.exists() and view.thumbnail_model.row_of(copy) < 0
+    assert tree.topLevelItem(0).text(0) == "No problems found" and view.side_tabs.tabText(2) == "Problems"
+    assert any(m.startswith("Set aside 1 image(s) in .fgdesk-set-aside/") for m in messages)
+    undo = view.problem_menu(None).actions()
+    assert [a.text() for a in undo] == ["Undo setting aside 1 image"]
+    undo[0].trigger()
+    qtbot.waitUntil(lambda: view._label_task is None and not view.is_loading()
+                    and view.index.summary().num_images == images, timeout=30_000)
+    assert copy.is_file() and not aside.exists() and tree.topLevelItem(0).text(0) == "mirrored.png"
+    assert "Moved 1 image(s) back to the dataset" in messages
 
     load_dataset(qtbot, window, demo_set)  # another folder: its copies are not known yet
     qtbot.waitUntil(lambda: Path(view.index.root) == Path(demo_set), timeout=30_000)
