@@ -284,7 +284,8 @@ class DatasetView(QWidget):
             "again, resized, mirrored or brightened. A test image whose copy is a training image is scored as seen; "
             "one photo under two classes contradicts itself. Inspect's Find copies, with a trained run, finds "
             "cropped copies too")
-        self.copies_button.clicked.connect(lambda: self.find_copies())
+        self.copies_button.clicked.connect(lambda: self.find_copies() if self._copies_task is None
+                                           else self._cancel_copies())
         copies_row.addWidget(self.copies_button)
         self.copies_note = muted_label("", wrap=False)
         self.copies_note.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
@@ -328,27 +329,41 @@ class DatasetView(QWidget):
 
         def current() -> bool:  # still the folder it was asked for (reopened after labels counts)
             self._copies_task = None
-            self.copies_button.setEnabled(True)
+            self.copies_button.setText("Find copies")
             return self.index is not None and str(self.index.root) == root
 
+        def wanted() -> bool:
+            here, cancelled = current(), handle.was_cancelled()  # by its button, or another folder opened
+            if here and cancelled:
+                self.status_message.emit("Looking for copies: cancelled")
+            return here and not cancelled
+
         def done(check) -> None:
-            if current():
+            if wanted():
                 self._show_copies(check)
 
         def failed(message: str, details: str) -> None:
-            if current() and generation == self._load_generation:
+            if wanted() and generation == self._load_generation:
                 self.last_error_box = show_error(self, "Cannot look for copies", message,
                                                  details if "Traceback" in details else "")
 
         def progress(value) -> None:
+            if handle.was_cancelled():
+                return
             stage, fraction = value
             self.status_message.emit(f"Looking for copies: {stage} ({100 * fraction:.0f}%)…")
 
-        self._copies_task = self._copies_runner.start(job, on_done=done, on_failed=failed, on_progress=progress,
-                                                      on_cancelled=current, name="find copies")
-        self.copies_button.setEnabled(False)
+        handle = self._copies_runner.start(job, on_done=done, on_failed=failed, on_progress=progress,
+                                           on_cancelled=wanted, name="find copies")
+        self._copies_task = handle
+        self.copies_button.setText("Cancel")
         self.status_message.emit("Looking for copies among the images…")
         return True
+
+    def _cancel_copies(self) -> None:
+        if self._copies_task is not None:
+            self._copies_task.cancel()
+            self.status_message.emit("Cancelling…")
 
     def _show_copies(self, check) -> None:
         self.last_duplicate_check = check

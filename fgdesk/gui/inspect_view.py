@@ -355,20 +355,20 @@ class InspectView(QWidget):
             "Add the unlabeled images (the dataset's unlabeled/ folder) that would help the classifier most "
             "once labelled: typical images of the groups no label covers yet, most useful first"
         )
-        self.suggest_button.clicked.connect(self.suggest_images_to_label)
+        self.suggest_button.clicked.connect(lambda: self._start_or_cancel("_suggest_task", self.suggest_images_to_label))
         self.check_button = QPushButton("Check labels")
         self.check_button.setToolTip(
             "Add the labelled images whose label looks wrong, likeliest mistakes first: a classifier that never "
             "saw an image's label places it in another class. Correct each here, or leave it as it is"
         )
-        self.check_button.clicked.connect(lambda: self.check_labels())
+        self.check_button.clicked.connect(lambda: self._start_or_cancel("_check_task", lambda: self.check_labels()))
         self.copies_button = QPushButton("Find copies")
         self.copies_button.setToolTip(
             "Add the images that are copies of another image of the dataset: the same photo saved again, resized, "
             "mirrored or cropped. Copies across two classes come first, then test images with a copy among the "
             "images trained on (the test score counts them as seen), then repeats"
         )
-        self.copies_button.clicked.connect(lambda: self.find_copies())
+        self.copies_button.clicked.connect(lambda: self._start_or_cancel("_copies_task", lambda: self.find_copies()))
         for button in (self.open_button, self.paste_button, self.csv_button):
             row.addWidget(button)
         card.body.addLayout(row)
@@ -719,9 +719,24 @@ class InspectView(QWidget):
             self.empty_hint.setText(f"Using run {Path(self.current_run() or '').name}.")
         has_run = self.current_run() is not None
         self.csv_button.setEnabled(has_run and self._csv_task is None)
-        self.suggest_button.setEnabled(has_run and self._suggest_task is None)
-        self.check_button.setEnabled(has_run and self._check_task is None)
-        self.copies_button.setEnabled(has_run and self._copies_task is None)
+        # A running look through the dataset can take minutes on a large one: its button cancels it.
+        for slot, button, text in self._list_task_buttons():
+            running = getattr(self, slot) is not None
+            button.setEnabled(has_run or running)
+            button.setText("Cancel" if running else text)
+
+    def _list_task_buttons(self) -> list[tuple[str, QPushButton, str]]:
+        return [("_suggest_task", self.suggest_button, "Suggest what to label"),
+                ("_check_task", self.check_button, "Check labels"),
+                ("_copies_task", self.copies_button, "Find copies")]
+
+    def _start_or_cancel(self, slot: str, start) -> bool:
+        task = getattr(self, slot)
+        if task is None:
+            return start()
+        task.cancel()
+        self.status_message.emit("Cancelling…")
+        return False
 
     # ================================================================== what to label next
     def _start_list_task(self, slot: str, job, on_result, working: str, error_title: str) -> bool:
@@ -729,7 +744,8 @@ class InspectView(QWidget):
         a large folder never holds up predictions), one at a time: its handle lives in
         `self.<slot>`, and the status line says `working` with the stage and share done
         meanwhile. `on_result` gets the answer if the run and the list are still the ones it
-        was for; Clear or another run drops it, and a failure is shown under `error_title`."""
+        was for; Clear or another run drops it, and a failure is shown under `error_title`.
+        Meanwhile the task's button reads Cancel (`_start_or_cancel`)."""
         run = self.current_run()
         if run is None or getattr(self, slot) is not None:
             return False
@@ -740,23 +756,32 @@ class InspectView(QWidget):
             self._update_hint()
             return generation == self._run_generation
 
+        def still_wanted() -> bool:
+            if not finish():  # Clear or another run cancelled it: nothing to say
+                return False
+            if handle.was_cancelled():  # its button said Cancel
+                self.status_message.emit(f"{working.rstrip('…')}: cancelled")
+                return False
+            return True
+
         def done(result) -> None:
-            if finish():
+            if still_wanted():
                 on_result(result)
 
         def failed(message: str, details: str) -> None:
-            if finish():  # cancelled by Clear or another run: nothing to say
+            if still_wanted():
                 shown = details if "Traceback" in details and "EvaluationError" not in details else ""
                 self.last_error_box = show_error(self, error_title, message, shown)
 
         def progress(value) -> None:
-            if generation == self._run_generation:
+            if generation == self._run_generation and not handle.was_cancelled():
                 stage, fraction = value
                 self.status_message.emit(f"{working.rstrip('…')}: {stage} ({100 * fraction:.0f}%)…")
 
-        setattr(self, slot, self._general.start(
+        handle = self._general.start(
             lambda ctx: job(run, ctx, lambda stage, fraction: ctx.progress((stage, fraction))),
-            on_done=done, on_failed=failed, on_cancelled=finish, on_progress=progress, name=working))
+            on_done=done, on_failed=failed, on_cancelled=still_wanted, on_progress=progress, name=working)
+        setattr(self, slot, handle)
         self._update_hint()
         self.status_message.emit(working)
         return True
@@ -1766,7 +1791,7 @@ class InspectView(QWidget):
         self.csv_progress.setValue(done)
 
     def _on_csv_done(self, csv_path: str, count: int, started: float) -> None:
-        cancelled = self._csv_task is not None and self._csv_task._cancel_event.is_set()
+        cancelled = self._csv_task is not None and self._csv_task.was_cancelled()
         self._csv_task = None
         self.csv_strip.hide()
         self.last_csv_result = (csv_path, int(count))

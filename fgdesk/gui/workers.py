@@ -64,6 +64,9 @@ class Task(QRunnable):
     def cancel(self) -> None:
         self._cancel_event.set()
 
+    def was_cancelled(self) -> bool:
+        return self._cancel_event.is_set()
+
     def run(self) -> None:  # runs on a pool thread
         if self._cancel_event.is_set():  # queued behind others and cancelled meanwhile: skip it
             self._emit(self.signals.cancelled)

@@ -201,13 +201,20 @@ def test_find_copies_lists_a_mirrored_test_copy_with_the_problems_and_another_fo
     load_dataset(qtbot, window, copied)
     messages: list[str] = []
     view.status_message.connect(messages.append)
-    assert view.find_copies() and not view.copies_button.isEnabled()
+    # Its button cancels it while it runs.
+    assert view.find_copies() and view.copies_button.text() == "Cancel"
+    view.copies_button.click()
+    qtbot.waitUntil(lambda: view._copies_task is None, timeout=60_000)
+    assert messages[-1] == "Looking for copies: cancelled" and view.last_duplicate_check is None
+    assert view.copies_button.text() == "Find copies"
+    view.copies_button.click()
+    assert view._copies_task is not None
     qtbot.waitUntil(lambda: view._copies_task is None, timeout=60_000)
     tree = view.problem_tree
     rows = [[tree.topLevelItem(i).text(c) for c in range(2)] for i in range(tree.topLevelItemCount())]
     # The copy is listed with the problems: the folder has no other.
     assert rows == [["mirrored.png", f"same photo as train/class_2_square/{original.name} (train and test)"]]
-    assert view.side_tabs.tabText(2) == "Problems (1)" and view.copies_button.isEnabled()
+    assert view.side_tabs.tabText(2) == "Problems (1)" and view.copies_button.text() == "Find copies"
     assert messages[-1] == "1 pair of copies among 25 images (1 train and test), by their pixels"
     assert view.copies_note.text() == messages[-1]
     assert "Looking for copies: reading the images (" in "\n".join(messages)

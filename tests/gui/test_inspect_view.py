@@ -183,10 +183,10 @@ def test_suggest_what_to_label_adds_unlabeled_images_or_says_why_not(inspect, qt
         shutil.copy(image, data / "unlabeled" / f"u{k:02d}.png")
     view.clear_images()
     assert view.suggest_images_to_label(count=3)
-    assert not view.suggest_button.isEnabled()
+    assert view.suggest_button.text() == "Cancel"  # while it runs, its button cancels it
     qtbot.waitUntil(lambda: view._suggest_task is None, timeout=120_000)
     assert [Path(s.path).parent.name for s in view.last_suggestions] == ["unlabeled"] * 3
-    assert view.image_list.count() == 3 and view.suggest_button.isEnabled()
+    assert view.image_list.count() == 3 and view.suggest_button.text() == "Suggest what to label"
 
     # Labelling them here: each file moves into train/CLASS, the list goes on to the next image,
     # and Undo puts the last one back. The open dataset is indexed again when its page shows.
@@ -280,12 +280,19 @@ def test_check_labels_lists_a_wrong_label_and_relabel_moves_it_back_to_its_class
     run = make_run(tmp_path / "runs", data, attention="none")
     view, messages = _inspect_with_labels(window, qtbot, run)
 
-    assert view.check_labels()
-    assert not view.check_button.isEnabled()
+    # Cancelled from its button: nothing is listed, the status line says so, and it can start again.
+    assert view.check_labels() and view.check_button.text() == "Cancel"
+    view.check_button.click()
+    qtbot.waitUntil(lambda: view._check_task is None, timeout=120_000)
+    assert messages[-1] == "Looking for labels that look wrong: cancelled" and view.image_list.count() == 0
+    assert view.last_label_check is None and view.last_error_box is None and view.check_button.text() == "Check labels"
+
+    view.check_button.click()
+    assert view._check_task is not None
     qtbot.waitUntil(lambda: view._check_task is None, timeout=120_000)
     check = view.last_label_check
     assert check is not None and check.issues[0].path == str(wrong)
-    assert view.image_list.count() == len(check.issues) and view.check_button.isEnabled()
+    assert view.image_list.count() == len(check.issues) and view.check_button.text() == "Check labels"
     assert view._items[view._entries[0].key].text().endswith("\u2192\u00a0red?")
     assert "labels look doubtful" in messages[-1] and "agrees with" in messages[-1]
     # Meanwhile the status line said what it was doing, and how far it had got.
@@ -344,11 +351,11 @@ def test_find_copies_lists_a_test_copy_of_a_training_image_and_set_aside_takes_i
     view, messages = _inspect_with_labels(window, qtbot, run)
 
     assert view.find_copies()
-    assert not view.copies_button.isEnabled()
+    assert view.copies_button.text() == "Cancel"
     qtbot.waitUntil(lambda: view._copies_task is None, timeout=120_000)
     check = view.last_duplicate_check
     assert check is not None and [(row.path, row.other_path) for row in check.pairs] == [(str(copy), str(original))]
-    assert view.image_list.count() == 1 and view.copies_button.isEnabled()
+    assert view.image_list.count() == 1 and view.copies_button.text() == "Find copies"
     assert view._items[view._entries[0].key].text().endswith(f"=\u00a0{original.name}")
     assert "1 pair of copies among 25 images (1 train and test)" in messages[-1]
     assert "Looking for copies among the dataset's images: reading the images (" in "\n".join(messages)
