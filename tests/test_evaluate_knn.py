@@ -70,3 +70,15 @@ def test_leave_one_out_classifies_each_image_by_the_others_alone():
     # of one image under different labels can only be told apart by chance.
     twins = torch.cat([vectors[:1], vectors[:1]])
     assert leave_one_out_knn_top1(twins, torch.tensor([0, 1]), 2) == 0.0
+
+
+def test_class_prototypes_keep_what_sets_each_class_apart_and_skip_unlabelled_rows():
+    from fgdesk.evaluate.knn import class_prototypes
+
+    embeddings = torch.tensor([[1.0, 0.0, 1.0], [1.0, 0.0, 1.0], [0.0, 1.0, 1.0], [9.0, 9.0, 9.0]])
+    labels = torch.tensor([0, 0, 1, -1])
+    prototypes = class_prototypes(embeddings, labels, 3)
+    # Class means (1,0,1), (0,1,1) and (0,0,0) for the class without images; the shared part is taken out.
+    expected = torch.tensor([[1.0, 0.0, 1.0], [0.0, 1.0, 1.0], [0.0, 0.0, 0.0]])
+    assert torch.allclose(prototypes, expected - expected.mean(dim=0))
+    assert torch.allclose(prototypes.sum(dim=0), torch.zeros(3), atol=1e-6)

@@ -32,6 +32,19 @@ def knn_scores(
     return torch.cat(scores) if scores else torch.zeros(0, num_classes)
 
 
+def class_prototypes(embeddings: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(C, D): each class's mean embedding minus the mean over classes. A kNN has no weight
+    vectors; these stand in for them when its class evidence is explained (what sets a
+    class apart, not what every class shares). Unlabelled rows (label < 0) are left out."""
+    labels = labels.long().to(embeddings.device)
+    keep = labels >= 0
+    sums = torch.zeros(num_classes, embeddings.shape[1], device=embeddings.device)
+    sums.index_add_(0, labels[keep], embeddings[keep].float())
+    counts = torch.bincount(labels[keep], minlength=num_classes).clamp_min(1).unsqueeze(1)
+    prototypes = sums / counts
+    return prototypes - prototypes.mean(dim=0, keepdim=True)
+
+
 def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> dict[int, float]:
     if len(labels) == 0:
         return {k: float("nan") for k in ks}

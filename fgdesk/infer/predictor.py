@@ -37,7 +37,7 @@ from fgdesk.evaluate.heatmaps import (
     network_input,
     upsample,
 )
-from fgdesk.evaluate.knn import knn_scores
+from fgdesk.evaluate.knn import class_prototypes, knn_scores
 from fgdesk.evaluate.localization import is_constant
 from fgdesk.evaluate.report import (
     CLASSIFIER_KIND,
@@ -204,17 +204,10 @@ class Predictor:
         return "none"
 
     def _class_prototypes(self) -> torch.Tensor | None:
-        """Mean unit embedding per class, minus the mean over classes: the kNN mode's class vectors."""
+        """The kNN mode's class vectors (`class_prototypes` of the labelled bank)."""
         if self.bank is None or self._bank_device is None:
             return None
-        count = len(self._class_names)
-        labels = self.bank.labels.to(self.device)
-        keep = labels >= 0
-        sums = torch.zeros(count, self._bank_device.shape[1], device=self.device)
-        sums.index_add_(0, labels[keep], self._bank_device[keep])
-        counts = torch.bincount(labels[keep], minlength=count).clamp_min(1).unsqueeze(1)
-        prototypes = sums / counts
-        return prototypes - prototypes.mean(dim=0, keepdim=True)
+        return class_prototypes(self._bank_device, self.bank.labels, len(self._class_names))
 
     # -- scoring ----------------------------------------------------------------------
     def _probabilities(self, embedding: torch.Tensor, logits: torch.Tensor | None) -> torch.Tensor | None:
