@@ -86,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("images", nargs="+", type=Path, help="image files or folders")
     predict.add_argument("--csv", type=Path, help="write one row per image to this CSV file")
     predict.add_argument("--heatmaps", type=Path, metavar="DIR", help="save per-scale and fused heatmap overlays here")
+    predict.add_argument("--embeddings", type=Path, metavar="FILE",
+                         help="save each image's embedding for analysis elsewhere: FILE.csv (path,e0,e1,...: "
+                              "spreadsheets, R, Orange) or FILE.npz (arrays paths and embeddings: numpy). "
+                              "Unit-length vectors, so a dot product is a cosine similarity")
     predict.add_argument("--topk", type=int, default=5)
     predict.add_argument("--device", default="auto")
 
@@ -453,6 +457,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     if args.topk < 1:
         raise CLIError(f"--topk must be at least 1, got {args.topk}")
+    if args.embeddings is not None and args.embeddings.suffix.lower() not in (".csv", ".npz"):
+        raise CLIError(f"--embeddings writes a .csv or an .npz file, not {args.embeddings.name}")
     images = _expand_images(args.images)
     if not images:
         raise CLIError("no images given (folders are searched recursively)")
@@ -460,18 +466,25 @@ def cmd_predict(args: argparse.Namespace) -> int:
         predictor = Predictor.load(args.run, device=args.device)
     except (CheckpointError, EvaluationError, FileNotFoundError) as exc:
         raise CLIError(str(exc)) from exc
-    if args.csv:
+    if args.csv or args.embeddings:
         with tqdm(total=len(images), desc="classifying", unit="img") as bar:
             count = predictor.predict_to_csv(images, args.csv, on_progress=lambda done, total: bar.update(done - bar.n),
-                                             topk=args.topk)
-        print(f"wrote {count} rows to {args.csv}")
-        csv_failures = _csv_error_rows(args.csv)
-        if csv_failures:
-            print(f"{csv_failures} of {count} image(s) could not be classified; see the error column", file=sys.stderr)
+                                             topk=args.topk, embeddings_path=args.embeddings)
+        if args.embeddings:
+            saved = _embedding_rows(args.embeddings)
+            print(f"wrote {saved} embeddings to {args.embeddings}"
+                  + (f"; {count - saved} image(s) could not be read" if saved < count else ""))
+        if args.csv:
+            print(f"wrote {count} rows to {args.csv}")
+            csv_failures = _csv_error_rows(args.csv)
+            if csv_failures:
+                print(f"{csv_failures} of {count} image(s) could not be classified; see the error column", file=sys.stderr)
+        else:
+            csv_failures = count - saved
         if not args.heatmaps:
             return 1 if csv_failures == len(images) else 0
     failures = 0
-    if args.heatmaps or not args.csv:
+    if args.heatmaps or not (args.csv or args.embeddings):
         for start in range(0, len(images), 16):
             for prediction in predictor.predict(images[start:start + 16], topk=args.topk):
                 if prediction.error:
@@ -676,6 +689,16 @@ def _set_aside(labeler, images: list[Path], dry_run: bool, shown) -> int:
         print(f"{done} image(s) set aside" + (f", {len(failures)} could not be" if failures else "")
               + (f"; `fgdesk label {labeler.root} --undo {done}` puts them back" if done else ""))
     return 1 if failures else 0
+
+
+def _embedding_rows(path: Path) -> int:
+    import numpy as np
+
+    if path.suffix.lower() == ".npz":
+        with np.load(path, allow_pickle=False) as arrays:
+            return len(arrays["paths"])
+    with path.open(encoding="utf-8") as handle:
+        return max(0, sum(1 for _ in handle) - 1)
 
 
 def _csv_error_rows(path: Path) -> int:

@@ -100,6 +100,10 @@ def test_train_eval_predict_export_end_to_end(demo, tmp_path):
     (junk / "a.jpg").write_bytes(b"not a picture")
     failed = fgdesk("predict", run, junk, "--csv", tmp_path / "junk.csv", check=False)
     assert failed.returncode == 1 and "could not be classified" in failed.stderr
+    # Embeddings alone, for analysis elsewhere: a row per image, a column per dimension.
+    assert "wrote 3 embeddings to" in fgdesk_here("predict", run, *images, "--embeddings", tmp_path / "emb.csv").stdout
+    embedded = list(csv.reader((tmp_path / "emb.csv").open(encoding="utf-8")))
+    assert [row[0] for row in embedded[1:]] == [str(image) for image in images] and embedded[0][1] == "e0"
 
     # Mistakes get one line saying what to change, never a traceback.
     for args, expected in (
@@ -108,6 +112,7 @@ def test_train_eval_predict_export_end_to_end(demo, tmp_path):
         (("train", "--resume", run, "--stages", "a,b"), "--stages expects"),
         (("export", tmp_path / "no-such-run"), "does not exist"),
         (("suggest", run), "no unlabeled images to choose from"),
+        (("predict", run, images[0], "--embeddings", tmp_path / "emb.txt"), "writes a .csv or an .npz file"),
     ):
         refused = fgdesk_here(*args, check=False)
         assert refused.returncode == 2 and expected in refused.stderr and "Traceback" not in refused.stderr, refused.stderr

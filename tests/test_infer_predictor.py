@@ -131,6 +131,36 @@ def test_csv_has_one_row_per_file_in_order_with_errors(predictor, demo, tmp_path
     assert progress[-1] == (6, 6)
 
 
+def test_embeddings_are_saved_for_the_images_read_as_csv_or_npz(predictor, demo, tmp_path):
+    from fgdesk.data.images import load_rgb
+    from fgdesk.infer.predictor import save_embeddings
+
+    images = sorted((demo[1] / "test").rglob("*.png"))[:4]
+    broken = tmp_path / "broken.png"
+    broken.write_text("not an image")
+    paths = [images[0], broken, *images[1:]]
+    assert predictor.predict_to_csv(paths, None, embeddings_path=tmp_path / "emb.npz", batch_size=3) == 5
+    with np.load(tmp_path / "emb.npz", allow_pickle=False) as arrays:  # nothing pickled: plain arrays
+        saved_paths, vectors, run = list(arrays["paths"]), arrays["embeddings"], str(arrays["run"])
+    assert saved_paths == [str(p) for p in images] and run == predictor.run_dir.name  # the unreadable file is left out
+    assert vectors.dtype == np.float32 and vectors.shape == (4, predictor.net.embed_dim)
+    np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    with torch.no_grad():  # the same vector as the network gives for the image alone
+        alone = predictor.net.embed(network_input(load_rgb(images[2]), predictor.eval_size).unsqueeze(0)).float()
+    np.testing.assert_allclose(vectors[2], alone[0].numpy(), atol=1e-4)
+
+    # The CSV holds the same numbers, with a column per dimension; the classification CSV is written too.
+    predictor.predict_to_csv(images[:2], tmp_path / "out.csv", embeddings_path=tmp_path / "emb.csv")
+    with open(tmp_path / "emb.csv", newline="") as handle:
+        rows = list(csv.reader(handle))
+    assert rows[0][:3] == ["path", "e0", "e1"] and len(rows[0]) == 1 + predictor.net.embed_dim
+    assert [row[0] for row in rows[1:]] == [str(p) for p in images[:2]]
+    np.testing.assert_allclose(np.array(rows[1][1:], dtype=np.float32), vectors[0], atol=1e-5)
+    assert (tmp_path / "out.csv").is_file()
+    with pytest.raises(ValueError, match=".csv or .npz"):
+        save_embeddings(tmp_path / "emb.txt", [], np.zeros((0, 3)), "run")
+
+
 def test_csv_stops_when_cancelled(predictor, demo, tmp_path):
     images = sorted((demo[1] / "test").rglob("*.png"))
     count = predictor.predict_to_csv(images, tmp_path / "cancelled.csv", should_cancel=lambda: True)

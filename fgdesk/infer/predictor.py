@@ -11,7 +11,9 @@ the same geometry.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import csv
+import io
 import logging
 import os
 from collections.abc import Callable, Sequence
@@ -49,6 +51,7 @@ from fgdesk.evaluate.report import (
     open_dataset,
     training_samples,
 )
+from fgdesk.fileio import atomic_write, atomic_write_text
 from fgdesk.model.network import FineGrainedNet
 from fgdesk.train import runs
 from fgdesk.train.checkpoint import CheckpointError, load_checkpoint
@@ -342,39 +345,55 @@ class Predictor:
     def predict_to_csv(
         self,
         paths: Sequence[str | os.PathLike[str]],
-        csv_path: str | os.PathLike[str],
+        csv_path: str | os.PathLike[str] | None,
         on_progress: Callable[[int, int], None] | None = None,
         should_cancel: Callable[[], bool] | None = None,
         topk: int = 5,
         batch_size: int = CSV_BATCH,
+        embeddings_path: str | os.PathLike[str] | None = None,
     ) -> int:
         """Classify many files into a CSV (path, top1, prob, top5, error); returns rows written.
 
         Rows keep the input order. Unreadable files get a row with the reason in `error`.
         When `should_cancel()` turns true the file keeps the rows written so far.
         Uses the same geometry and classifier as `predict`, without computing maps.
+        With `embeddings_path` the embeddings of the images read are saved there too
+        (`save_embeddings`); `csv_path` may then be None.
         """
         paths = [Path(p) for p in paths]
-        csv_path = Path(csv_path)
-        csv_path.parent.mkdir(parents=True, exist_ok=True)
+        if csv_path is not None:
+            Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
         if self.mode == "none":
             log.warning("%s has no labelled classes; the CSV lists files without classes", self.run_dir)
         written = 0
         threads = max(1, min(4, os.cpu_count() or 1))
-        with open(csv_path, "w", newline="", encoding="utf-8") as handle, concurrent.futures.ThreadPoolExecutor(threads) as pool:
-            writer = csv.writer(handle)
-            writer.writerow(["path", "top1", "prob", f"top{topk}", "error"])
+        kept_paths: list[str] = []
+        kept_vectors: list[torch.Tensor] = []
+        with contextlib.ExitStack() as stack:
+            pool = stack.enter_context(concurrent.futures.ThreadPoolExecutor(threads))
+            writer = None
+            if csv_path is not None:
+                handle = stack.enter_context(open(csv_path, "w", newline="", encoding="utf-8"))
+                writer = csv.writer(handle)
+                writer.writerow(["path", "top1", "prob", f"top{topk}", "error"])
             for start in range(0, len(paths), CSV_CHUNK):
                 if should_cancel and should_cancel():
                     log.info("CSV prediction cancelled after %d of %d images", written, len(paths))
                     break
                 chunk = paths[start:start + CSV_CHUNK]
-                rows = self._classify_chunk(chunk, pool, topk, batch_size)
-                writer.writerows(rows)
-                handle.flush()
+                rows, embedded = self._classify_chunk(chunk, pool, topk, batch_size)
+                for position, vector in sorted(embedded.items()):
+                    kept_paths.append(str(chunk[position]))
+                    kept_vectors.append(vector)
+                if writer is not None:
+                    writer.writerows(rows)
+                    handle.flush()
                 written += len(rows)
                 if on_progress:
                     on_progress(written, len(paths))
+        if embeddings_path is not None:
+            vectors = torch.stack(kept_vectors) if kept_vectors else torch.zeros(0, self.net.embed_dim)
+            save_embeddings(embeddings_path, kept_paths, vectors.numpy(), self.run_dir.name)
         return written
 
     def _load_for_csv(self, path: Path) -> torch.Tensor | str:
@@ -386,9 +405,12 @@ class Predictor:
         return network_input(image, self.eval_size)
 
     @torch.no_grad()
-    def _classify_chunk(self, chunk: list[Path], pool: concurrent.futures.Executor, topk: int, batch_size: int) -> list[list[str]]:
+    def _classify_chunk(self, chunk: list[Path], pool: concurrent.futures.Executor, topk: int, batch_size: int
+                        ) -> tuple[list[list[str]], dict[int, torch.Tensor]]:
+        """(CSV rows in the chunk's order, {position in the chunk: embedding} of the images read)."""
         loaded = list(pool.map(self._load_for_csv, chunk))
         rows: list[list[str] | None] = [None] * len(chunk)
+        embedded: dict[int, torch.Tensor] = {}
         for position, item in enumerate(loaded):
             if isinstance(item, str):
                 rows[position] = [str(chunk[position]), "", "", "", item]
@@ -399,6 +421,7 @@ class Predictor:
             logits = embedding @ self.weight.t() + self.bias if self.weight is not None else None
             probabilities = self._probabilities(embedding, logits)
             for row, (position, _) in enumerate(batch):
+                embedded[position] = embedding[row].cpu()
                 if probabilities is None:
                     rows[position] = [str(chunk[position]), "", "", "", ""]
                     continue
@@ -408,7 +431,37 @@ class Predictor:
                     str(chunk[position]), ranked[0][0], f"{ranked[0][1]:.4f}",
                     ";".join(f"{name}:{prob:.4f}" for name, prob in ranked), "",
                 ]
-        return [row for row in rows if row is not None]
+        return [row for row in rows if row is not None], embedded
+
+
+EMBEDDING_SUFFIXES = (".csv", ".npz")
+
+
+def save_embeddings(path: str | os.PathLike[str], image_paths: Sequence[str], vectors: np.ndarray, run_name: str) -> Path:
+    """Write embeddings for use outside fgdesk, atomically, in the format the suffix names:
+
+    - .csv: a header `path,e0,e1,...` and a row per image (spreadsheets, R, Orange);
+    - .npz: arrays `paths` (N,), `embeddings` (N, D) float32 and `run` (numpy.load, no pickle).
+
+    The vectors are the unit-length embeddings the kNN and the classifier use, so a dot
+    product between two rows is their cosine similarity."""
+    path = Path(path)
+    if path.suffix.lower() not in EMBEDDING_SUFFIXES:
+        raise ValueError(f"embeddings are written as .csv or .npz, not {path.suffix or 'a file without a suffix'}: {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    vectors = np.asarray(vectors, dtype=np.float32)
+    if path.suffix.lower() == ".npz":
+        def write(handle) -> None:
+            np.savez(handle, paths=np.asarray(list(image_paths), dtype=str), embeddings=vectors, run=np.asarray(run_name))
+        atomic_write(path, write)
+        return path
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["path", *(f"e{k}" for k in range(vectors.shape[1]))])
+    for image_path, vector in zip(image_paths, vectors):
+        writer.writerow([image_path, *(f"{value:.6g}" for value in vector.tolist())])
+    atomic_write_text(path, text.getvalue())
+    return path
 
 
 def normalize_maps(maps: dict[str, torch.Tensor], constant: set[str], stage_keys: list[str], mode: str) -> dict[str, np.ndarray]:
