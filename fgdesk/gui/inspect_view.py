@@ -71,6 +71,16 @@ IMAGE_LAYER = "image"
 NORMALIZE_MODES = {"per_map": "Own peak per map", "shared": "Shared peak"}
 
 
+PREDICTIONS_FILTER = "Predictions (*.csv)"
+WITH_EMBEDDINGS_FILTER = "Predictions, and embeddings beside them (*.csv)"
+
+
+def embeddings_beside(csv_path: str | Path) -> Path:
+    """Where "Predictions, and embeddings beside them" saves the embeddings: NAME-embeddings.csv."""
+    csv_path = Path(csv_path)
+    return csv_path.with_name(f"{csv_path.stem}-embeddings.csv")
+
+
 def layer_title(key: str) -> str:
     if key == IMAGE_LAYER:
         return "Image"
@@ -279,6 +289,7 @@ class InspectView(QWidget):
         self._colormaps: tuple[str, ...] = DEFAULT_COLORMAPS
         self.last_error_box = None
         self.last_csv_result: tuple[str, int] | None = None
+        self.last_embeddings_path: str | None = None  # where the last Classify folder saved embeddings, if asked
         self.last_saved_overlay: str | None = None
 
         self._render_timer = QTimer(self)
@@ -1737,11 +1748,16 @@ class InspectView(QWidget):
         if not folder:
             return
         suggestion = str(Path(folder) / f"{Path(folder).name}-predictions.csv")
-        csv_path, _ = QFileDialog.getSaveFileName(self, "Write predictions to", suggestion, "CSV file (*.csv)")
+        csv_path, chosen = QFileDialog.getSaveFileName(self, "Write predictions to", suggestion,
+                                                       f"{PREDICTIONS_FILTER};;{WITH_EMBEDDINGS_FILTER}")
         if csv_path:
-            self.classify_folder_to_csv(folder, csv_path)
+            embeddings = embeddings_beside(csv_path) if chosen == WITH_EMBEDDINGS_FILTER else None
+            self.classify_folder_to_csv(folder, csv_path, embeddings)
 
-    def classify_folder_to_csv(self, folder: str | Path, csv_path: str | Path) -> bool:
+    def classify_folder_to_csv(self, folder: str | Path, csv_path: str | Path,
+                               embeddings_path: str | Path | None = None) -> bool:
+        """Classify every image under `folder` into `csv_path` (off the GUI thread); with
+        `embeddings_path`, also save each image's embedding there (.csv or .npz)."""
         run = self.current_run()
         if run is None or self._csv_task is not None:
             return False
@@ -1763,8 +1779,10 @@ class InspectView(QWidget):
                 paths, csv_path,
                 on_progress=lambda done, total: ctx.progress((done, total)),
                 should_cancel=ctx.cancelled,
+                embeddings_path=embeddings_path,
             )
 
+        self.last_embeddings_path = str(embeddings_path) if embeddings_path is not None else None
         self._csv_task = self._runner.start(
             job,
             on_done=lambda count: self._on_csv_done(str(csv_path), count, started),
@@ -1796,7 +1814,8 @@ class InspectView(QWidget):
         self.csv_strip.hide()
         self.last_csv_result = (csv_path, int(count))
         verb = "Cancelled after writing" if cancelled else "Wrote"
-        self.status_message.emit(f"{verb} {count} prediction(s) to {csv_path} in {time.monotonic() - started:.0f} s")
+        also = f", and their embeddings to {Path(self.last_embeddings_path).name}" if self.last_embeddings_path else ""
+        self.status_message.emit(f"{verb} {count} prediction(s) to {csv_path}{also} in {time.monotonic() - started:.0f} s")
         self._update_hint()
 
     def _on_csv_failed(self, message: str, details: str) -> None:

@@ -103,12 +103,21 @@ def test_pasting_an_image_and_dropping_a_folder(inspect, qtbot, demo_set):
     assert view.results()[0].source == "pasted image 1"
 
 
-def test_classifying_a_folder_to_csv_with_progress_and_cancel(inspect, qtbot, demo_set, tmp_path):
+def test_classifying_a_folder_to_csv_with_progress_and_cancel(inspect, qtbot, demo_set, tmp_path, monkeypatch):
+    from PySide6.QtWidgets import QFileDialog
+
+    from fgdesk.gui.inspect_view import WITH_EMBEDDINGS_FILTER
+
     view = inspect
     out = tmp_path / "predictions.csv"
     progress: list[int] = []
+    messages: list[str] = []
     view.csv_progress.valueChanged.connect(progress.append)
-    assert view.classify_folder_to_csv(demo_set / "test", out)
+    view.status_message.connect(messages.append)
+    # The save dialog's second file type also saves the embeddings, beside the predictions.
+    monkeypatch.setattr(QFileDialog, "getExistingDirectory", lambda *args: str(demo_set / "test"))
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *args: (str(out), WITH_EMBEDDINGS_FILTER))
+    view.choose_csv_folder()
     assert view.csv_strip.isVisibleTo(view) and view.csv_running()
     assert not view.csv_button.isEnabled()
     qtbot.waitUntil(lambda: view.last_csv_result is not None, timeout=180_000)
@@ -117,6 +126,10 @@ def test_classifying_a_folder_to_csv_with_progress_and_cancel(inspect, qtbot, de
     with open(out, newline="", encoding="utf-8") as handle:
         rows = list(csv.reader(handle))
     assert rows[0][:3] == ["path", "top1", "prob"] and len(rows) == 7
+    with open(tmp_path / "predictions-embeddings.csv", newline="", encoding="utf-8") as handle:
+        embedded = list(csv.reader(handle))
+    assert [row[0] for row in embedded[1:]] == [row[0] for row in rows[1:]] and embedded[0][1] == "e0"
+    assert messages[-1].startswith(f"Wrote 6 prediction(s) to {out}, and their embeddings to predictions-embeddings.csv")
     assert not view.csv_strip.isVisibleTo(view) and view.csv_button.isEnabled()
     # Cancel: hold the inference thread so the cancel surely lands before the first chunk.
     gate = threading.Event()
