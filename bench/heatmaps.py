@@ -7,7 +7,9 @@
    baseline, chance (the box's share of the frame), and a sanity check with random
    weights (random backbone and random attention gates), which should score near chance.
 2. cub50 (no boxes): deletion and insertion AUC. Pixels are removed from (or inserted
-   into) the image in order of the fused map, and the kNN classifier's probability of
+   into) the image in the order of each map the app shows (fused attention, each stage's
+   attention, the class evidence of the kNN's top class), and the kNN classifier's
+   probability of the class the map explains (its top class on the whole image) and of
    the true class is tracked; the area under that curve is compared with a random
    order and a centre-first order. Deletion: lower is better. Insertion: higher.
 
@@ -44,8 +46,8 @@ from fgdesk.data.images import ImageDecodeError, load_rgb  # noqa: E402
 from fgdesk.data.layouts import detect  # noqa: E402
 from fgdesk.data.synthetic import make_demo_dataset  # noqa: E402
 from fgdesk.evaluate.embeddings import compute_embeddings, load_encoder  # noqa: E402
-from fgdesk.evaluate.heatmaps import forward_with_maps, fused_attention, network_input  # noqa: E402
-from fgdesk.evaluate.knn import knn_scores  # noqa: E402
+from fgdesk.evaluate.heatmaps import forward_with_maps, fused_attention, fused_evidence, network_input, upsample  # noqa: E402
+from fgdesk.evaluate.knn import class_prototypes, knn_scores  # noqa: E402
 from fgdesk.evaluate.linear import fit_linear  # noqa: E402
 from fgdesk.evaluate.localization import centre_gaussian  # noqa: E402
 from fgdesk.evaluate.report import open_dataset, score_localization  # noqa: E402
@@ -150,8 +152,52 @@ def auc(values: np.ndarray) -> float:
     return float(np.trapezoid(values, dx=1.0 / (len(values) - 1)))
 
 
+def paired_interval(difference: np.ndarray, seed: int, draws: int = 2000) -> dict[str, float]:
+    """Mean of per-image AUC differences with a 95% bootstrap interval over images."""
+    generator = np.random.default_rng(seed)
+    means = difference[generator.integers(0, len(difference), size=(draws, len(difference)))].mean(axis=1)
+    low, high = np.percentile(means, [2.5, 97.5])
+    return {"mean": round(float(difference.mean()), 5), "low": round(float(low), 5), "high": round(float(high), 5)}
+
+
+def knn_probabilities(bank, frames_embedding: torch.Tensor, num_classes: int) -> torch.Tensor:
+    votes = knn_scores(bank.vectors, bank.labels, frames_embedding, num_classes, KNN_K, KNN_T)
+    return votes / votes.sum(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+def centre_share(heatmap: torch.Tensor) -> float:
+    """Share of a map's mass in the middle half of the frame (the box of half its area): 0.5 for a flat map."""
+    height, width = heatmap.shape
+    ys = (torch.arange(height) + 0.5) / height - 0.5
+    xs = (torch.arange(width) + 0.5) / width - 0.5
+    inside = (ys.abs() < 0.5 ** 0.5 / 2).view(-1, 1) & (xs.abs() < 0.5 ** 0.5 / 2).view(1, -1)
+    mass = heatmap.clamp_min(0)
+    return float(mass[inside].sum() / mass.sum().clamp_min(1e-12))
+
+
+def pixel_orders(net: FineGrainedNet, image: torch.Tensor, prototypes: torch.Tensor, explained: int,
+                 generator: torch.Generator) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """Every pixel order scored: the app's maps (fused attention, each stage's attention, and
+    the class evidence of the class the kNN predicts), and the two references; with each
+    map's centre share."""
+    _, height, width = image.shape
+    chosen = torch.tensor([explained])
+    result = forward_with_maps(net, image.unsqueeze(0), choose=lambda _e, _l: (prototypes[chosen], chosen))
+    maps = {"fused attention": fused_attention(result.attention, (height, width), result.scale_weights)[0]}
+    for stage, attention in zip(result.stages, result.attention):
+        maps[f"stage {stage} attention"] = upsample(attention, (height, width))[0]
+    maps["class evidence"] = fused_evidence(result.evidence, (height, width))[0]
+    maps["centre first"] = torch.from_numpy(centre_gaussian((height, width))).float()
+    orders = {kind: torch.argsort(heatmap.flatten(), descending=True, stable=True) for kind, heatmap in maps.items()}
+    orders["random"] = torch.randperm(height * width, generator=generator)
+    return orders, {kind: centre_share(heatmap) for kind, heatmap in maps.items()}
+
+
 @torch.no_grad()
 def deletion_insertion(run_dir: Path | None, data: Path, images: int, steps: int, seed: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Deletion and insertion AUC of every pixel order, tracking two probabilities from the
+    same frames: the class each map explains (the kNN's prediction on the whole image; the
+    usual definition, Petsiuk et al. 2018) and the true class."""
     if run_dir is not None:
         net, config, _ = load_encoder(run_dir, device="cpu")
     else:
@@ -165,9 +211,11 @@ def deletion_insertion(run_dir: Path | None, data: Path, images: int, steps: int
     progress(f"cub50: embedding {len(train)} training images for the kNN classifier")
     bank = compute_embeddings(net, train, eval_size, crop_bottom=index.crop_bottom)
     num_classes = len(index.classes)
+    prototypes = class_prototypes(bank.vectors, bank.labels, num_classes)  # as the app's kNN mode explains
     generator = torch.Generator().manual_seed(seed)
-    curves: dict[str, dict[str, list[np.ndarray]]] = {kind: {"deletion": [], "insertion": []} for kind in ("fused", "centre", "random")}
-    full_probability = []
+    curves: dict[tuple[str, str, str], list[np.ndarray]] = {}
+    full_probability, full_explained, correct = [], [], []
+    centre_shares: dict[str, list[float]] = {}
     progress(f"cub50: deletion and insertion on {len(chosen)} test images, {steps} steps each")
     for number, sample in enumerate(chosen):
         try:
@@ -175,41 +223,54 @@ def deletion_insertion(run_dir: Path | None, data: Path, images: int, steps: int
         except ImageDecodeError:
             continue
         image = network_input(picture, eval_size)
-        _, height, width = image.shape
-        result = forward_with_maps(net, image.unsqueeze(0))
-        fused = fused_attention(result.attention, (height, width), result.scale_weights)[0]
-        orders = {
-            "fused": torch.argsort(fused.flatten(), descending=True, stable=True),
-            "centre": torch.argsort(torch.from_numpy(centre_gaussian((height, width))).float().flatten(), descending=True, stable=True),
-            "random": torch.randperm(height * width, generator=generator),
-        }
+        whole = knn_probabilities(bank, net(image.unsqueeze(0)).embedding.float(), num_classes)[0]
+        explained = int(whole.argmax())
+        full_probability.append(float(whole[sample.label]))
+        full_explained.append(float(whole[explained]))
+        correct.append(explained == sample.label)
         zero = torch.zeros_like(image)  # the dataset mean colour after normalisation
-        soft = blurred(image, sigma=max(2.0, min(height, width) / 20))
+        soft = blurred(image, sigma=max(2.0, min(image.shape[1:]) / 20))
+        orders, centre = pixel_orders(net, image, prototypes, explained, generator)
+        for kind, share in centre.items():
+            centre_shares.setdefault(kind, []).append(share)
         for kind, order in orders.items():
             for mode, canvas in (("deletion", zero), ("insertion", soft)):
                 frames = curve_images(image, order, canvas, steps, insert=mode == "insertion")
-                embedding = net(frames).embedding.float()
-                votes = knn_scores(bank.vectors, bank.labels, embedding, num_classes, KNN_K, KNN_T)
-                probability = (votes / votes.sum(dim=1, keepdim=True).clamp_min(1e-12))[:, sample.label]
-                curves[kind][mode].append(probability.numpy())
-        full_probability.append(float(curves["fused"]["deletion"][-1][0]))
+                probability = knn_probabilities(bank, net(frames).embedding.float(), num_classes)
+                for tracked, label in (("explained", explained), ("true", sample.label)):
+                    curves.setdefault((kind, mode, tracked), []).append(probability[:, label].numpy())
         if (number + 1) % 10 == 0:
             progress(f"  {number + 1}/{len(chosen)} images")
+    per_image = {key: np.array([auc(v) for v in values]) for key, values in curves.items()}
     rows = []
-    for kind, modes in curves.items():
+    for kind in dict.fromkeys(key[0] for key in curves):
         row: dict[str, Any] = {"order": kind}
-        for mode, values in modes.items():
-            if values:
-                stacked = np.stack(values)
-                row[f"{mode}_auc"] = float(np.mean([auc(v) for v in stacked]))
-                row[f"{mode}_curve"] = [round(float(x), 4) for x in stacked.mean(axis=0)]
+        if kind in centre_shares:
+            row["centre_share"] = float(np.mean(centre_shares[kind]))
+        for mode in ("deletion", "insertion"):
+            for tracked in ("explained", "true"):
+                stacked = np.stack(curves[(kind, mode, tracked)])
+                row[f"{mode}_auc_{tracked}"] = float(per_image[(kind, mode, tracked)].mean())
+                row[f"{mode}_curve_{tracked}"] = [round(float(x), 4) for x in stacked.mean(axis=0)]
+                for reference in ("centre first", "random"):
+                    if kind != reference:
+                        difference = per_image[(kind, mode, tracked)] - per_image[(reference, mode, tracked)]
+                        row[f"{mode}_{tracked}_minus_{reference.split()[0]}"] = paired_interval(difference, seed)
         rows.append(row)
     info = {"images": len(full_probability), "steps": steps, "eval_size": eval_size,
+            "knn_top1_on_these_images": float(np.mean(correct)) if correct else None,
             "mean_true_class_probability_full_image": float(np.mean(full_probability)) if full_probability else None,
+            "mean_explained_class_probability_full_image": float(np.mean(full_explained)) if full_explained else None,
+            "explained_class": "the kNN's top class on the whole image; the class-evidence map explains it "
+                               "(class prototype: mean embedding minus the mean over classes)",
             "deletion_canvas": "zeros after normalisation (the dataset mean colour)",
             "insertion_canvas": "Gaussian-blurred image (sigma = short side / 20)",
             "classifier": f"kNN over the train split (k={KNN_K}, T={KNN_T}), probability = normalised votes"}
     return rows, info
+
+
+def interval_text(interval: dict[str, float] | None) -> str:
+    return "" if interval is None else f"{interval['mean']:+.4f} [{interval['low']:+.4f}, {interval['high']:+.4f}]"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -274,10 +335,17 @@ def main(argv: list[str] | None = None) -> int:
                 rows, info = deletion_insertion(cub_run, data, args.images, args.steps, args.seed)
                 results["deletion_insertion"] = {"rows": rows, **info}
                 tables.append(format_table(
-                    [{"order": r["order"], "deletion": f"{r.get('deletion_auc', float('nan')):.3f}",
-                      "insertion": f"{r.get('insertion_auc', float('nan')):.3f}"} for r in rows],
-                    [("order", "pixel order"), ("deletion", "deletion AUC (lower better)"), ("insertion", "insertion AUC (higher better)")],
-                    title=f"cub50 deletion / insertion, kNN probability of the true class ({info['images']} test images)",
+                    [{"order": r["order"], "centre": f"{r['centre_share']:.3f}" if "centre_share" in r else "",
+                      "versus": interval_text(r.get("deletion_explained_minus_centre")),
+                      **{f"{m}_{t}": f"{r[f'{m}_auc_{t}']:.4f}" for m in ("deletion", "insertion")
+                                              for t in ("explained", "true")}} for r in rows],
+                    [("order", "pixel order"), ("deletion_explained", "deletion, explained class (lower better)"),
+                     ("insertion_explained", "insertion, explained class (higher better)"),
+                     ("deletion_true", "deletion, true class"), ("insertion_true", "insertion, true class"),
+                     ("centre", "mass in the middle half (flat 0.5)"),
+                     ("versus", "deletion, explained, minus centre first (95% CI)")],
+                    title=f"cub50 deletion / insertion AUC of the kNN probability ({info['images']} test images, "
+                          f"kNN top-1 on them {100 * (info['knn_top1_on_these_images'] or 0):.1f}%)",
                 ))
         notes = ["Random weights: random backbone and random attention gates; a map that localizes no better than this shows architecture bias, not learning."]
         report.write(results, tables, notes)
