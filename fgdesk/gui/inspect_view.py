@@ -93,6 +93,23 @@ def layer_title(key: str) -> str:
     return key.replace("_", " ").capitalize()
 
 
+def layer_tooltip(key: str, evidence_class: str | None = None) -> str:
+    """What a heatmap shows, for its panel's tooltip: the attention maps and the evidence map
+    answer different questions, and only the evidence map answers "why this class"."""
+    if key == "evidence":
+        target = evidence_class or "the top class"
+        return (f"Class evidence: where the image supports {target}, as each place's share of its score. "
+                "This map follows the classifier: hiding its brightest places first lowers the class's "
+                "probability faster than hiding the centre or random places")
+    if key == "fused":
+        return "Fused attention: the stage maps, each scaled to its own peak and weighted by the learned scale weights"
+    if key.startswith("stage") and key[5:].isdigit():
+        return (f"Stage {key[5:]} attention: where this scale's pooled descriptor draws from (its learned gate "
+                "times the feature response). It shows what the network pools, background included, "
+                "not why it chose a class: see Class evidence for that")
+    return ""
+
+
 def layer_order(keys) -> list[str]:
     """Image first, then per-scale maps in stage order, the fused map, then anything else."""
     keys = list(keys)
@@ -1703,8 +1720,7 @@ class InspectView(QWidget):
                 continue
             panel.canvas.set_pixmap(QPixmap.fromImage(pil_to_qimage(overlay)))
             panel.canvas.set_note("", dim=False)
-            evidence_class = getattr(result.prediction, "evidence_class", None)
-            panel.setToolTip(f"Where the image supports {evidence_class}" if key == "evidence" and evidence_class else "")
+            panel.setToolTip(layer_tooltip(key, getattr(result.prediction, "evidence_class", None)))
 
     # ================================================================== saving
     def save_overlay(self, path: str | Path | None = None) -> bool:

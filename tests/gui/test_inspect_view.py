@@ -57,6 +57,11 @@ def test_dropping_an_image_gives_predictions_and_heatmap_layers(inspect, qtbot, 
     assert stages and set(stages) <= set(result.prediction.maps)
     for key in keys:
         assert view._panels[key].canvas.pixmap() is not None
+    # Each map's tooltip says what it answers: only class evidence says why this class.
+    evidence = view._panels["evidence"].toolTip()
+    if "evidence" not in result.prediction.map_notes:
+        assert evidence.startswith(f"Class evidence: where the image supports {result.prediction.evidence_class}")
+    assert "not why it chose a class" in view._panels[stages[0]].toolTip()
     # The opacity slider and the colormap redraw the overlays.
     fused = view._panels["fused"].canvas
     before = fused.pixmap().toImage()
