@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
     QMessageBox,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QSizePolicy,
     QSlider,
     QSplitter,
@@ -538,7 +539,12 @@ class InspectView(QWidget):
         neighbours_title = QLabel("Nearest labelled images")
         neighbours_title.setObjectName("Subtitle")
         right.body.addWidget(neighbours_title)
-        self.neighbour_grid = QGridLayout()
+        # The neighbours scroll on their own: on a short window (a 768-px laptop screen) their
+        # fixed-size tiles would otherwise be drawn over one another and over their captions,
+        # and the label panel below them must stay in view.
+        neighbours = QWidget()
+        self.neighbour_grid = QGridLayout(neighbours)
+        self.neighbour_grid.setContentsMargins(0, 0, 0, 0)
         self.neighbour_grid.setSpacing(6)
         self.neighbour_tiles: list[tuple[ImageCanvas, QLabel]] = []
         for i in range(5):
@@ -558,10 +564,17 @@ class InspectView(QWidget):
             tile_layout.addWidget(caption)
             self.neighbour_grid.addWidget(tile, i // 2, i % 2)
             self.neighbour_tiles.append((canvas, caption))
-        right.body.addLayout(self.neighbour_grid)
+        self.neighbour_grid.setRowStretch(3, 1)  # spare room goes below the tiles
+        self.neighbour_scroll = QScrollArea()
+        self.neighbour_scroll.setWidgetResizable(True)
+        self.neighbour_scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        self.neighbour_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.neighbour_scroll.setStyleSheet("QScrollArea, QScrollArea > QWidget > QWidget { background: transparent; }")
+        self.neighbour_scroll.setWidget(neighbours)
+        self.neighbour_scroll.setMinimumHeight(NEIGHBOUR_THUMB + 2 * self.fontMetrics().lineSpacing())
+        right.body.addWidget(self.neighbour_scroll, 1)
         right.body.addSpacing(6)
         right.body.addWidget(self._build_label_panel())
-        right.body.addStretch(1)
         splitter.addWidget(right)
         splitter.setStretchFactor(0, 0)
         splitter.setStretchFactor(1, 1)
@@ -1616,8 +1629,11 @@ class InspectView(QWidget):
                 thumb = result.neighbour_thumbs[i] if i < len(result.neighbour_thumbs) else None
                 canvas.set_pixmap(QPixmap.fromImage(thumb) if thumb is not None else None)
                 canvas.set_placeholder("" if thumb is not None else "missing")
-                caption.setText(f"{label}\n{similarity:.2f}")
+                # A long class name is cut with an ellipsis, not clipped at both ends of the centred line.
+                shown = caption.fontMetrics().elidedText(label, Qt.TextElideMode.ElideRight, caption.width() - 4)
+                caption.setText(f"{shown}\n{similarity:.2f}")
                 canvas.setToolTip(f"{path}\nclass {label}, cosine similarity {similarity:.3f}")
+                caption.setToolTip(canvas.toolTip())
                 canvas.parentWidget().show()
             else:
                 canvas.set_pixmap(None)
