@@ -52,7 +52,7 @@ from fgdesk.gui.qtutil import (
     qimage_to_pil,
     show_error,
 )
-from fgdesk.gui.widgets import Card, EmptyState, ImageCanvas, muted_label
+from fgdesk.gui.widgets import Card, ElidedLabel, EmptyState, ImageCanvas, muted_label
 
 log = logging.getLogger(__name__)
 
@@ -509,13 +509,12 @@ class InspectView(QWidget):
         right.setMaximumWidth(380)
         self.prediction_message = muted_label("")
         right.body.addWidget(self.prediction_message)
-        self.topk_rows: list[tuple[QLabel, QProgressBar, QLabel]] = []
+        self.topk_rows: list[tuple[ElidedLabel, QProgressBar, QLabel]] = []
         topk = QVBoxLayout()
         topk.setSpacing(2)
         for i in range(5):
             line = QHBoxLayout()
-            name = QLabel("")
-            name.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+            name = ElidedLabel("")
             value = QLabel("")
             value.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
             if i == 0:

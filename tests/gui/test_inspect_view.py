@@ -43,7 +43,7 @@ def test_dropping_an_image_gives_predictions_and_heatmap_layers(inspect, qtbot, 
     assert 1 <= len(topk) <= 5
     probabilities = [p for _, p in topk]
     assert probabilities == sorted(probabilities, reverse=True) and sum(probabilities) <= 1.0 + 1e-5
-    assert view.topk_rows[0][0].text() == topk[0][0]
+    assert view.topk_rows[0][0].full_text() == topk[0][0]  # shown whole, or cut with an ellipsis and a tooltip
     assert view.topk_rows[0][2].text().endswith("%")
     # Nearest labelled training images, with their class and similarity.
     neighbours = result.prediction.neighbours
