@@ -129,7 +129,20 @@ class EmptyState(QWidget):
         column.addLayout(self.extra)
         outer.addLayout(column)
         outer.addStretch(2)
+        self._outer, self._column = outer, column
         self._has_stretch_end = False
+
+    def resizeEvent(self, event) -> None:  # noqa: N802
+        super().resizeEvent(event)
+        # The wrapped text's height is asked once its style sheet font is known: measured
+        # before, it came out a line short and the text ran under the headline.
+        self.text_label.setMinimumHeight(self.text_label.heightForWidth(self.text_label.width()))
+        # On a short window (a 768-px laptop screen) the icon gives way first, so the
+        # headline and the text are never drawn over each other.
+        icon = self.icon_label.sizeHint().height() + self._column.spacing() if self.icon_label.isHidden() else 0
+        margins = self._outer.contentsMargins()
+        needed = self._column.sizeHint().height() + icon + margins.top() + margins.bottom()
+        self.icon_label.setVisible(event.size().height() >= needed)
 
     def add_button(self, text: str, primary: bool = False) -> QPushButton:
         button = QPushButton(text)
