@@ -61,6 +61,33 @@ def test_one_pass_gives_logits_attention_and_evidence_that_adds_up():
     assert torch.allclose(fused.sum(dim=(1, 2)), per_stage_total, rtol=2e-2)  # bilinear upsampling keeps sums up to edge effects
 
 
+def test_the_contrast_map_shows_where_the_image_supports_the_top_class_rather_than_the_runner_up():
+    from fgdesk.model.network import class_evidence_maps
+
+    torch.manual_seed(0)
+    net = FineGrainedNet(ModelConfig(stages=[3, 4])).eval()
+    weight, bias = torch.randn(4, net.embed_dim), torch.randn(4)
+    images = torch.randn(2, 3, 64, 80)
+    result = forward_with_maps(net, images, weight, bias)
+    top2 = result.logits.topk(2, dim=1).indices
+    assert torch.equal(result.evidence_class, top2[:, 0]) and torch.equal(result.contrast_class, top2[:, 1])
+    with torch.no_grad():
+        output = net(images)
+    scale_weights = net.attention.scale_weights().detach()
+    top, second = (class_evidence_maps(output, scale_weights, weight[top2[:, k]], clip_negative=False) for k in (0, 1))
+    for stage, contrast in enumerate(result.contrast):
+        assert torch.allclose(contrast, (top[stage] - second[stage]).clamp_min(0), atol=1e-5)
+    # Unclipped, the cells add up to the difference of the two classes' scores, biases aside.
+    cells = sum((a - b).sum(dim=(1, 2)) for a, b in zip(top, second))
+    scores = result.logits - bias
+    assert torch.allclose(cells, scores.gather(1, top2[:, :1]).squeeze(1) - scores.gather(1, top2[:, 1:]).squeeze(1), atol=1e-4)
+
+    # With one class there is no runner-up, and a chooser without one gives no contrast.
+    assert forward_with_maps(net, images, weight[:1], bias[:1]).contrast is None
+    chosen = forward_with_maps(net, images, choose=lambda e, l: (weight[[0, 1]], torch.tensor([0, 1])))
+    assert chosen.evidence is not None and chosen.contrast is None
+
+
 def test_bucketed_groups_equal_keys_and_flushes_partial_buckets():
     items = [(0, "a"), (1, "b"), (2, "a"), (3, "a"), (4, "b")]
     batches = list(bucketed(items, key=lambda item: item[1], batch_size=2))

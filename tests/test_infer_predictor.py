@@ -15,7 +15,7 @@ from fgdesk.train import runs
 from helpers_runs import NUM_CLASSES, make_demo_data, make_run, one_thread
 
 _threads = pytest.fixture(autouse=True)(one_thread)
-MAP_KEYS = {"stage2", "stage3", "stage4", "fused", "evidence"}
+MAP_KEYS = {"stage2", "stage3", "stage4", "fused", "evidence", "contrast"}
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +62,7 @@ def test_prediction_has_topk_neighbours_and_every_map_at_image_resolution(predic
         assert heatmap.shape == (prediction.image.height, prediction.image.width)
         assert heatmap.dtype == np.float32 and heatmap.min() >= 0.0 and heatmap.max() <= 1.0
     assert prediction.evidence_class == prediction.topk[0][0]
+    assert prediction.contrast_class == prediction.topk[1][0]  # the runner-up it is set against
     assert not prediction.map_notes  # lively attention: every map has something to show
 
 
@@ -182,7 +183,8 @@ def test_without_a_classifier_knn_votes_give_the_topk(demo, sample_image, monkey
     (prediction,) = knn.predict([sample_image], topk=5)
     assert len(prediction.topk) == 5 and sum(p for _, p in prediction.topk) <= 1.0 + 1e-6
     assert prediction.evidence_class == prediction.topk[0][0]
-    assert set(prediction.maps) == MAP_KEYS
+    assert prediction.contrast_class == prediction.topk[1][0]  # by kNN vote, against its class prototype
+    assert set(prediction.maps) == MAP_KEYS and "contrast" not in prediction.map_notes
 
 
 def test_an_unlabeled_run_still_finds_neighbours_and_maps(tmp_path, demo, sample_image):
@@ -196,6 +198,7 @@ def test_an_unlabeled_run_still_finds_neighbours_and_maps(tmp_path, demo, sample
     assert prediction.topk == [] and len(prediction.neighbours) == 5
     assert all(name == "" for _, name, _ in prediction.neighbours)
     assert set(prediction.maps) == MAP_KEYS  # evidence explains the similarity to the nearest image
+    assert prediction.contrast_class is None and "no classes to set apart" in prediction.map_notes["contrast"]
 
 
 def test_a_classifier_fitted_on_an_older_checkpoint_is_refitted(demo):

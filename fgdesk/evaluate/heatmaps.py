@@ -17,6 +17,9 @@ Map kinds, all from one forward pass:
   adding the per-pixel contributions of all stages (each stage's cell value is spread
   over the pixels the cell covers), so the fused map sums to the positive part of the
   class score.
+- contrast evidence: the same for the difference of the explained class's vector and the
+  runner-up's, so it shows where the image supports the one *rather than* the other: the
+  question fine-grained classes raise, where both share most of what the image shows.
 """
 from __future__ import annotations
 
@@ -82,6 +85,8 @@ class MapPass:
     stages: list[int]
     scale_weights: torch.Tensor  # (S,)
     input_size: tuple[int, int]  # (H, W) of the network input
+    contrast: list[torch.Tensor] | None = None  # per stage: contributions to (explained - runner-up) >= 0
+    contrast_class: torch.Tensor | None = None  # (B,) the runner-up's class index
 
 
 ClassVectorChooser = Callable[[torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor]]
@@ -94,12 +99,15 @@ def forward_with_maps(
     weight: torch.Tensor | None = None,
     bias: torch.Tensor | None = None,
     choose: ClassVectorChooser | None = None,
+    runner_up: ClassVectorChooser | None = None,
 ) -> MapPass:
     """Run `net` once on a (B, 3, H, W) batch and derive the maps from that pass.
 
     With a classifier (`weight` (C, D), `bias` (C,)), the evidence map explains the
     predicted class. `choose(embedding, logits) -> (class vectors (B, D), class index (B,))`
-    overrides that (e.g. a class prototype when there is no classifier).
+    overrides that (e.g. a class prototype when there is no classifier). The contrast map
+    sets the explained class against the runner-up: the second class by logit with a
+    classifier of two or more classes, or what `runner_up` (same signature) returns.
     """
     output: NetOutput = net(images)
     embedding = output.embedding.float()
@@ -118,12 +126,23 @@ def forward_with_maps(
     evidence = None
     if vectors is not None:
         evidence = [m.float() for m in class_evidence_maps(output, scale_weights, vectors.to(embedding.device))]
+    contrast = second = None
+    if vectors is not None and runner_up is not None:
+        second_vectors, second = runner_up(embedding, logits)
+    elif vectors is not None and choose is None and logits is not None and logits.shape[1] >= 2:
+        second = logits.topk(2, dim=1).indices[:, 1]
+        second_vectors = weight[second]
+    if second is not None:
+        difference = vectors.to(embedding.device) - second_vectors.to(embedding.device)
+        contrast = [m.float() for m in class_evidence_maps(output, scale_weights, difference)]
     return MapPass(
         embedding=embedding,
         logits=logits,
         attention=[m.float() for m in output.attention_maps],
         evidence=evidence,
         evidence_class=classes,
+        contrast=contrast,
+        contrast_class=second,
         stages=list(net.stages),
         scale_weights=scale_weights,
         input_size=(int(images.shape[-2]), int(images.shape[-1])),

@@ -49,6 +49,7 @@ from fgdesk.gui.qtutil import (
     image_files_under,
     is_image_file,
     pil_to_qimage,
+    app_settings,
     qimage_to_pil,
     show_error,
 )
@@ -72,6 +73,8 @@ IMAGE_LAYER = "image"
 NORMALIZE_MODES = {"per_map": "Own peak per map", "shared": "Shared peak"}
 
 
+HIDDEN_LAYERS_KEY = "inspect/hidden_layers"
+DEFAULT_HIDDEN_LAYERS = ("contrast",)
 PREDICTIONS_FILTER = "Predictions (*.csv)"
 WITH_EMBEDDINGS_FILTER = "Predictions, and embeddings beside them (*.csv)"
 
@@ -89,14 +92,20 @@ def layer_title(key: str) -> str:
         return "Fused"
     if key == "evidence":
         return "Class evidence"
+    if key == "contrast":
+        return "Versus runner-up"
     if key.startswith("stage") and key[5:].isdigit():
         return f"Stage {key[5:]}"
     return key.replace("_", " ").capitalize()
 
 
-def layer_tooltip(key: str, evidence_class: str | None = None) -> str:
-    """What a heatmap shows, for its panel's tooltip: the attention maps and the evidence map
-    answer different questions, and only the evidence map answers "why this class"."""
+def layer_tooltip(key: str, evidence_class: str | None = None, contrast_class: str | None = None) -> str:
+    """What a heatmap shows, for its panel's tooltip: the attention maps and the evidence maps
+    answer different questions, and only the evidence maps answer "why this class"."""
+    if key == "contrast":
+        return (f"Where the image supports {evidence_class or 'the top class'} rather than "
+                f"{contrast_class or 'the runner-up'}, the runner-up: each place's share of the difference "
+                "of their scores. What the two classes share, this map leaves out")
     if key == "evidence":
         target = evidence_class or "the top class"
         return (f"Class evidence: where the image supports {target}, as each place's share of its score. "
@@ -115,8 +124,8 @@ def layer_order(keys) -> list[str]:
     """Image first, then per-scale maps in stage order, the fused map, then anything else."""
     keys = list(keys)
     stages = sorted((k for k in keys if k.startswith("stage") and k[5:].isdigit()), key=lambda k: int(k[5:]))
-    rest = sorted(k for k in keys if k not in stages and k not in ("fused", "evidence", IMAGE_LAYER))
-    tail = [k for k in ("fused", "evidence") if k in keys]
+    rest = sorted(k for k in keys if k not in stages and k not in ("fused", "evidence", "contrast", IMAGE_LAYER))
+    tail = [k for k in ("fused", "evidence", "contrast") if k in keys]
     return [IMAGE_LAYER, *stages, *tail[:1], *rest, *tail[1:]]
 
 
@@ -283,7 +292,7 @@ class InspectView(QWidget):
         self._run_generation = 0
         self._current: _Entry | None = None
         self._selected_layer = "fused"
-        self._hidden_layers: set[str] = set()
+        self._hidden_layers = self._remembered_hidden_layers()
         self._panels: dict[str, _LayerPanel] = {}
         self._layer_boxes: dict[str, QCheckBox] = {}
         self._csv_task = None
@@ -454,10 +463,9 @@ class InspectView(QWidget):
         head.addLayout(titles, 1)
         centre.body.addLayout(head)
         layers = QHBoxLayout()
-        layers.setSpacing(10)
-        layers.addWidget(muted_label("Show", wrap=False))
-        self.layers_row = QHBoxLayout()
-        self.layers_row.setSpacing(10)
+        layers.setSpacing(8)
+        self.layers_row = QHBoxLayout()  # a box per layer, to show or hide its panel
+        self.layers_row.setSpacing(8)
         layers.addLayout(self.layers_row)
         layers.addStretch(1)
         centre.body.addLayout(layers)
@@ -1653,7 +1661,8 @@ class InspectView(QWidget):
                 panel = _LayerPanel(key)
                 panel.canvas.clicked.connect(lambda k=key: self.select_layer(k))
                 self._panels[key] = panel
-                box = QCheckBox("Evidence" if key == "evidence" else layer_title(key))
+                box = QCheckBox({"evidence": "Evidence", "contrast": "Versus"}.get(key, layer_title(key)))
+                box.setToolTip(f"Show the {layer_title(key)} panel")
                 box.setChecked(key not in self._hidden_layers)
                 box.toggled.connect(lambda checked, k=key: self.set_layer_visible(k, checked))
                 self.layers_row.addWidget(box)
@@ -1686,11 +1695,21 @@ class InspectView(QWidget):
     def layer_keys(self) -> list[str]:
         return list(self._panels)
 
+    @staticmethod
+    def _remembered_hidden_layers() -> set[str]:
+        """The layers hidden when the app last closed; at first the runner-up contrast, so the
+        six usual panels keep their size until it is asked for (its box reads Versus)."""
+        value = app_settings().value(HIDDEN_LAYERS_KEY, None)
+        if not isinstance(value, str):  # never set (or not ours)
+            return set(DEFAULT_HIDDEN_LAYERS)
+        return {key for key in value.split(",") if key}
+
     def set_layer_visible(self, key: str, visible: bool) -> None:
         if visible:
             self._hidden_layers.discard(key)
         else:
             self._hidden_layers.add(key)
+        app_settings().setValue(HIDDEN_LAYERS_KEY, ",".join(sorted(self._hidden_layers)))  # "" when all are shown
         box = self._layer_boxes.get(key)
         if box is not None and box.isChecked() != visible:
             box.blockSignals(True)
@@ -1735,7 +1754,8 @@ class InspectView(QWidget):
                 continue
             panel.canvas.set_pixmap(QPixmap.fromImage(pil_to_qimage(overlay)))
             panel.canvas.set_note("", dim=False)
-            panel.setToolTip(layer_tooltip(key, getattr(result.prediction, "evidence_class", None)))
+            panel.setToolTip(layer_tooltip(key, getattr(result.prediction, "evidence_class", None),
+                                           getattr(result.prediction, "contrast_class", None)))
 
     # ================================================================== saving
     def save_overlay(self, path: str | Path | None = None) -> bool:

@@ -81,6 +81,7 @@ class Prediction:
     error: str | None = None  # the image was skipped: why
     raw_maps: dict[str, np.ndarray] = field(default_factory=dict)  # unnormalised, network grid
     evidence_class: str | None = None  # the class the evidence map explains
+    contrast_class: str | None = None  # the runner-up the contrast map sets it against
 
 
 @dataclass
@@ -234,6 +235,12 @@ class Predictor:
             return self._bank_device[nearest], torch.full_like(nearest, -1)
         return torch.zeros_like(embedding), torch.full((len(embedding),), -1, dtype=torch.long, device=embedding.device)
 
+    def _choose_runner_up(self, embedding: torch.Tensor, logits: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The second class by kNN vote and its class vector, for the contrast map without a classifier."""
+        probabilities = self._probabilities(embedding, logits)
+        second = probabilities.topk(2, dim=1).indices[:, 1]
+        return self._prototypes[second], second
+
     def _neighbours(self, embedding: torch.Tensor, count: int = NUM_NEIGHBOURS) -> list[tuple[str, str, float]]:
         if self._bank_device is None or self.bank is None:
             return []
@@ -286,8 +293,12 @@ class Predictor:
     @torch.no_grad()
     def _predict_one(self, source: str, image: Image.Image, topk: int, normalize: str) -> Prediction:
         batch = self._on_device(network_input(image, self.eval_size).unsqueeze(0))
-        choose = None if self.weight is not None else self._choose_evidence
-        result = forward_with_maps(self.net, batch, self.weight, self.bias, choose)
+        choose = runner_up = None
+        if self.weight is None:
+            choose = self._choose_evidence
+            if self._prototypes is not None and len(self._class_names) >= 2:
+                runner_up = self._choose_runner_up
+        result = forward_with_maps(self.net, batch, self.weight, self.bias, choose, runner_up)
         probabilities = self._probabilities(result.embedding, result.logits)
         ranked: list[tuple[str, float]] = []
         if probabilities is not None:
@@ -297,13 +308,17 @@ class Predictor:
         if result.evidence_class is not None:
             index = int(result.evidence_class[0])
             evidence_class = self._class_names[index] if 0 <= index < len(self._class_names) else "nearest training image"
-        maps, notes, raw = self._maps(result, (image.height, image.width), normalize, evidence_class)
+        contrast_class = None
+        if result.contrast_class is not None:
+            contrast_class = self._class_names[int(result.contrast_class[0])]
+        maps, notes, raw = self._maps(result, (image.height, image.width), normalize, evidence_class, contrast_class)
         return Prediction(
             source=source, image=image, topk=ranked, neighbours=self._neighbours(result.embedding),
-            maps=maps, map_notes=notes, raw_maps=raw, evidence_class=evidence_class,
+            maps=maps, map_notes=notes, raw_maps=raw, evidence_class=evidence_class, contrast_class=contrast_class,
         )
 
-    def _maps(self, result, size: tuple[int, int], normalize: str, evidence_class: str | None) -> tuple[dict, dict, dict]:
+    def _maps(self, result, size: tuple[int, int], normalize: str, evidence_class: str | None,
+              contrast_class: str | None = None) -> tuple[dict, dict, dict]:
         """Normalised maps at the image's size, notes for empty ones, raw maps on the network grid."""
         maps: dict[str, torch.Tensor] = {}
         notes: dict[str, str] = {}
@@ -339,6 +354,21 @@ class Predictor:
             notes["evidence"] = "no classifier and no labelled training images: no class to explain"
             maps["evidence"] = torch.zeros(size)
             constant.add("evidence")
+        if result.contrast is not None:
+            contrast_grid = fused_evidence(result.contrast, result.input_size)[0]
+            raw["contrast"] = contrast_grid.cpu().numpy().astype(np.float32)
+            if float(contrast_grid.max()) <= 0:
+                constant.add("contrast")
+                notes["contrast"] = f"{ZERO_NOTE} (nothing here favours {evidence_class} over {contrast_class})"
+            elif is_constant(contrast_grid):
+                constant.add("contrast")
+                notes["contrast"] = CONSTANT_NOTE
+            maps["contrast"] = fused_evidence(result.contrast, size)[0]
+        else:
+            notes["contrast"] = ("one class only: no runner-up to set it against" if len(self._class_names) == 1
+                                 else "no classifier and no labelled training images: no classes to set apart")
+            maps["contrast"] = torch.zeros(size)
+            constant.add("contrast")
         return normalize_maps(maps, constant, stage_keys, normalize), notes, raw
 
     # -- batch classification to CSV ------------------------------------------------------

@@ -77,6 +77,15 @@ def test_dropping_an_image_gives_predictions_and_heatmap_layers(inspect, qtbot, 
     assert not view._panels[stages[0]].isVisibleTo(view)
     view._layer_boxes[stages[0]].setChecked(True)
     assert view._panels[stages[0]].isVisibleTo(view)
+    # The top class against the runner-up: hidden at first, shown when ticked, and remembered.
+    contrast = view._panels["contrast"]
+    assert not contrast.isVisibleTo(view) and not view._layer_boxes["contrast"].isChecked()
+    view._layer_boxes["contrast"].setChecked(True)
+    assert contrast.isVisibleTo(view) and contrast.canvas.pixmap() is not None
+    assert contrast.toolTip().startswith(f"Where the image supports {topk[0][0]} rather than {topk[1][0]}, the runner-up")
+    assert "contrast" not in view._remembered_hidden_layers()
+    view._layer_boxes["contrast"].setChecked(False)
+    assert view._remembered_hidden_layers() == {"contrast"}
     # Save the selected layer as a PNG at the image's own resolution.
     view.select_layer("fused")
     target = tmp_path / "overlay.png"
