@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "spreadsheets, R, Orange) or FILE.npz (arrays paths and embeddings: numpy). "
                               "Unit-length vectors, so a dot product is a cosine similarity")
     predict.add_argument("--topk", type=int, default=5)
+    predict.add_argument("--against", metavar="CLASS",
+                         help="the class the contrast heatmap sets the top class against: where the image favours "
+                              "the top class over CLASS (default: the runner-up)")
     predict.add_argument("--device", default="auto")
 
     suggest = commands.add_parser(
@@ -466,6 +469,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         predictor = Predictor.load(args.run, device=args.device)
     except (CheckpointError, EvaluationError, FileNotFoundError) as exc:
         raise CLIError(str(exc)) from exc
+    if args.against is not None and args.against not in predictor.class_names:
+        names = predictor.class_names
+        raise CLIError(f"--against {args.against!r} is not one of the run's classes"
+                       + (f" ({', '.join(names[:8])}{', …' if len(names) > 8 else ''})" if names else ""))
     if args.csv or args.embeddings:
         with tqdm(total=len(images), desc="classifying", unit="img") as bar:
             count = predictor.predict_to_csv(images, args.csv, on_progress=lambda done, total: bar.update(done - bar.n),
@@ -486,7 +493,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     failures = 0
     if args.heatmaps or not (args.csv or args.embeddings):
         for start in range(0, len(images), 16):
-            for prediction in predictor.predict(images[start:start + 16], topk=args.topk):
+            for prediction in predictor.predict(images[start:start + 16], topk=args.topk, against=args.against):
                 if prediction.error:
                     failures += 1
                     print(f"{prediction.source}: skipped ({prediction.error})", file=sys.stderr)

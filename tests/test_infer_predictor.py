@@ -64,6 +64,16 @@ def test_prediction_has_topk_neighbours_and_every_map_at_image_resolution(predic
     assert prediction.evidence_class == prediction.topk[0][0]
     assert prediction.contrast_class == prediction.topk[1][0]  # the runner-up it is set against
     assert not prediction.map_notes  # lively attention: every map has something to show
+    # Set against another class on request; the top class itself falls back to the runner-up.
+    third = prediction.topk[2][0]
+    (against,) = predictor.predict([sample_image], against=third)
+    assert against.contrast_class == third and against.topk == prediction.topk
+    assert not np.allclose(against.maps["contrast"], prediction.maps["contrast"])
+    np.testing.assert_allclose(against.maps["evidence"], prediction.maps["evidence"], atol=1e-6)
+    (itself,) = predictor.predict([sample_image], against=prediction.topk[0][0])
+    assert itself.contrast_class == prediction.topk[1][0]
+    with pytest.raises(ValueError, match="not one of the run's classes"):
+        predictor.predict([sample_image], against="no such class")
 
 
 def test_the_channels_last_layout_keeps_the_scores_and_maps_of_the_plain_layout(predictor, sample_image):

@@ -217,13 +217,15 @@ def prepare_result(source: str, prediction) -> InspectResult:
 
 
 def predict_sources(cache: PredictorCache, run_dir: str, sources: list, names: list[str], normalize: str,
-                    context) -> list[InspectResult]:
+                    context, against: str | None = None) -> list[InspectResult]:
     context.progress(("loading", run_dir))
     predictor = cache.get(run_dir, on_progress=lambda stage, fraction: context.progress(("preparing", (stage, fraction))))
     if context.cancelled():  # cleared or another run chosen while the model loaded
         return []
     context.progress(("predicting", len(sources)))
-    predictions = predictor.predict(sources, topk=5, normalize=normalize)
+    if against is not None and against not in predictor.class_names:
+        against = None  # a class of another run: set against the runner-up
+    predictions = predictor.predict(sources, topk=5, normalize=normalize, against=against)
     return [prepare_result(name, prediction) for name, prediction in zip(names, predictions)]
 
 
@@ -245,6 +247,7 @@ class _Entry:
     doubt: Any = None  # the label check's LabelCheckRow when its label looked wrong
     copy: Any = None  # the duplicate check's DuplicateRow when it is a copy of another image
     held_class: str | None = None  # the class folder holding it ("": none; None: not yet asked)
+    against: str | None = None  # the class its contrast map is set against (None: the runner-up)
 
 
 class _LayerPanel(QWidget):
@@ -256,7 +259,7 @@ class _LayerPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(4)
-        self.title = QLabel(layer_title(key))
+        self.title = ElidedLabel(layer_title(key))  # "Versus <a long class name>" must fit the panel
         self.title.setObjectName("Subtitle")
         self.title.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.title.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
@@ -518,6 +521,7 @@ class InspectView(QWidget):
         self.prediction_message = muted_label("")
         right.body.addWidget(self.prediction_message)
         self.topk_rows: list[tuple[ElidedLabel, QProgressBar, QLabel]] = []
+        self._topk_rank: dict[QObject, int] = {}
         topk = QVBoxLayout()
         topk.setSpacing(2)
         for i in range(5):
@@ -532,6 +536,9 @@ class InspectView(QWidget):
                 value.setFont(font)
             line.addWidget(name, 1)
             line.addWidget(value)
+            for widget in (name, value):  # a click sets the top class against this one (Versus)
+                widget.installEventFilter(self)
+                self._topk_rank[widget] = i + 1
             bar = QProgressBar()
             bar.setObjectName("ScoreBar")
             bar.setRange(0, 1000)
@@ -1115,6 +1122,10 @@ class InspectView(QWidget):
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
         """In the image list, where labelling goes on, digits 1-5 label the shown image (the
         list would use them for its type-ahead search, before any shortcut sees them)."""
+        if event.type() == QEvent.Type.MouseButtonRelease and watched in self._topk_rank:
+            if event.button() == Qt.MouseButton.LeftButton:
+                self.contrast_with_rank(self._topk_rank[watched])
+                return True
         if watched is self.image_list and event.type() == QEvent.Type.KeyPress:
             rank = RANK_KEYS.get(event.key())
             plain = event.modifiers() & ~Qt.KeyboardModifier.KeypadModifier == Qt.KeyboardModifier.NoModifier
@@ -1129,6 +1140,25 @@ class InspectView(QWidget):
             self, "New class", f"The dataset has no class \u201c{name}\u201d. Make a class folder for it?",
             QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No, QMessageBox.StandardButton.No)
         return answer == QMessageBox.StandardButton.Yes
+
+    def contrast_with_rank(self, rank: int) -> bool:
+        """Set the shown image's top class against the class of that rank (1: the top class
+        itself, which means the runner-up again): its maps are made again off the GUI thread,
+        and the Versus panel is shown."""
+        entry = self._current
+        topk = list(getattr(entry.result.prediction, "topk", None) or []) if entry and entry.result and entry.result.prediction else []
+        if rank > len(topk) or len(topk) < 2:
+            return False
+        self.set_layer_visible("contrast", True)
+        against = topk[rank - 1][0] if rank > 1 else None
+        if against == entry.against:
+            return False
+        entry.against = against
+        entry.state = "queued"  # its old result stays on screen until the new one arrives
+        self._schedule_predictions()
+        self.status_message.emit(f"Where {Path(entry.name).name} favours {topk[0][0]} over "
+                                 f"{against or 'the runner-up'}…")
+        return True
 
     def label_as_rank(self, rank: int) -> bool:
         entry = self._current
@@ -1441,8 +1471,11 @@ class InspectView(QWidget):
             return
         queued = [entry for entry in self._entries if entry.state == "queued"]
         generation = self._run_generation
-        for start in range(0, len(queued), BATCH):
-            chunk = queued[start:start + BATCH]
+        chunks = []
+        for against in dict.fromkeys(entry.against for entry in queued):  # one task per class set against
+            alike = [entry for entry in queued if entry.against == against]
+            chunks.extend((alike[start:start + BATCH], against) for start in range(0, len(alike), BATCH))
+        for chunk, against in chunks:
             for entry in chunk:
                 entry.state = "running"
                 self._set_item_text(entry)
@@ -1451,7 +1484,7 @@ class InspectView(QWidget):
             keys = [entry.key for entry in chunk]
             normalize = self.normalize_combo.currentData() or "per_map"
             self._runner.start(
-                lambda ctx, s=sources, n=names, m=normalize: predict_sources(self._cache, run, s, n, m, ctx),
+                lambda ctx, s=sources, n=names, m=normalize, a=against: predict_sources(self._cache, run, s, n, m, ctx, a),
                 on_done=lambda results, k=keys, g=generation: self._on_results(g, k, results),
                 on_failed=lambda msg, tb, k=keys, g=generation: self._on_predict_failed(g, k, msg, tb),
                 on_progress=self._on_predict_progress,
@@ -1616,13 +1649,20 @@ class InspectView(QWidget):
             if i < len(topk):
                 label, probability = topk[i]
                 name_label.setText(str(label))
-                name_label.setToolTip(str(label))
+                hint = (f"Click to see where the image favours {topk[0][0]} over {label} (the Versus panel)" if i
+                        else "Click to set it against the runner-up again (the Versus panel)")
+                for widget in (name_label, value_label):
+                    widget.setToolTip(f"{label}\n{hint}")
+                    widget.setCursor(Qt.CursorShape.PointingHandCursor)
                 bar.setValue(int(round(1000 * max(0.0, min(1.0, float(probability))))))
                 value_label.setText(format_percent(float(probability)))
                 bar.show()
             else:
                 name_label.setText("")
                 value_label.setText("")
+                for widget in (name_label, value_label):
+                    widget.setToolTip("")
+                    widget.unsetCursor()
                 bar.setValue(0)
                 bar.setVisible(False)
 
@@ -1754,8 +1794,10 @@ class InspectView(QWidget):
                 continue
             panel.canvas.set_pixmap(QPixmap.fromImage(pil_to_qimage(overlay)))
             panel.canvas.set_note("", dim=False)
-            panel.setToolTip(layer_tooltip(key, getattr(result.prediction, "evidence_class", None),
-                                           getattr(result.prediction, "contrast_class", None)))
+            contrast_class = getattr(result.prediction, "contrast_class", None)
+            panel.setToolTip(layer_tooltip(key, getattr(result.prediction, "evidence_class", None), contrast_class))
+            if key == "contrast":
+                panel.title.setText(f"Versus {contrast_class}" if contrast_class else layer_title(key))
 
     # ================================================================== saving
     def save_overlay(self, path: str | Path | None = None) -> bool:

@@ -31,6 +31,7 @@ from fgdesk.data.images import ImageDecodeError, load_rgb, to_rgb
 from fgdesk.data.layouts import DatasetIndex
 from fgdesk.evaluate.embeddings import cached_embeddings, compute_embeddings, load_encoder
 from fgdesk.evaluate.heatmaps import (
+    ClassVectorChooser,
     bucketed,
     forward_with_maps,
     fused_attention,
@@ -235,11 +236,22 @@ class Predictor:
             return self._bank_device[nearest], torch.full_like(nearest, -1)
         return torch.zeros_like(embedding), torch.full((len(embedding),), -1, dtype=torch.long, device=embedding.device)
 
-    def _choose_runner_up(self, embedding: torch.Tensor, logits: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-        """The second class by kNN vote and its class vector, for the contrast map without a classifier."""
-        probabilities = self._probabilities(embedding, logits)
-        second = probabilities.topk(2, dim=1).indices[:, 1]
-        return self._prototypes[second], second
+    def _runner_up_chooser(self, against: str | None = None) -> ClassVectorChooser | None:
+        """What the contrast map sets the top class against: `against` when named (and not the
+        top class itself), else the runner-up; classifier rows, or class prototypes for a kNN."""
+        vectors = self.weight if self.weight is not None else self._prototypes
+        if vectors is None or len(self._class_names) < 2:
+            return None
+        wanted = self._class_names.index(against) if against is not None else None
+
+        def choose(embedding: torch.Tensor, logits: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+            ranked = self._probabilities(embedding, logits).topk(2, dim=1).indices
+            second = ranked[:, 1]
+            if wanted is not None:
+                second = torch.where(ranked[:, 0] == wanted, second, torch.full_like(second, wanted))
+            return vectors[second.to(vectors.device)], second
+
+        return choose
 
     def _neighbours(self, embedding: torch.Tensor, count: int = NUM_NEIGHBOURS) -> list[tuple[str, str, float]]:
         if self._bank_device is None or self.bank is None:
@@ -272,10 +284,14 @@ class Predictor:
         return images.contiguous(memory_format=torch.channels_last) if self._channels_last else images
 
     # -- prediction -------------------------------------------------------------------
-    def predict(self, images: Sequence[ImageSource], topk: int = 5, normalize: str = "per_map") -> list[Prediction]:
-        """One Prediction per input, in order; unreadable inputs come back with `.error` set."""
+    def predict(self, images: Sequence[ImageSource], topk: int = 5, normalize: str = "per_map",
+                against: str | None = None) -> list[Prediction]:
+        """One Prediction per input, in order; unreadable inputs come back with `.error` set.
+        The contrast map sets the top class against `against` when named, else the runner-up."""
         if normalize not in NORMALIZE_MODES:
             raise ValueError(f"normalize must be one of {', '.join(NORMALIZE_MODES)}, got {normalize!r}")
+        if against is not None and against not in self._class_names:
+            raise ValueError(f"{against!r} is not one of the run's classes")
         predictions = []
         for source in images:
             try:
@@ -284,21 +300,18 @@ class Predictor:
                 predictions.append(_error_prediction(str(exc.path), exc.reason))
                 continue
             try:
-                predictions.append(self._predict_one(label, image, topk, normalize))
+                predictions.append(self._predict_one(label, image, topk, normalize, against))
             except Exception as exc:  # one bad image must not lose the others' results
                 log.exception("prediction failed for %s", label)
                 predictions.append(_error_prediction(label, f"prediction failed ({type(exc).__name__}: {exc})"))
         return predictions
 
     @torch.no_grad()
-    def _predict_one(self, source: str, image: Image.Image, topk: int, normalize: str) -> Prediction:
+    def _predict_one(self, source: str, image: Image.Image, topk: int, normalize: str,
+                     against: str | None = None) -> Prediction:
         batch = self._on_device(network_input(image, self.eval_size).unsqueeze(0))
-        choose = runner_up = None
-        if self.weight is None:
-            choose = self._choose_evidence
-            if self._prototypes is not None and len(self._class_names) >= 2:
-                runner_up = self._choose_runner_up
-        result = forward_with_maps(self.net, batch, self.weight, self.bias, choose, runner_up)
+        choose = None if self.weight is not None else self._choose_evidence
+        result = forward_with_maps(self.net, batch, self.weight, self.bias, choose, self._runner_up_chooser(against))
         probabilities = self._probabilities(result.embedding, result.logits)
         ranked: list[tuple[str, float]] = []
         if probabilities is not None:
