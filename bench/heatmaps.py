@@ -175,18 +175,20 @@ def centre_share(heatmap: torch.Tensor) -> float:
     return float(mass[inside].sum() / mass.sum().clamp_min(1e-12))
 
 
-def pixel_orders(net: FineGrainedNet, image: torch.Tensor, prototypes: torch.Tensor, explained: int,
+def pixel_orders(net: FineGrainedNet, image: torch.Tensor, prototypes: torch.Tensor, explained: int, runner_up: int,
                  generator: torch.Generator) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-    """Every pixel order scored: the app's maps (fused attention, each stage's attention, and
-    the class evidence of the class the kNN predicts), and the two references; with each
-    map's centre share."""
+    """Every pixel order scored: the app's maps (fused attention, each stage's attention, the
+    class evidence of the class the kNN predicts, and its contrast with the runner-up), and
+    the two references; with each map's centre share."""
     _, height, width = image.shape
-    chosen = torch.tensor([explained])
-    result = forward_with_maps(net, image.unsqueeze(0), choose=lambda _e, _l: (prototypes[chosen], chosen))
+    chosen, second = torch.tensor([explained]), torch.tensor([runner_up])
+    result = forward_with_maps(net, image.unsqueeze(0), choose=lambda _e, _l: (prototypes[chosen], chosen),
+                               runner_up=lambda _e, _l: (prototypes[second], second))
     maps = {"fused attention": fused_attention(result.attention, (height, width), result.scale_weights)[0]}
     for stage, attention in zip(result.stages, result.attention):
         maps[f"stage {stage} attention"] = upsample(attention, (height, width))[0]
     maps["class evidence"] = fused_evidence(result.evidence, (height, width))[0]
+    maps["versus runner-up"] = fused_evidence(result.contrast, (height, width))[0]
     maps["centre first"] = torch.from_numpy(centre_gaussian((height, width))).float()
     orders = {kind: torch.argsort(heatmap.flatten(), descending=True, stable=True) for kind, heatmap in maps.items()}
     orders["random"] = torch.randperm(height * width, generator=generator)
@@ -195,9 +197,10 @@ def pixel_orders(net: FineGrainedNet, image: torch.Tensor, prototypes: torch.Ten
 
 @torch.no_grad()
 def deletion_insertion(run_dir: Path | None, data: Path, images: int, steps: int, seed: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Deletion and insertion AUC of every pixel order, tracking two probabilities from the
-    same frames: the class each map explains (the kNN's prediction on the whole image; the
-    usual definition, Petsiuk et al. 2018) and the true class."""
+    """Deletion and insertion AUC of every pixel order, tracking from the same frames: the
+    probability of the class each map explains (the kNN's prediction on the whole image; the
+    usual definition, Petsiuk et al. 2018), of the true class, and the explained class's
+    margin over the runner-up (what the contrast map explains)."""
     if run_dir is not None:
         net, config, _ = load_encoder(run_dir, device="cpu")
     else:
@@ -224,13 +227,13 @@ def deletion_insertion(run_dir: Path | None, data: Path, images: int, steps: int
             continue
         image = network_input(picture, eval_size)
         whole = knn_probabilities(bank, net(image.unsqueeze(0)).embedding.float(), num_classes)[0]
-        explained = int(whole.argmax())
+        explained, runner_up = (int(k) for k in whole.topk(2).indices)
         full_probability.append(float(whole[sample.label]))
         full_explained.append(float(whole[explained]))
         correct.append(explained == sample.label)
         zero = torch.zeros_like(image)  # the dataset mean colour after normalisation
         soft = blurred(image, sigma=max(2.0, min(image.shape[1:]) / 20))
-        orders, centre = pixel_orders(net, image, prototypes, explained, generator)
+        orders, centre = pixel_orders(net, image, prototypes, explained, runner_up, generator)
         for kind, share in centre.items():
             centre_shares.setdefault(kind, []).append(share)
         for kind, order in orders.items():
@@ -239,6 +242,9 @@ def deletion_insertion(run_dir: Path | None, data: Path, images: int, steps: int
                 probability = knn_probabilities(bank, net(frames).embedding.float(), num_classes)
                 for tracked, label in (("explained", explained), ("true", sample.label)):
                     curves.setdefault((kind, mode, tracked), []).append(probability[:, label].numpy())
+                # How far the explained class stays ahead of the runner-up: what the contrast map explains.
+                margin = probability[:, explained] - probability[:, runner_up]
+                curves.setdefault((kind, mode, "margin"), []).append(margin.numpy())
         if (number + 1) % 10 == 0:
             progress(f"  {number + 1}/{len(chosen)} images")
     per_image = {key: np.array([auc(v) for v in values]) for key, values in curves.items()}
@@ -248,7 +254,7 @@ def deletion_insertion(run_dir: Path | None, data: Path, images: int, steps: int
         if kind in centre_shares:
             row["centre_share"] = float(np.mean(centre_shares[kind]))
         for mode in ("deletion", "insertion"):
-            for tracked in ("explained", "true"):
+            for tracked in ("explained", "true", "margin"):
                 stacked = np.stack(curves[(kind, mode, tracked)])
                 row[f"{mode}_auc_{tracked}"] = float(per_image[(kind, mode, tracked)].mean())
                 row[f"{mode}_curve_{tracked}"] = [round(float(x), 4) for x in stacked.mean(axis=0)]
@@ -338,10 +344,11 @@ def main(argv: list[str] | None = None) -> int:
                     [{"order": r["order"], "centre": f"{r['centre_share']:.3f}" if "centre_share" in r else "",
                       "versus": interval_text(r.get("deletion_explained_minus_centre")),
                       **{f"{m}_{t}": f"{r[f'{m}_auc_{t}']:.4f}" for m in ("deletion", "insertion")
-                                              for t in ("explained", "true")}} for r in rows],
+                                              for t in ("explained", "true", "margin")}} for r in rows],
                     [("order", "pixel order"), ("deletion_explained", "deletion, explained class (lower better)"),
                      ("insertion_explained", "insertion, explained class (higher better)"),
                      ("deletion_true", "deletion, true class"), ("insertion_true", "insertion, true class"),
+                     ("deletion_margin", "deletion, margin over the runner-up"),
                      ("centre", "mass in the middle half (flat 0.5)"),
                      ("versus", "deletion, explained, minus centre first (95% CI)")],
                     title=f"cub50 deletion / insertion AUC of the kNN probability ({info['images']} test images, "
