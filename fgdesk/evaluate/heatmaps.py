@@ -86,7 +86,7 @@ class MapPass:
     scale_weights: torch.Tensor  # (S,)
     input_size: tuple[int, int]  # (H, W) of the network input
     contrast: list[torch.Tensor] | None = None  # per stage: contributions to (explained - runner-up) >= 0
-    contrast_class: torch.Tensor | None = None  # (B,) the runner-up's class index
+    contrast_class: torch.Tensor | None = None  # (B,) the class index it is set against (the runner-up by default)
 
 
 ClassVectorChooser = Callable[[torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor]]

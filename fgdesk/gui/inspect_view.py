@@ -46,10 +46,10 @@ from fgdesk.gui import workers
 from fgdesk.gui.qtutil import (
     IMAGE_SUFFIXES,
     format_percent,
+    app_settings,
     image_files_under,
     is_image_file,
     pil_to_qimage,
-    app_settings,
     qimage_to_pil,
     show_error,
 )
@@ -104,8 +104,9 @@ def layer_tooltip(key: str, evidence_class: str | None = None, contrast_class: s
     answer different questions, and only the evidence maps answer "why this class"."""
     if key == "contrast":
         return (f"Where the image supports {evidence_class or 'the top class'} rather than "
-                f"{contrast_class or 'the runner-up'}, the runner-up: each place's share of the difference "
-                "of their scores. What the two classes share, this map leaves out")
+                f"{contrast_class or 'the runner-up'}: each place's share of the difference of their scores. "
+                "What the two classes share, this map leaves out. Click a class of the top 5 to set the top "
+                "class against it")
     if key == "evidence":
         target = evidence_class or "the top class"
         return (f"Class evidence: where the image supports {target}, as each place's share of its score. "

@@ -67,11 +67,16 @@ class ElidedLabel(QLabel):
     def __init__(self, text: str = "", parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._full = ""
+        self._given_tooltip = ""  # a tooltip set from outside wins over the full text
         self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.setText(text)
 
     def setText(self, text: str) -> None:  # noqa: N802 (Qt's name)
         self._full = text
+        self._elide()
+
+    def setToolTip(self, text: str) -> None:  # noqa: N802
+        self._given_tooltip = text
         self._elide()
 
     def full_text(self) -> str:
@@ -89,7 +94,7 @@ class ElidedLabel(QLabel):
     def _elide(self) -> None:
         shown = self.fontMetrics().elidedText(self._full, Qt.TextElideMode.ElideRight, max(0, self.width()))
         super().setText(shown)
-        self.setToolTip(self._full if shown != self._full else "")
+        super().setToolTip(self._given_tooltip or (self._full if shown != self._full else ""))
 
 
 def muted_label(text: str = "", wrap: bool = True) -> QLabel:

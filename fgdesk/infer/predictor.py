@@ -82,7 +82,7 @@ class Prediction:
     error: str | None = None  # the image was skipped: why
     raw_maps: dict[str, np.ndarray] = field(default_factory=dict)  # unnormalised, network grid
     evidence_class: str | None = None  # the class the evidence map explains
-    contrast_class: str | None = None  # the runner-up the contrast map sets it against
+    contrast_class: str | None = None  # what the contrast map sets the top class against (the runner-up unless asked)
 
 
 @dataclass

@@ -82,7 +82,7 @@ def test_dropping_an_image_gives_predictions_and_heatmap_layers(inspect, qtbot, 
     assert not contrast.isVisibleTo(view) and not view._layer_boxes["contrast"].isChecked()
     view._layer_boxes["contrast"].setChecked(True)
     assert contrast.isVisibleTo(view) and contrast.canvas.pixmap() is not None
-    assert contrast.toolTip().startswith(f"Where the image supports {topk[0][0]} rather than {topk[1][0]}, the runner-up")
+    assert contrast.toolTip().startswith(f"Where the image supports {topk[0][0]} rather than {topk[1][0]}: ")
     assert "contrast" not in view._remembered_hidden_layers()
     assert contrast.title.full_text() == f"Versus {topk[1][0]}"
     # A click on another class of the top 5 sets the top class against that one instead.
@@ -92,6 +92,9 @@ def test_dropping_an_image_gives_predictions_and_heatmap_layers(inspect, qtbot, 
     qtbot.waitUntil(lambda: view.current_result.prediction.contrast_class == topk[2][0], timeout=60_000)
     assert contrast.title.full_text() == f"Versus {topk[2][0]}" and f"rather than {topk[2][0]}" in contrast.toolTip()
     assert [name for name, _ in view.current_result.prediction.topk] == [name for name, _ in topk]
+    assert "over " + topk[2][0] in view.topk_rows[2][0].toolTip()  # the row says what a click does
+    view.topk_rows[2][0].resize(30, 20)  # eliding again on a resize keeps that hint
+    assert "over " + topk[2][0] in view.topk_rows[2][0].toolTip()
     assert view.contrast_with_rank(1)  # the top class itself: the runner-up again
     qtbot.waitUntil(lambda: view.current_result.prediction.contrast_class == topk[1][0], timeout=60_000)
     view._layer_boxes["contrast"].setChecked(False)
