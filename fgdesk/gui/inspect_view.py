@@ -879,7 +879,9 @@ class InspectView(QWidget):
                       else "all are listed")
             caution = ("; below 80% most doubts are its own mistakes, so train the run longer before trusting them"
                        if check.weak_judge else "")
-            self.status_message.emit(f"{check.suspects:,} labels look doubtful ({listed}); {judge}{caution}")
+            versus = ("; Versus shows where each looks like its class rather than its label"
+                      if "contrast" in self._hidden_layers else "")
+            self.status_message.emit(f"{check.suspects:,} labels look doubtful ({listed}); {judge}{caution}{versus}")
 
         def job(run: str, ctx, on_progress):
             label_check = workers.core("fgdesk.evaluate.label_check")  # imported on the worker thread
@@ -1420,9 +1422,12 @@ class InspectView(QWidget):
         first_new = None
         new_clash = False  # a name now shared by two files: the one listed before shows its folder too
         for position, (name, source) in enumerate(items):
-            entry = _Entry(key=self._next_key, name=str(name), source=source,
-                           doubt=doubts[position] if doubts is not None else None,
-                           copy=copies[position] if copies is not None else None)
+            doubt = doubts[position] if doubts is not None else None
+            # A doubted label's Versus map sets the top class against the label given: where
+            # the image looks like the one rather than the other.
+            entry = _Entry(key=self._next_key, name=str(name), source=source, doubt=doubt,
+                           copy=copies[position] if copies is not None else None,
+                           against=doubt.given if doubt is not None else None)
             sharing = self._sources_by_name.setdefault(Path(entry.name).name, set())
             new_clash |= len(sharing) == 1 and entry.name not in sharing
             sharing.add(entry.name)

@@ -349,6 +349,10 @@ def test_check_labels_lists_a_wrong_label_and_relabel_moves_it_back_to_its_class
     qtbot.waitUntil(lambda: entry.result is not None, timeout=120_000)
     assert view.image_subtitle.text().startswith("Filed under blue, looks like red (")
     assert "never saw this image's label" in view.image_subtitle.toolTip()
+    # Its Versus map sets the top class against the label given (the runner-up if that is the top class).
+    top = [name for name, _ in entry.result.prediction.topk]
+    assert entry.against == "blue" and entry.result.prediction.contrast_class == ("blue" if top[0] != "blue" else top[1])
+    assert "Versus shows where each looks like its class rather than its label" in "\n".join(messages)
     assert view.label_current()
     qtbot.waitUntil(lambda: view._label_task is None, timeout=10_000)
     moved = data / "train" / "red" / "red0.png"
