@@ -3,7 +3,7 @@
 
     python scripts/screenshots.py [--out docs/screenshots] [--epochs 6]
 
-Writes browser.png, training_running.png, training_done.png, inspect.png, labelling.png,
+Writes browser.png, training_running.png, training_done.png, inspect.png, versus.png, labelling.png,
 check_labels.png, copies.png and compare.png. With no DISPLAY it starts Xvfb when it is installed (the
 Qt xcb plug-in needs a few Debian packages; the script says which are missing), and falls
 back to Qt's offscreen platform otherwise. Everything it creates (demo set, run, thumbnails) lives in a temporary
@@ -190,6 +190,10 @@ def take_screenshots(out: Path, epochs: int) -> int:
     wait(lambda: len(inspect.results()) == len(samples), "predictions")
     inspect.image_list.setCurrentRow(1)
     save("inspect")
+    # 3b. Versus: where the image favours its top class over the runner-up.
+    inspect.set_layer_visible("contrast", True)
+    save("versus")
+    inspect.set_layer_visible("contrast", False)
 
     # 4. What to label next, labelled in place: the prediction fills the class box.
     inspect.clear_images()
