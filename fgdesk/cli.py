@@ -469,10 +469,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         predictor = Predictor.load(args.run, device=args.device)
     except (CheckpointError, EvaluationError, FileNotFoundError) as exc:
         raise CLIError(str(exc)) from exc
-    if args.against is not None and args.against not in predictor.class_names:
-        names = predictor.class_names
-        raise CLIError(f"--against {args.against!r} is not one of the run's classes"
-                       + (f" ({', '.join(names[:8])}{', …' if len(names) > 8 else ''})" if names else ""))
+    if args.against is not None:
+        args.against = _class_named(args.against, predictor.class_names, "--against")
     if args.csv or args.embeddings:
         with tqdm(total=len(images), desc="classifying", unit="img") as bar:
             count = predictor.predict_to_csv(images, args.csv, on_progress=lambda done, total: bar.update(done - bar.n),
@@ -696,6 +694,21 @@ def _set_aside(labeler, images: list[Path], dry_run: bool, shown) -> int:
         print(f"{done} image(s) set aside" + (f", {len(failures)} could not be" if failures else "")
               + (f"; `fgdesk label {labeler.root} --undo {done}` puts them back" if done else ""))
     return 1 if failures else 0
+
+
+def _class_named(text: str, names: list[str], option: str) -> str:
+    """The class `text` names: exactly, or as the one class whose name contains it (ignoring
+    case), so "Blue_Jay" finds CUB's "020.Blue_Jay"."""
+    if text in names:
+        return text
+    found = [name for name in names if text.lower() in name.lower()]
+    if len(found) == 1:
+        return found[0]
+    if found:
+        raise CLIError(f"{option} {text!r} fits {len(found)} classes ({', '.join(found[:8])}"
+                       f"{', …' if len(found) > 8 else ''}); give more of the name")
+    raise CLIError(f"{option} {text!r} is not one of the run's classes"
+                   + (f" ({', '.join(names[:8])}{', …' if len(names) > 8 else ''})" if names else ""))
 
 
 def _embedding_rows(path: Path) -> int:

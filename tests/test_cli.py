@@ -92,7 +92,8 @@ def test_train_eval_predict_export_end_to_end(demo, tmp_path):
     assert len(rows) == 3 and all(row["path"] for row in rows)
     assert len(list(heatmaps.glob("*.png"))) >= 3 * 2  # at least a fused map and one scale per image
     assert len(list(heatmaps.glob("*-contrast.png"))) == 3  # where each favours its top class over the runner-up
-    fgdesk_here("predict", run, images[0], "--heatmaps", heatmaps, "--against", "class_2_square")
+    against = fgdesk_here("predict", run, images[0], "--heatmaps", heatmaps, "--against", "2_SQUARE")  # part of a name will do
+    assert against.returncode == 0 and "heatmaps saved" in against.stdout
 
     # --topk reaches the CSV; a CSV of nothing but unreadable files is a failure.
     fgdesk("predict", run, *images, "--csv", table, "--topk", "2")
@@ -116,6 +117,7 @@ def test_train_eval_predict_export_end_to_end(demo, tmp_path):
         (("suggest", run), "no unlabeled images to choose from"),
         (("predict", run, images[0], "--embeddings", tmp_path / "emb.txt"), "writes a .csv or an .npz file"),
         (("predict", run, images[0], "--against", "no_such_class"), "is not one of the run's classes (class_0_circle"),
+        (("predict", run, images[0], "--against", "class_"), "fits 4 classes (class_0_circle"),
     ):
         refused = fgdesk_here(*args, check=False)
         assert refused.returncode == 2 and expected in refused.stderr and "Traceback" not in refused.stderr, refused.stderr
