@@ -295,7 +295,7 @@ class InspectView(QWidget):
         self._pasted = 0
         self._run_generation = 0
         self._current: _Entry | None = None
-        self._selected_layer = "fused"
+        self._selected_layer = "evidence"  # Save PNG's layer until a panel is clicked: the map that follows the classifier
         self._hidden_layers = self._remembered_hidden_layers()
         self._panels: dict[str, _LayerPanel] = {}
         self._layer_boxes: dict[str, QCheckBox] = {}
@@ -1714,7 +1714,7 @@ class InspectView(QWidget):
                 self.layers_row.addWidget(box)
                 self._layer_boxes[key] = box
         if self._selected_layer not in keys and keys:
-            self._selected_layer = "fused" if "fused" in keys else keys[-1]
+            self._selected_layer = next((k for k in ("evidence", "fused") if k in keys), keys[-1])
         self._arrange_layers()
 
     def _arrange_layers(self) -> None:
