@@ -462,6 +462,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise CLIError(f"--topk must be at least 1, got {args.topk}")
     if args.embeddings is not None and args.embeddings.suffix.lower() not in (".csv", ".npz"):
         raise CLIError(f"--embeddings writes a .csv or an .npz file, not {args.embeddings.name}")
+    if args.embeddings is not None and args.csv is not None and args.embeddings.resolve() == args.csv.resolve():
+        raise CLIError("--csv and --embeddings name the same file; give each its own")
+    if args.against is not None and not args.heatmaps:
+        print("note: --against only shapes the contrast heatmap; add --heatmaps DIR to save it", file=sys.stderr)
     images = _expand_images(args.images)
     if not images:
         raise CLIError("no images given (folders are searched recursively)")
@@ -697,10 +701,14 @@ def _set_aside(labeler, images: list[Path], dry_run: bool, shown) -> int:
 
 
 def _class_named(text: str, names: list[str], option: str) -> str:
-    """The class `text` names: exactly, or as the one class whose name contains it (ignoring
-    case), so "Blue_Jay" finds CUB's "020.Blue_Jay"."""
+    """The class `text` names: exactly; or ignoring case and a numbered prefix, so "blue_jay"
+    finds CUB's "020.Blue_Jay" (and "Tern" finds "001.Tern" beside "002.Arctic_Tern"); or as
+    the one class whose name contains it."""
     if text in names:
         return text
+    whole = [name for name in names if text.lower() in (name.lower(), name.split(".", 1)[-1].lower())]
+    if len(whole) == 1:
+        return whole[0]
     found = [name for name in names if text.lower() in name.lower()]
     if len(found) == 1:
         return found[0]

@@ -118,6 +118,7 @@ def test_train_eval_predict_export_end_to_end(demo, tmp_path):
         (("predict", run, images[0], "--embeddings", tmp_path / "emb.txt"), "writes a .csv or an .npz file"),
         (("predict", run, images[0], "--against", "no_such_class"), "is not one of the run's classes (class_0_circle"),
         (("predict", run, images[0], "--against", "class_"), "fits 4 classes (class_0_circle"),
+        (("predict", run, images[0], "--csv", tmp_path / "same.csv", "--embeddings", tmp_path / "same.csv"), "the same file"),
     ):
         refused = fgdesk_here(*args, check=False)
         assert refused.returncode == 2 and expected in refused.stderr and "Traceback" not in refused.stderr, refused.stderr
@@ -284,3 +285,16 @@ def test_duplicates_lists_a_test_copy_of_a_training_image(tmp_path):
     assert "undid 1 set-aside(s)" in fgdesk_here("label", data, "--undo").stdout and copy.is_file()
     refused = fgdesk_here("duplicates", tmp_path / "nowhere", check=False)
     assert refused.returncode == 2 and "is not a folder" in refused.stderr
+
+
+def test_a_class_is_found_by_its_name_without_case_or_number_or_by_a_unique_part():
+    from fgdesk.cli import CLIError, _class_named
+
+    names = ["001.Tern", "002.Arctic_Tern", "020.Blue_Jay"]
+    assert _class_named("002.Arctic_Tern", names, "--against") == "002.Arctic_Tern"
+    assert _class_named("tern", names, "--against") == "001.Tern"  # whole name, though "Arctic_Tern" holds it
+    assert _class_named("jay", names, "--against") == "020.Blue_Jay"
+    with pytest.raises(CLIError, match="fits 2 classes"):
+        _class_named("ter", names, "--against")
+    with pytest.raises(CLIError, match="not one of the run's classes"):
+        _class_named("Gull", names, "--against")

@@ -72,6 +72,10 @@ def test_prediction_has_topk_neighbours_and_every_map_at_image_resolution(predic
     np.testing.assert_allclose(against.maps["evidence"], prediction.maps["evidence"], atol=1e-6)
     (itself,) = predictor.predict([sample_image], against=prediction.topk[0][0])
     assert itself.contrast_class == prediction.topk[1][0]
+    # Another class favoured (a doubted label's suggestion) over the top class.
+    (turned,) = predictor.predict([sample_image], favour=third, against=prediction.topk[0][0])
+    assert (turned.contrast_favoured, turned.contrast_class) == (third, prediction.topk[0][0])
+    assert prediction.contrast_favoured == prediction.topk[0][0]
     with pytest.raises(ValueError, match="not one of the run's classes"):
         predictor.predict([sample_image], against="no such class")
 

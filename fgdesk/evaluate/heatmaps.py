@@ -87,6 +87,7 @@ class MapPass:
     input_size: tuple[int, int]  # (H, W) of the network input
     contrast: list[torch.Tensor] | None = None  # per stage: contributions to (explained - runner-up) >= 0
     contrast_class: torch.Tensor | None = None  # (B,) the class index it is set against (the runner-up by default)
+    contrast_favoured: torch.Tensor | None = None  # (B,) the class index it favours (the explained class by default)
 
 
 ClassVectorChooser = Callable[[torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor]]
@@ -100,14 +101,16 @@ def forward_with_maps(
     bias: torch.Tensor | None = None,
     choose: ClassVectorChooser | None = None,
     runner_up: ClassVectorChooser | None = None,
+    favoured: ClassVectorChooser | None = None,
 ) -> MapPass:
     """Run `net` once on a (B, 3, H, W) batch and derive the maps from that pass.
 
     With a classifier (`weight` (C, D), `bias` (C,)), the evidence map explains the
     predicted class. `choose(embedding, logits) -> (class vectors (B, D), class index (B,))`
     overrides that (e.g. a class prototype when there is no classifier). The contrast map
-    sets the explained class against the runner-up: the second class by logit with a
-    classifier of two or more classes, or what `runner_up` (same signature) returns.
+    sets the explained class (or what `favoured` returns) against the runner-up: the second
+    class by logit with a classifier of two or more classes, or what `runner_up` returns
+    (both with `choose`'s signature).
     """
     output: NetOutput = net(images)
     embedding = output.embedding.float()
@@ -127,13 +130,14 @@ def forward_with_maps(
     if vectors is not None:
         evidence = [m.float() for m in class_evidence_maps(output, scale_weights, vectors.to(embedding.device))]
     contrast = second = None
+    first_vectors, first = (favoured(embedding, logits) if favoured is not None else (vectors, classes))
     if vectors is not None and runner_up is not None:
         second_vectors, second = runner_up(embedding, logits)
     elif vectors is not None and choose is None and logits is not None and logits.shape[1] >= 2:
         second = logits.topk(2, dim=1).indices[:, 1]
         second_vectors = weight[second]
     if second is not None:
-        difference = vectors.to(embedding.device) - second_vectors.to(embedding.device)
+        difference = first_vectors.to(embedding.device) - second_vectors.to(embedding.device)
         contrast = [m.float() for m in class_evidence_maps(output, scale_weights, difference)]
     return MapPass(
         embedding=embedding,
@@ -143,6 +147,7 @@ def forward_with_maps(
         evidence_class=classes,
         contrast=contrast,
         contrast_class=second,
+        contrast_favoured=first if contrast is not None else None,
         stages=list(net.stages),
         scale_weights=scale_weights,
         input_size=(int(images.shape[-2]), int(images.shape[-1])),

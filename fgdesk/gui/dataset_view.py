@@ -328,8 +328,9 @@ class DatasetView(QWidget):
                                                on_progress=lambda stage, fraction: ctx.progress((stage, fraction)))
 
         def current() -> bool:  # still the folder it was asked for (reopened after labels counts)
-            self._copies_task = None
-            self.copies_button.setText("Find copies")
+            if self._copies_task is handle:  # not already let go for another folder's check
+                self._copies_task = None
+                self.copies_button.setText("Find copies")
             return self.index is not None and str(self.index.root) == root
 
         def wanted() -> bool:
@@ -378,7 +379,10 @@ class DatasetView(QWidget):
 
     def _forget_copies(self) -> None:
         if self._copies_task is not None:
+            # Let it go at once: the new folder's button must not read Cancel for the old one.
             self._copies_task.cancel()
+            self._copies_task = None
+            self.copies_button.setText("Find copies")
         self.last_duplicate_check = None
         self.copies_note.setText("")
         self.copies_note.setToolTip("")
@@ -540,8 +544,9 @@ class DatasetView(QWidget):
         menu = QMenu(self)
         path = item.data(0, Qt.ItemDataRole.UserRole) if item is not None else None
         if path:
+            # The menu runs its own event loop: a reload meanwhile deletes `item`, so only its path is kept.
             if self.thumbnail_model.row_of(path) >= 0:
-                menu.addAction("Show in the grid", lambda: self._reveal_problem(item))
+                menu.addAction("Show in the grid", lambda: self._reveal_path(path))
             if self.labeler is not None and Path(path).is_file():
                 menu.addAction(f"Set aside {Path(path).name} (out of the dataset, undoable)",
                                lambda: self.set_aside_selected([path]))
@@ -888,7 +893,9 @@ class DatasetView(QWidget):
             self.preview_canvas.set_placeholder(f"Cannot show this image:\n{message}")
 
     def _reveal_problem(self, item: QTreeWidgetItem) -> None:
-        path = item.data(0, Qt.ItemDataRole.UserRole)
+        self._reveal_path(item.data(0, Qt.ItemDataRole.UserRole))
+
+    def _reveal_path(self, path: str | None) -> None:
         row = self.thumbnail_model.row_of(path) if path else -1
         if row >= 0:
             index = self.thumbnail_model.index(row, 0)

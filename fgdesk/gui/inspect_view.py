@@ -99,11 +99,12 @@ def layer_title(key: str) -> str:
     return key.replace("_", " ").capitalize()
 
 
-def layer_tooltip(key: str, evidence_class: str | None = None, contrast_class: str | None = None) -> str:
+def layer_tooltip(key: str, evidence_class: str | None = None, contrast_class: str | None = None,
+                  contrast_favoured: str | None = None) -> str:
     """What a heatmap shows, for its panel's tooltip: the attention maps and the evidence maps
     answer different questions, and only the evidence maps answer "why this class"."""
     if key == "contrast":
-        return (f"Where the image supports {evidence_class or 'the top class'} rather than "
+        return (f"Where the image supports {contrast_favoured or evidence_class or 'the top class'} rather than "
                 f"{contrast_class or 'the runner-up'}: each place's share of the difference of their scores. "
                 "What the two classes share, this map leaves out. Click a class of the top 5 to set the top "
                 "class against it")
@@ -218,15 +219,16 @@ def prepare_result(source: str, prediction) -> InspectResult:
 
 
 def predict_sources(cache: PredictorCache, run_dir: str, sources: list, names: list[str], normalize: str,
-                    context, against: str | None = None) -> list[InspectResult]:
+                    context, against: str | None = None, favour: str | None = None) -> list[InspectResult]:
     context.progress(("loading", run_dir))
     predictor = cache.get(run_dir, on_progress=lambda stage, fraction: context.progress(("preparing", (stage, fraction))))
     if context.cancelled():  # cleared or another run chosen while the model loaded
         return []
     context.progress(("predicting", len(sources)))
-    if against is not None and against not in predictor.class_names:
-        against = None  # a class of another run: set against the runner-up
-    predictions = predictor.predict(sources, topk=5, normalize=normalize, against=against)
+    # Classes of another run (the run changed since they were chosen): the usual pair instead.
+    against = against if against in predictor.class_names else None
+    favour = favour if favour in predictor.class_names else None
+    predictions = predictor.predict(sources, topk=5, normalize=normalize, against=against, favour=favour)
     return [prepare_result(name, prediction) for name, prediction in zip(names, predictions)]
 
 
@@ -249,6 +251,7 @@ class _Entry:
     copy: Any = None  # the duplicate check's DuplicateRow when it is a copy of another image
     held_class: str | None = None  # the class folder holding it ("": none; None: not yet asked)
     against: str | None = None  # the class its contrast map is set against (None: the runner-up)
+    favour: str | None = None  # the class its contrast map favours (None: the top class)
 
 
 class _LayerPanel(QWidget):
@@ -741,9 +744,7 @@ class InspectView(QWidget):
         self._active_run = run
         self._run_generation += 1
         self._runner.cancel_all()
-        for task in (self._suggest_task, self._check_task, self._copies_task):
-            if task is not None:
-                task.cancel()
+        self._let_go_of_list_tasks()
         if run:
             self.model_state.setText("")
             self.run_chosen.emit(run)
@@ -781,6 +782,16 @@ class InspectView(QWidget):
             button.setEnabled(has_run or running)
             button.setText("Cancel" if running else text)
 
+    def _let_go_of_list_tasks(self) -> None:
+        """Cancel Suggest, Check labels and Find copies for a list or run that is gone, and free
+        their buttons at once: the new run's must not read Cancel for the old one's task."""
+        for slot, _button, _text in self._list_task_buttons():
+            task = getattr(self, slot)
+            if task is not None:
+                task.cancel()
+                setattr(self, slot, None)
+        self._update_hint()
+
     def _list_task_buttons(self) -> list[tuple[str, QPushButton, str]]:
         return [("_suggest_task", self.suggest_button, "Suggest what to label"),
                 ("_check_task", self.check_button, "Check labels"),
@@ -808,8 +819,9 @@ class InspectView(QWidget):
         generation = self._run_generation
 
         def finish() -> bool:
-            setattr(self, slot, None)
-            self._update_hint()
+            if getattr(self, slot) is handle:  # not already let go for another run or list
+                setattr(self, slot, None)
+                self._update_hint()
             return generation == self._run_generation
 
         def still_wanted() -> bool:
@@ -1154,9 +1166,12 @@ class InspectView(QWidget):
             return False
         self.set_layer_visible("contrast", True)
         against = topk[rank - 1][0] if rank > 1 else None
-        if against == entry.against:
-            return False
-        entry.against = against
+        shown = entry.result.prediction
+        if getattr(shown, "contrast_favoured", None) == topk[0][0] and \
+                getattr(shown, "contrast_class", None) == (against or topk[1][0]):
+            entry.against, entry.favour = against, None
+            return False  # that map is on screen already
+        entry.against, entry.favour = against, None
         entry.state = "queued"  # its old result stays on screen until the new one arrives
         self._schedule_predictions()
         self.status_message.emit(f"Where {Path(entry.name).name} favours {topk[0][0]} over "
@@ -1423,11 +1438,12 @@ class InspectView(QWidget):
         new_clash = False  # a name now shared by two files: the one listed before shows its folder too
         for position, (name, source) in enumerate(items):
             doubt = doubts[position] if doubts is not None else None
-            # A doubted label's Versus map sets the top class against the label given: where
-            # the image looks like the one rather than the other.
+            # A doubted label's Versus map favours the class it looks like over the label given:
+            # where the image looks like the one rather than the other.
             entry = _Entry(key=self._next_key, name=str(name), source=source, doubt=doubt,
                            copy=copies[position] if copies is not None else None,
-                           against=doubt.given if doubt is not None else None)
+                           against=doubt.given if doubt is not None else None,
+                           favour=doubt.suggested if doubt is not None else None)
             sharing = self._sources_by_name.setdefault(Path(entry.name).name, set())
             new_clash |= len(sharing) == 1 and entry.name not in sharing
             sharing.add(entry.name)
@@ -1455,9 +1471,7 @@ class InspectView(QWidget):
 
     def clear_images(self) -> None:
         self._runner.cancel_all()
-        for task in (self._suggest_task, self._check_task, self._copies_task):
-            if task is not None:
-                task.cancel()
+        self._let_go_of_list_tasks()
         self._run_generation += 1
         self._entries.clear()
         self._sources_by_name.clear()
@@ -1478,10 +1492,10 @@ class InspectView(QWidget):
         queued = [entry for entry in self._entries if entry.state == "queued"]
         generation = self._run_generation
         chunks = []
-        for against in dict.fromkeys(entry.against for entry in queued):  # one task per class set against
-            alike = [entry for entry in queued if entry.against == against]
-            chunks.extend((alike[start:start + BATCH], against) for start in range(0, len(alike), BATCH))
-        for chunk, against in chunks:
+        for pair in dict.fromkeys((entry.favour, entry.against) for entry in queued):  # one task per contrast
+            alike = [entry for entry in queued if (entry.favour, entry.against) == pair]
+            chunks.extend((alike[start:start + BATCH], pair) for start in range(0, len(alike), BATCH))
+        for chunk, (favour, against) in chunks:
             for entry in chunk:
                 entry.state = "running"
                 self._set_item_text(entry)
@@ -1490,7 +1504,8 @@ class InspectView(QWidget):
             keys = [entry.key for entry in chunk]
             normalize = self.normalize_combo.currentData() or "per_map"
             self._runner.start(
-                lambda ctx, s=sources, n=names, m=normalize, a=against: predict_sources(self._cache, run, s, n, m, ctx, a),
+                lambda ctx, s=sources, n=names, m=normalize, a=against, f=favour:
+                    predict_sources(self._cache, run, s, n, m, ctx, a, f),
                 on_done=lambda results, k=keys, g=generation: self._on_results(g, k, results),
                 on_failed=lambda msg, tb, k=keys, g=generation: self._on_predict_failed(g, k, msg, tb),
                 on_progress=self._on_predict_progress,
@@ -1714,7 +1729,8 @@ class InspectView(QWidget):
                 self.layers_row.addWidget(box)
                 self._layer_boxes[key] = box
         if self._selected_layer not in keys and keys:
-            self._selected_layer = next((k for k in ("evidence", "fused") if k in keys), keys[-1])
+            visible = [k for k in keys if k not in self._hidden_layers] or keys
+            self._selected_layer = next((k for k in ("evidence", "fused") if k in visible), visible[-1])
         self._arrange_layers()
 
     def _arrange_layers(self) -> None:
@@ -1734,7 +1750,7 @@ class InspectView(QWidget):
         if not self._panels:
             self.layer_message.setText("")
         elif not shown:
-            self.layer_message.setText("All layers are hidden; tick one under Show.")
+            self.layer_message.setText("All layers are hidden; tick one above.")
         else:
             self.layer_message.setText("")
 
@@ -1785,6 +1801,8 @@ class InspectView(QWidget):
                 panel.canvas.set_pixmap(base)
                 panel.canvas.set_note("")
                 continue
+            if key == "contrast":  # before the note, so a note never sits under another image's title
+                panel.title.setText(self._contrast_title(result.prediction))
             note = notes.get(key)
             if note:  # a constant or empty map: say so instead of drawing noise
                 panel.canvas.set_pixmap(base)
@@ -1800,10 +1818,20 @@ class InspectView(QWidget):
                 continue
             panel.canvas.set_pixmap(QPixmap.fromImage(pil_to_qimage(overlay)))
             panel.canvas.set_note("", dim=False)
-            contrast_class = getattr(result.prediction, "contrast_class", None)
-            panel.setToolTip(layer_tooltip(key, getattr(result.prediction, "evidence_class", None), contrast_class))
-            if key == "contrast":
-                panel.title.setText(f"Versus {contrast_class}" if contrast_class else layer_title(key))
+            prediction = result.prediction
+            panel.setToolTip(layer_tooltip(key, getattr(prediction, "evidence_class", None),
+                                           getattr(prediction, "contrast_class", None),
+                                           getattr(prediction, "contrast_favoured", None)))
+
+    @staticmethod
+    def _contrast_title(prediction) -> str:
+        """"Versus CLASS", or "FAVOURED over CLASS" when the map favours another than the top class."""
+        against = getattr(prediction, "contrast_class", None)
+        if not against:
+            return layer_title("contrast")
+        favoured = getattr(prediction, "contrast_favoured", None)
+        top = (getattr(prediction, "topk", None) or [(None, 0.0)])[0][0]
+        return f"Versus {against}" if favoured in (None, top) else f"{favoured} over {against}"
 
     # ================================================================== saving
     def save_overlay(self, path: str | Path | None = None) -> bool:

@@ -52,7 +52,7 @@ from fgdesk.evaluate.report import (
     open_dataset,
     training_samples,
 )
-from fgdesk.fileio import atomic_write, atomic_write_text
+from fgdesk.fileio import atomic_write
 from fgdesk.model.network import FineGrainedNet
 from fgdesk.train import runs
 from fgdesk.train.checkpoint import CheckpointError, load_checkpoint
@@ -82,7 +82,8 @@ class Prediction:
     error: str | None = None  # the image was skipped: why
     raw_maps: dict[str, np.ndarray] = field(default_factory=dict)  # unnormalised, network grid
     evidence_class: str | None = None  # the class the evidence map explains
-    contrast_class: str | None = None  # what the contrast map sets the top class against (the runner-up unless asked)
+    contrast_class: str | None = None  # what the contrast map sets the favoured class against (the runner-up unless asked)
+    contrast_favoured: str | None = None  # the class the contrast map favours (the top class unless asked)
 
 
 @dataclass
@@ -236,22 +237,46 @@ class Predictor:
             return self._bank_device[nearest], torch.full_like(nearest, -1)
         return torch.zeros_like(embedding), torch.full((len(embedding),), -1, dtype=torch.long, device=embedding.device)
 
-    def _runner_up_chooser(self, against: str | None = None) -> ClassVectorChooser | None:
-        """What the contrast map sets the top class against: `against` when named (and not the
-        top class itself), else the runner-up; classifier rows, or class prototypes for a kNN."""
+    def _ranking_scores(self, embedding: torch.Tensor, logits: torch.Tensor | None) -> torch.Tensor | None:
+        """The class probabilities, with the kNN's ties broken: it gives most classes no vote at
+        all, and among those the nearest class prototype ranks first, not whichever index a
+        tie leaves first (so the top 5 and the Versus runner-up agree)."""
+        scores = self._probabilities(embedding, logits)
+        if scores is not None and self.weight is None and self._prototypes is not None:
+            prototypes = F.normalize(self._prototypes.to(embedding.device), dim=1)
+            scores = scores + 1e-6 * (F.normalize(embedding.float(), dim=1) @ prototypes.t())
+        return scores
+
+    def _contrast_choosers(self, favour: str | None = None, against: str | None = None
+                           ) -> tuple[ClassVectorChooser | None, ClassVectorChooser | None]:
+        """(favoured, runner-up) choosers of the contrast map: it favours `favour` (default: the
+        top class) over `against` (default, or when it is the favoured class: the best-ranked
+        other class); classifier rows, or class prototypes for a kNN."""
         vectors = self.weight if self.weight is not None else self._prototypes
         if vectors is None or len(self._class_names) < 2:
-            return None
-        wanted = self._class_names.index(against) if against is not None else None
+            return None, None
+        wanted = {name: self._class_names.index(name) for name in (favour, against) if name is not None}
 
-        def choose(embedding: torch.Tensor, logits: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-            ranked = self._probabilities(embedding, logits).topk(2, dim=1).indices
-            second = ranked[:, 1]
-            if wanted is not None:
-                second = torch.where(ranked[:, 0] == wanted, second, torch.full_like(second, wanted))
+        ranking = self._ranking_scores
+
+        def first_class(embedding: torch.Tensor, logits: torch.Tensor | None) -> torch.Tensor:
+            if favour is not None:
+                return torch.full((len(embedding),), wanted[favour], dtype=torch.long, device=embedding.device)
+            return ranking(embedding, logits).argmax(dim=1)
+
+        def favoured(embedding: torch.Tensor, logits: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+            first = first_class(embedding, logits)
+            return vectors[first.to(vectors.device)], first
+
+        def runner_up(embedding: torch.Tensor, logits: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+            first = first_class(embedding, logits)
+            scores = ranking(embedding, logits).scatter(1, first.view(-1, 1), float("-inf"))
+            second = scores.argmax(dim=1)
+            if against is not None:
+                second = torch.where(first == wanted[against], second, torch.full_like(second, wanted[against]))
             return vectors[second.to(vectors.device)], second
 
-        return choose
+        return (favoured if favour is not None else None), runner_up
 
     def _neighbours(self, embedding: torch.Tensor, count: int = NUM_NEIGHBOURS) -> list[tuple[str, str, float]]:
         if self._bank_device is None or self.bank is None:
@@ -285,13 +310,15 @@ class Predictor:
 
     # -- prediction -------------------------------------------------------------------
     def predict(self, images: Sequence[ImageSource], topk: int = 5, normalize: str = "per_map",
-                against: str | None = None) -> list[Prediction]:
+                against: str | None = None, favour: str | None = None) -> list[Prediction]:
         """One Prediction per input, in order; unreadable inputs come back with `.error` set.
-        The contrast map sets the top class against `against` when named, else the runner-up."""
+        The contrast map favours `favour` (default: the top class) over `against` (default: the
+        runner-up)."""
         if normalize not in NORMALIZE_MODES:
             raise ValueError(f"normalize must be one of {', '.join(NORMALIZE_MODES)}, got {normalize!r}")
-        if against is not None and against not in self._class_names:
-            raise ValueError(f"{against!r} is not one of the run's classes")
+        for name in (against, favour):
+            if name is not None and name not in self._class_names:
+                raise ValueError(f"{name!r} is not one of the run's classes")
         predictions = []
         for source in images:
             try:
@@ -300,7 +327,7 @@ class Predictor:
                 predictions.append(_error_prediction(str(exc.path), exc.reason))
                 continue
             try:
-                predictions.append(self._predict_one(label, image, topk, normalize, against))
+                predictions.append(self._predict_one(label, image, topk, normalize, against, favour))
             except Exception as exc:  # one bad image must not lose the others' results
                 log.exception("prediction failed for %s", label)
                 predictions.append(_error_prediction(label, f"prediction failed ({type(exc).__name__}: {exc})"))
@@ -308,30 +335,34 @@ class Predictor:
 
     @torch.no_grad()
     def _predict_one(self, source: str, image: Image.Image, topk: int, normalize: str,
-                     against: str | None = None) -> Prediction:
+                     against: str | None = None, favour: str | None = None) -> Prediction:
         batch = self._on_device(network_input(image, self.eval_size).unsqueeze(0))
         choose = None if self.weight is not None else self._choose_evidence
-        result = forward_with_maps(self.net, batch, self.weight, self.bias, choose, self._runner_up_chooser(against))
+        favoured, runner_up = self._contrast_choosers(favour, against)
+        result = forward_with_maps(self.net, batch, self.weight, self.bias, choose, runner_up, favoured)
         probabilities = self._probabilities(result.embedding, result.logits)
         ranked: list[tuple[str, float]] = []
         if probabilities is not None:
-            values, indices = probabilities[0].topk(min(topk, probabilities.shape[1]))
-            ranked = [(self._class_names[i], float(v)) for v, i in zip(values.tolist(), indices.tolist())]
+            order = self._ranking_scores(result.embedding, result.logits)[0].topk(min(topk, probabilities.shape[1])).indices
+            ranked = [(self._class_names[i], float(probabilities[0, i])) for i in order.tolist()]
         evidence_class = None
         if result.evidence_class is not None:
             index = int(result.evidence_class[0])
             evidence_class = self._class_names[index] if 0 <= index < len(self._class_names) else "nearest training image"
-        contrast_class = None
+        contrast_class = contrast_favoured = None
         if result.contrast_class is not None:
             contrast_class = self._class_names[int(result.contrast_class[0])]
-        maps, notes, raw = self._maps(result, (image.height, image.width), normalize, evidence_class, contrast_class)
+            contrast_favoured = self._class_names[int(result.contrast_favoured[0])]
+        maps, notes, raw = self._maps(result, (image.height, image.width), normalize, evidence_class,
+                                      contrast_class, contrast_favoured)
         return Prediction(
             source=source, image=image, topk=ranked, neighbours=self._neighbours(result.embedding),
             maps=maps, map_notes=notes, raw_maps=raw, evidence_class=evidence_class, contrast_class=contrast_class,
+            contrast_favoured=contrast_favoured,
         )
 
     def _maps(self, result, size: tuple[int, int], normalize: str, evidence_class: str | None,
-              contrast_class: str | None = None) -> tuple[dict, dict, dict]:
+              contrast_class: str | None = None, contrast_favoured: str | None = None) -> tuple[dict, dict, dict]:
         """Normalised maps at the image's size, notes for empty ones, raw maps on the network grid."""
         maps: dict[str, torch.Tensor] = {}
         notes: dict[str, str] = {}
@@ -372,7 +403,7 @@ class Predictor:
             raw["contrast"] = contrast_grid.cpu().numpy().astype(np.float32)
             if float(contrast_grid.max()) <= 0:
                 constant.add("contrast")
-                notes["contrast"] = f"{ZERO_NOTE} (nothing here favours {evidence_class} over {contrast_class})"
+                notes["contrast"] = f"{ZERO_NOTE} (nothing here favours {contrast_favoured} over {contrast_class})"
             elif is_constant(contrast_grid):
                 constant.add("contrast")
                 notes["contrast"] = CONSTANT_NOTE
@@ -498,12 +529,16 @@ def save_embeddings(path: str | os.PathLike[str], image_paths: Sequence[str], ve
             np.savez(handle, paths=np.asarray(list(image_paths), dtype=str), embeddings=vectors, run=np.asarray(run_name))
         atomic_write(path, write)
         return path
-    text = io.StringIO()
-    writer = csv.writer(text)
-    writer.writerow(["path", *(f"e{k}" for k in range(vectors.shape[1]))])
-    for image_path, vector in zip(image_paths, vectors):
-        writer.writerow([image_path, *(f"{value:.6g}" for value in vector.tolist())])
-    atomic_write_text(path, text.getvalue())
+    def write_csv(handle) -> None:  # streamed: 100k images make ~300 MB of text
+        text = io.TextIOWrapper(handle, encoding="utf-8", newline="")
+        writer = csv.writer(text)
+        writer.writerow(["path", *(f"e{k}" for k in range(vectors.shape[1]))])
+        for image_path, vector in zip(image_paths, vectors):
+            writer.writerow([image_path, *(f"{value:.6g}" for value in vector.tolist())])
+        text.flush()
+        text.detach()  # the handle stays open for atomic_write to sync and close
+
+    atomic_write(path, write_csv)
     return path
 
 

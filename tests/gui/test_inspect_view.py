@@ -329,6 +329,11 @@ def test_check_labels_lists_a_wrong_label_and_relabel_moves_it_back_to_its_class
     assert messages[-1] == "Looking for labels that look wrong: cancelled" and view.image_list.count() == 0
     assert view.last_label_check is None and view.last_error_box is None and view.check_button.text() == "Check labels"
 
+    # Clearing the list lets a running check go at once: the button is free for the next one.
+    assert view.check_labels() and view.check_button.text() == "Cancel"
+    view.clear_images()
+    assert view._check_task is None and view.check_button.text() == "Check labels"
+
     view.check_button.click()
     assert view._check_task is not None
     qtbot.waitUntil(lambda: view._check_task is None, timeout=120_000)
@@ -349,9 +354,13 @@ def test_check_labels_lists_a_wrong_label_and_relabel_moves_it_back_to_its_class
     qtbot.waitUntil(lambda: entry.result is not None, timeout=120_000)
     assert view.image_subtitle.text().startswith("Filed under blue, looks like red (")
     assert "never saw this image's label" in view.image_subtitle.toolTip()
-    # Its Versus map sets the top class against the label given (the runner-up if that is the top class).
-    top = [name for name, _ in entry.result.prediction.topk]
-    assert entry.against == "blue" and entry.result.prediction.contrast_class == ("blue" if top[0] != "blue" else top[1])
+    # Its Versus map favours the class it looks like over the label it was given, whatever the top class.
+    shown = entry.result.prediction
+    assert (entry.favour, entry.against) == ("red", "blue") == (shown.contrast_favoured, shown.contrast_class)
+    view.set_layer_visible("contrast", True)
+    assert view._panels["contrast"].title.full_text() in ("Versus blue", "red over blue")
+    assert view._panels["contrast"].toolTip().startswith("Where the image supports red rather than blue")
+    view.set_layer_visible("contrast", False)
     assert "Versus shows where each looks like its class rather than its label" in "\n".join(messages)
     assert view.label_current()
     qtbot.waitUntil(lambda: view._label_task is None, timeout=10_000)
