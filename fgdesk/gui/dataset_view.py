@@ -600,21 +600,29 @@ class DatasetView(QWidget):
         labeler = self.labeler
         if not paths or labeler is None or self._label_task is not None:
             return False
+        self._start_moves(labeler, paths, labeler.set_aside, "set images aside")
+        self.status_message.emit(f"Setting aside {len(paths):,} image(s)…")
+        return True
+
+    def _start_moves(self, labeler, paths: list[str], move, name: str) -> None:
+        """Run `move(path)` (a LabelMove or a LabelingError; None: nothing to do) for every path
+        off the GUI thread; `_on_labelled` gets the moves and the errors."""
         LabelingError = workers.core("fgdesk.data.labeling").LabelingError
 
         def move_all(_ctx):
             moves, errors = [], []
             for path in paths:
                 try:
-                    moves.append(labeler.set_aside(path))
+                    done = move(path)
                 except LabelingError as exc:
                     errors.append(str(exc))
+                    continue
+                if done is not None:
+                    moves.append(done)
             return moves, errors
 
         self._label_task = self._label_runner.start(move_all, on_done=lambda result: self._on_labelled(result, labeler),
-                                                    on_failed=self._on_label_failed, name="set images aside")
-        self.status_message.emit(f"Setting aside {len(paths):,} image(s)…")
-        return True
+                                                    on_failed=self._on_label_failed, name=name)
 
     def _label_as_new_class(self, paths: list[str] | None = None) -> None:
         name, ok = QInputDialog.getText(self, "New class", "Name of the new class (a folder of that name is made):")
@@ -636,19 +644,12 @@ class DatasetView(QWidget):
             show_error(self, "Cannot label these images", str(exc))
             return False
 
-        def move_all(_ctx):
-            moves, errors = [], []
-            for path in paths:
-                if labeler.class_of(path) == class_name:
-                    continue  # already in that class: nothing to correct
-                try:
-                    moves.append(labeler.assign(path, class_name, allow_new=allow_new))
-                except LabelingError as exc:
-                    errors.append(str(exc))
-            return moves, errors
+        def assign(path: str):
+            if labeler.class_of(path) == class_name:
+                return None  # already in that class: nothing to correct
+            return labeler.assign(path, class_name, allow_new=allow_new)
 
-        self._label_task = self._label_runner.start(move_all, on_done=lambda result: self._on_labelled(result, labeler),
-                                                    on_failed=self._on_label_failed, name="label images")
+        self._start_moves(labeler, paths, assign, "label images")
         self.status_message.emit(f"Labelling {len(paths):,} image(s) as {class_name}…")
         return True
 

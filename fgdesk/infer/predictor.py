@@ -384,35 +384,27 @@ class Predictor:
         if is_constant(fused_grid):
             constant.add("fused")
             notes["fused"] = CONSTANT_NOTE
-        if result.evidence is not None:
-            evidence_grid = fused_evidence(result.evidence, result.input_size)[0]
-            raw["evidence"] = evidence_grid.cpu().numpy().astype(np.float32)
-            if float(evidence_grid.max()) <= 0:
-                constant.add("evidence")
-                notes["evidence"] = f"{ZERO_NOTE} (no positive evidence for {evidence_class or 'the top class'})"
-            elif is_constant(evidence_grid):
-                constant.add("evidence")
-                notes["evidence"] = CONSTANT_NOTE
-            maps["evidence"] = fused_evidence(result.evidence, size)[0]
-        else:
-            notes["evidence"] = "no classifier and no labelled training images: no class to explain"
-            maps["evidence"] = torch.zeros(size)
-            constant.add("evidence")
-        if result.contrast is not None:
-            contrast_grid = fused_evidence(result.contrast, result.input_size)[0]
-            raw["contrast"] = contrast_grid.cpu().numpy().astype(np.float32)
-            if float(contrast_grid.max()) <= 0:
-                constant.add("contrast")
-                notes["contrast"] = f"{ZERO_NOTE} (nothing here favours {contrast_favoured} over {contrast_class})"
-            elif is_constant(contrast_grid):
-                constant.add("contrast")
-                notes["contrast"] = CONSTANT_NOTE
-            maps["contrast"] = fused_evidence(result.contrast, size)[0]
-        else:
-            notes["contrast"] = ("one class only: no runner-up to set it against" if len(self._class_names) == 1
-                                 else "no classifier and no labelled training images: no classes to set apart")
-            maps["contrast"] = torch.zeros(size)
-            constant.add("contrast")
+        why_none = ("one class only: no runner-up to set it against" if len(self._class_names) == 1
+                    else "no classifier and no labelled training images: no classes to set apart")
+        for key, stage_maps, nothing, missing in (
+            ("evidence", result.evidence, f"no positive evidence for {evidence_class or 'the top class'}",
+             "no classifier and no labelled training images: no class to explain"),
+            ("contrast", result.contrast, f"nothing here favours {contrast_favoured} over {contrast_class}", why_none),
+        ):
+            if stage_maps is None:
+                notes[key] = missing
+                maps[key] = torch.zeros(size)
+                constant.add(key)
+                continue
+            grid = fused_evidence(stage_maps, result.input_size)[0]
+            raw[key] = grid.cpu().numpy().astype(np.float32)
+            if float(grid.max()) <= 0:
+                constant.add(key)
+                notes[key] = f"{ZERO_NOTE} ({nothing})"
+            elif is_constant(grid):
+                constant.add(key)
+                notes[key] = CONSTANT_NOTE
+            maps[key] = fused_evidence(stage_maps, size)[0]
         return normalize_maps(maps, constant, stage_keys, normalize), notes, raw
 
     # -- batch classification to CSV ------------------------------------------------------
