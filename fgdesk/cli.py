@@ -80,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="also score with only N labelled training images per class, e.g. 1,5,10 "
                                "(default), or none")
     evaluate.add_argument("--draws", type=int, default=5, help="random draws of the labelled images per N (default 5)")
+    evaluate.add_argument("--faithfulness", type=int, default=50, metavar="N",
+                          help="check on N test images whether the heatmaps follow the classifier: deleting pixels "
+                               "in each map's order, how fast the predicted class fades (default 50; 0 skips it). "
+                               "Needs no boxes")
 
     predict = commands.add_parser("predict", help="classify images with a run and save heatmaps")
     predict.add_argument("run", type=Path, help="run folder")
@@ -430,8 +434,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise CLIError(str(exc)) from exc
     if args.draws < 1:
         raise CLIError(f"--draws must be at least 1, got {args.draws}")
+    if args.faithfulness < 0:
+        raise CLIError(f"--faithfulness takes a count of 0 or more, got {args.faithfulness}")
     try:
-        report = evaluate_run(args.run, device=args.device, labels_per_class=labels_per_class, draws=args.draws)
+        report = evaluate_run(args.run, device=args.device, labels_per_class=labels_per_class, draws=args.draws,
+                              faithfulness_images=args.faithfulness)
     except (CheckpointError, EvaluationError, FileNotFoundError) as exc:
         raise CLIError(str(exc)) from exc
     print(json.dumps(report.as_dict(), indent=2) if args.json else report.as_text())

@@ -74,8 +74,10 @@ def test_train_eval_predict_export_end_to_end(demo, tmp_path):
     evaluation = fgdesk("eval", run)
     assert "kNN" in evaluation.stdout and "pointing" in evaluation.stdout.lower()
     assert "Few labels" in evaluation.stdout  # 1 and 5 of the 8 training images per class, by default
+    assert "Do the maps follow the classifier?" in evaluation.stdout and "class evidence below random on" in evaluation.stdout
     report = json.loads(fgdesk("eval", run, "--json", "--labels-per-class", "2,8", "--draws", "3").stdout)
     assert 0.0 <= report["knn"]["top1"] <= 1.0 and 0.0 <= report["linear"]["top1"] <= 1.0
+    assert report["faithfulness"]["images"] == report["num_test"] and "random" in report["faithfulness"]["deletion_auc"]
     # 8 labels per class is every training image: the full evaluation, not repeated.
     assert [(row["labels_per_class"], row["num_train"], len(row["linear_top1"]["per_draw"])) for row in report["few_labels"]] == [(2, 8, 3)]
     assert 0.0 <= report["few_labels"][0]["knn_top1"]["mean"] <= 1.0

@@ -25,6 +25,7 @@ from fgdesk.config import RunConfig
 from fgdesk.data.images import ImageDecodeError, load_rgb
 from fgdesk.data.layouts import DatasetError, DatasetIndex, Sample, detect
 from fgdesk.evaluate.embeddings import Embeddings, cached_embeddings, compute_embeddings, load_encoder
+from fgdesk.evaluate.faithfulness import FaithfulnessScore, score_faithfulness
 from fgdesk.evaluate.few_labels import DEFAULT_DRAWS, few_label_scores
 from fgdesk.evaluate.heatmaps import (
     box_scale,
@@ -107,6 +108,7 @@ class EvalReport:
     knn_temperature: float = KNN_TEMPERATURE
     elapsed_s: float = 0.0
     few_labels: list[FewLabelScore] = field(default_factory=list)  # scores from n labels per class
+    faithfulness: FaithfulnessScore | None = None  # do the maps follow the classifier (deletion, no boxes needed)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready (NaN becomes null); the confusion matrix lives in confusion.csv."""
@@ -133,6 +135,7 @@ class EvalReport:
                 "localization": {key: summary.as_dict() for key, summary in self.localization.items()},
                 "localization_note": self.localization_note,
                 "few_labels": [score.as_dict() for score in self.few_labels],
+                "faithfulness": self.faithfulness.as_dict() if self.faithfulness is not None else None,
                 "elapsed_s": round(self.elapsed_s, 2),
             }
         )
@@ -188,6 +191,13 @@ class EvalReport:
             lines.append("  IoU mass / half: box vs the top-50%-mass pixels / the pixels above half the peak.")
         else:
             lines.append(f"Localization: {self.localization_note or 'no test images with boxes'}")
+        if self.faithfulness is not None:
+            score = self.faithfulness
+            lines += ["", f"Do the maps follow the classifier? ({score.images} test images; pixels deleted in each "
+                          "map's order, area under the predicted class's probability: lower is better)"]
+            width = max(len(kind) for kind in score.deletion)
+            lines += [f"  {kind:<{width}}  {area:.3f}" for kind, area in score.deletion.items()]
+            lines.append(f"  class evidence below random on {_pct(score.evidence_beats_random)} of the images")
         return "\n".join(lines)
 
 
@@ -388,12 +398,15 @@ def evaluate_run(
     localization_limit: int | None = None,
     labels_per_class: Sequence[int] = (),
     draws: int = DEFAULT_DRAWS,
+    faithfulness_images: int = 0,
 ) -> EvalReport:
     """Full evaluation of a run's final checkpoint; writes eval.json, confusion.csv and classifier.pt.
 
     `localization_limit` caps the test images scored for heatmaps (evenly spread), for
     a quick look at a large dataset. `labels_per_class` adds scores from that many
     labelled images per class (`draws` random draws each), e.g. (1, 5, 10).
+    `faithfulness_images` test images get the deletion check of the heatmaps
+    (`fgdesk.evaluate.faithfulness`), which needs no boxes.
     """
     started = time.monotonic()
     run_dir = Path(run_dir)
@@ -408,10 +421,18 @@ def evaluate_run(
         knn = {1: float("nan"), 5: float("nan")}
     probe, classifier, _ = _fit_and_save(prepared, on_progress, 0.57, 0.65)
     few = _few_label_scores(prepared, labels_per_class, draws, on_progress, 0.65, 0.7) if labels_per_class else []
+    maps_end = 0.9 if faithfulness_images else 0.99
     localization, note = score_localization(
         prepared.net, prepared.test_samples, prepared.index.crop_bottom, prepared.config.data.eval_size,
-        probe, prepared.device, localization_limit, _scaled_progress(on_progress, "scoring heatmaps", 0.7, 0.99),
+        probe, prepared.device, localization_limit, _scaled_progress(on_progress, "scoring heatmaps", 0.7, maps_end),
     )
+    faithfulness = None
+    if faithfulness_images and probe is not None:
+        faithfulness = score_faithfulness(
+            prepared.net, prepared.test_samples, prepared.index.crop_bottom, prepared.config.data.eval_size,
+            probe.weight, probe.bias, prepared.device, faithfulness_images,
+            on_progress=_scaled_progress(on_progress, "checking the maps against the classifier", maps_end, 0.99),
+        )
     report = EvalReport(
         run_dir=str(run_dir),
         checkpoint=classifier_source(prepared),
@@ -434,6 +455,7 @@ def evaluate_run(
         localization_note=note,
         elapsed_s=time.monotonic() - started,
         few_labels=few,
+        faithfulness=faithfulness,
     )
     classifier.few_labels = few
     save_classifier_report(run_dir, classifier)
