@@ -20,7 +20,7 @@ import torch
 
 from fgdesk.data.images import ImageDecodeError, load_rgb
 from fgdesk.data.layouts import Sample
-from fgdesk.evaluate.heatmaps import forward_with_maps, fused_attention, fused_evidence, network_input
+from fgdesk.evaluate.heatmaps import evenly_spread, forward_with_maps, fused_attention, fused_evidence, network_input
 from fgdesk.evaluate.localization import centre_gaussian
 from fgdesk.model.network import FineGrainedNet
 
@@ -58,13 +58,6 @@ def curve_area(values: np.ndarray) -> float:
     return float(np.trapezoid(values, dx=1.0 / (len(values) - 1)))
 
 
-def _evenly_spread(samples: Sequence[Sample], count: int) -> list[Sample]:
-    if len(samples) <= count:
-        return list(samples)
-    step = len(samples) / count
-    return [samples[int(k * step)] for k in range(count)]
-
-
 @torch.no_grad()
 def score_faithfulness(
     net: FineGrainedNet,
@@ -84,7 +77,7 @@ def score_faithfulness(
     `bias`); None when no sample can be read."""
     device = torch.device(device)
     weight, bias = weight.to(device).float(), bias.to(device).float()
-    chosen = _evenly_spread([s for s in samples if s.label >= 0], images)
+    chosen = evenly_spread([s for s in samples if s.label >= 0], images)
     generator = torch.Generator().manual_seed(seed)
     was_training = net.training
     net.eval()

@@ -23,7 +23,7 @@ Map kinds, all from one forward pass:
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -191,6 +191,14 @@ def fused_evidence(evidence: list[torch.Tensor], size: tuple[int, int]) -> torch
         cells = stage_map.shape[-1] * stage_map.shape[-2]
         total = total + upsample(stage_map, size) * (cells / (height * width))
     return total.clamp_min(0)
+
+
+def evenly_spread(items: Sequence[T], limit: int | None) -> list[T]:
+    """At most `limit` of `items`, spread evenly over the list (all of them without a limit)."""
+    if limit is None or len(items) <= limit:
+        return list(items)
+    step = len(items) / limit
+    return [items[int(i * step)] for i in range(limit)]
 
 
 def bucketed(items: Iterable[T], key: Callable[[T], Hashable], batch_size: int) -> Iterator[list[T]]:

@@ -30,6 +30,7 @@ from fgdesk.evaluate.few_labels import DEFAULT_DRAWS, few_label_scores
 from fgdesk.evaluate.heatmaps import (
     box_scale,
     bucketed,
+    evenly_spread,
     forward_with_maps,
     fused_attention,
     fused_evidence,
@@ -493,13 +494,6 @@ def _decode_for_maps(sample: Sample, crop_bottom: int, eval_size: int) -> tuple[
     return network_input(image, eval_size), box_scale(image.size, eval_size)
 
 
-def _evenly_spread(items: list[Sample], limit: int | None) -> list[Sample]:
-    if limit is None or len(items) <= limit:
-        return items
-    step = len(items) / limit
-    return [items[int(i * step)] for i in range(limit)]
-
-
 def score_localization(
     net: FineGrainedNet,
     samples: Sequence[Sample],
@@ -516,7 +510,7 @@ def score_localization(
     box scaled into it; returns ({map kind: summary}, note).
     """
     device = torch.device(device)
-    boxed = _evenly_spread([s for s in samples if s.box is not None], limit)
+    boxed = evenly_spread([s for s in samples if s.box is not None], limit)
     if not boxed:
         return {}, "no test images with boxes (demo set: boxes.csv; CUB: bounding_boxes.txt)"
     stage_keys = [f"stage{s}" for s in net.stages]
