@@ -96,51 +96,82 @@ def eval_min_short_side(size: int) -> int:
     return math.ceil(EVAL_DECODE_MARGIN * int(size * EVAL_RESIZE_RATIO))
 
 
-def _view(size: int, scale: tuple[float, float], cfg: DataConfig) -> v2.Compose:
-    """Geometric crop on the PIL image, then photometric ops on uint8, then normalise."""
-    steps: list[v2.Transform] = [
-        v2.RandomResizedCrop(size, scale=scale, antialias=True),
-        v2.RandomHorizontalFlip(),
-        v2.ToImage(),
-    ]
-    if cfg.color_jitter > 0 and cfg.color_jitter_prob > 0:
-        jitter = v2.ColorJitter(
-            brightness=cfg.color_jitter,
-            contrast=cfg.color_jitter,
-            saturation=cfg.color_jitter,
-            hue=min(0.5, cfg.color_jitter / 4),
-        )
-        steps.append(v2.RandomApply([jitter], p=cfg.color_jitter_prob))
-    if cfg.grayscale_prob > 0:
-        steps.append(v2.RandomGrayscale(p=cfg.grayscale_prob))
-    if cfg.blur_prob > 0:
-        steps.append(v2.RandomApply([GaussianBlur(_blur_kernel(size), sigma=(0.1, 2.0))], p=cfg.blur_prob))
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGE_MEAN, IMAGE_STD)]
-    return v2.Compose(steps)
+class AugmentedViews(list):
+    """The views of one image (a list of tensors, global views first), with `crops`:
+    (num_global, 5) rows of top, left, height, width as fractions of the image, and
+    1.0 where the view was mirrored. Training lines the global views up with it."""
+
+    crops: torch.Tensor
+
+
+class _View:
+    """Random crop and flip on the PIL image, then photometric ops on uint8, then normalise.
+
+    The crop is drawn and applied in two calls of the same RandomResizedCrop (and the flip
+    from the same draw as RandomHorizontalFlip) so the box can be kept: a seeded run sees
+    the same random stream and the same views as a plain Compose of those transforms.
+    """
+
+    def __init__(self, size: int, scale: tuple[float, float], cfg: DataConfig) -> None:
+        self.crop = v2.RandomResizedCrop(size, scale=scale, antialias=True)
+        self.flip_prob = 0.5
+        steps: list[v2.Transform] = [v2.ToImage()]
+        if cfg.color_jitter > 0 and cfg.color_jitter_prob > 0:
+            jitter = v2.ColorJitter(
+                brightness=cfg.color_jitter,
+                contrast=cfg.color_jitter,
+                saturation=cfg.color_jitter,
+                hue=min(0.5, cfg.color_jitter / 4),
+            )
+            steps.append(v2.RandomApply([jitter], p=cfg.color_jitter_prob))
+        if cfg.grayscale_prob > 0:
+            steps.append(v2.RandomGrayscale(p=cfg.grayscale_prob))
+        if cfg.blur_prob > 0:
+            steps.append(v2.RandomApply([GaussianBlur(_blur_kernel(size), sigma=(0.1, 2.0))], p=cfg.blur_prob))
+        steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGE_MEAN, IMAGE_STD)]
+        self.photometric = v2.Compose(steps)
+
+    def __call__(self, image: Image.Image) -> tuple[torch.Tensor, tuple[float, float, float, float, float]]:
+        width, height = image.size
+        box = self.crop.make_params([image])
+        view = self.crop.transform(image, box)
+        mirrored = bool(torch.rand(1) < self.flip_prob)
+        if mirrored:
+            view = v2.functional.horizontal_flip(view)
+        where = (box["top"] / height, box["left"] / width, box["height"] / height, box["width"] / width, float(mirrored))
+        return self.photometric(view), where
+
+    def __repr__(self) -> str:
+        return f"{self.crop}, flip p={self.flip_prob}, {self.photometric}"
 
 
 class ContrastiveViews:
-    """PIL image -> [global view 1, global view 2, local view 1, ..., local view n]."""
+    """PIL image -> AugmentedViews [global view 1, global view 2, local view 1, ..., local view n]."""
 
     num_global = 2
 
     def __init__(self, cfg: DataConfig) -> None:
         self.num_local = int(cfg.local_crops)
         min_scale = float(cfg.min_scale)
-        self.global_view = _view(cfg.image_size, (min_scale, 1.0), cfg)
+        self.global_view = _View(cfg.image_size, (min_scale, 1.0), cfg)
         # Local crops cover what the global crops leave out: the small-scale end.
         local_scale = (min(LOCAL_MIN_SCALE, min_scale), min_scale)
-        self.local_view = _view(cfg.local_size, local_scale, cfg) if self.num_local else None
+        self.local_view = _View(cfg.local_size, local_scale, cfg) if self.num_local else None
         # What the loader may decode JPEGs down to without losing a pixel any view keeps.
         self.min_short_side = max(
             crop_min_short_side(cfg.image_size, min_scale),
             crop_min_short_side(cfg.local_size, local_scale[0]) if self.num_local else 0,
         )
 
-    def __call__(self, image: Image.Image) -> list[torch.Tensor]:
-        views = [self.global_view(image) for _ in range(self.num_global)]
+    def __call__(self, image: Image.Image) -> AugmentedViews:
+        views, crops = AugmentedViews(), []
+        for _ in range(self.num_global):
+            view, where = self.global_view(image)
+            views.append(view)
+            crops.append(where)
         if self.local_view is not None:
-            views += [self.local_view(image) for _ in range(self.num_local)]
+            views += [self.local_view(image)[0] for _ in range(self.num_local)]
+        views.crops = torch.tensor(crops, dtype=torch.float32)
         return views
 
     def __repr__(self) -> str:

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from fgdesk.data.augment import AugmentedViews
 from fgdesk.data.images import ImageDecodeError, load_rgb
 from fgdesk.data.labeling import MovedImages
 from fgdesk.data.layouts import Sample
@@ -47,6 +48,8 @@ class Batch:
     indices: torch.Tensor  # int64 positions in the dataset
     bad: list[int] = field(default_factory=list)  # dataset indices that failed to load
     bad_reasons: list[str] = field(default_factory=list)  # parallel to `bad`
+    # (B, num_global, 5) where each global view was cut from its image (AugmentedViews.crops).
+    crops: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -55,12 +58,14 @@ class Batch:
         """A copy with every tensor on `device`; `bad` lists travel unchanged."""
         move = lambda t: t.to(device, non_blocking=non_blocking)  # noqa: E731
         views = [move(v) for v in self.views] if isinstance(self.views, list) else move(self.views)
-        return Batch(views, move(self.labels), move(self.indices), self.bad, self.bad_reasons)
+        crops = move(self.crops) if self.crops is not None else None
+        return Batch(views, move(self.labels), move(self.indices), self.bad, self.bad_reasons, crops)
 
     def pin_memory(self) -> "Batch":
         """Called by DataLoader(pin_memory=True), which cannot look inside a dataclass."""
         views = [v.pin_memory() for v in self.views] if isinstance(self.views, list) else self.views.pin_memory()
-        return Batch(views, self.labels.pin_memory(), self.indices.pin_memory(), self.bad, self.bad_reasons)
+        crops = self.crops.pin_memory() if self.crops is not None else None
+        return Batch(views, self.labels.pin_memory(), self.indices.pin_memory(), self.bad, self.bad_reasons, crops)
 
 
 class SampleDataset(Dataset):
@@ -118,7 +123,8 @@ def collate_skip_bad(batch: Sequence[Any]) -> Batch:
         views = torch.stack([item[0] for item in good])
     labels = torch.tensor([item[1] for item in good], dtype=torch.int64)
     indices = torch.tensor([item[2] for item in good], dtype=torch.int64)
-    return Batch(views, labels, indices, bad, reasons)
+    crops = torch.stack([item[0].crops for item in good]) if isinstance(first, AugmentedViews) else None
+    return Batch(views, labels, indices, bad, reasons, crops)
 
 
 def resolve_num_workers(num_workers: int) -> int:
