@@ -62,6 +62,10 @@ class ContrastiveConfig:
     momentum: float = 0.99  # EMA start; a cosine schedule raises it towards 1.0
     symmetric: bool = True  # both views act as queries
     shuffle_bn_chunks: int = 4  # key batch norm over shuffled sub-batches (single device)
+    # Weight of the loss that asks each stage's attention to agree, between the two global
+    # views, on the region both show (losses.attention_consistency); 0 leaves it out. It
+    # needs attention gates and both views as queries, and is skipped (with a warning) without.
+    attention_consistency: float = 0.0
 
 
 @dataclass
@@ -135,6 +139,7 @@ class RunConfig:
         check.range("contrastive.temperature", c.temperature, 0.01, 2.0)
         check.range("contrastive.momentum", c.momentum, 0.0, 1.0)
         check.range("contrastive.shuffle_bn_chunks", c.shuffle_bn_chunks, 1, 64)
+        check.range("contrastive.attention_consistency", c.attention_consistency, 0.0, 100.0)
         check.choice("optim.name", o.name, OPTIMIZERS)
         check.range("optim.lr", o.lr, 1e-7, 10.0)
         check.range("optim.momentum", o.momentum, 0.0, 0.9999)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import errno
 import math
+import re
 import threading
 import time
 from pathlib import Path
@@ -688,3 +689,13 @@ def test_runs_made_in_a_folder_of_ones_own_are_listed_too(tiny_data, tmp_path):
     assert runs.remembered_runs() == [elsewhere.resolve()]
     shutil.rmtree(elsewhere)
     assert [info.path.resolve() for info in runs.list_runs()] == [p for p in listed if p != elsewhere.resolve()]
+
+
+def test_attention_consistency_gets_each_views_crop_through_loader_workers(tiny_data, tmp_path, caplog):
+    """The crops travel with the views from a worker process to the loss, whose value is logged."""
+    caplog.set_level("INFO", logger="fgdesk")
+    config = tiny_config(tiny_data, **{"contrastive.attention_consistency": 1.0, "data.num_workers": 1})
+    result = Trainer(config, run_dir=tmp_path / "run").run()
+    assert isinstance(result, FinishedEvent) and result.status == "finished"
+    logged = [float(m) for m in re.findall(r"attention disagreement between views ([0-9.e+-]+)", caplog.text)]
+    assert len(logged) == 2 and all(math.isfinite(v) and v > 0 for v in logged)

@@ -335,6 +335,9 @@ class TrainingView(QWidget):
         self._add_double("contrastive.momentum", "Key momentum", 0, 1, 4, 0.001)
         self._add_combo("model.attention", "Attention", ATTENTION_KINDS)
         self._add_stages("model.stages", "Attention scales")
+        self._add_double("contrastive.attention_consistency", "Attention consistency", 0, 100, 2, 0.5,
+                         "Asks each scale's attention to agree, between the two views of an image, on the part both "
+                         "show. It keeps the heatmaps on content rather than on a corner of the frame; 0 is off")
         self._add_spin("data.local_crops", "Local crops", 0, 64)
         self._add_spin("data.local_size", "Local crop size (px)", 1, 4096, 8)
         self._add_combo("device", "Device", DEVICES)
@@ -670,7 +673,8 @@ class TrainingView(QWidget):
         length = f"{s.epochs} epochs" + (f", at most {s.time_budget_min:g} min" if s.time_budget_min else "")
         rows = [
             ("Model", f"{m.backbone}, {m.weights} weights"),
-            ("Attention", f"{m.attention}, stages {', '.join(str(x) for x in m.stages)}"),
+            ("Attention", f"{m.attention}, stages {', '.join(str(x) for x in m.stages)}"
+             + (f", consistency {c.attention_consistency:g}" if c.attention_consistency and m.attention != "none" else "")),
             ("Views", f"2 × {d.image_size} px" + (f" + {d.local_crops} × {d.local_size} px local crops" if d.local_crops else ", no local crops")
              + (f"; {d.early_size} px for the first {d.early_fraction:.0%}" if d.early_size else "")),
             ("Length", length),

@@ -44,6 +44,7 @@ class SpatialAttentionPool(nn.Module):
         scores = self.gate(features).float().flatten(1)  # softmax in fp32 for stability
         attention = scores.softmax(dim=1)
         self.last_gate = attention.detach().view(batch, height, width)  # for evidence maps
+        self.last_scores = scores.view(batch, height, width)  # with gradient, for attention_consistency
         if self.power == 1.0 and not with_map:
             # Training and embedding extraction read only the descriptor. Under autocast the
             # product runs in bf16 whatever its inputs, so an fp32 copy of the features would
@@ -102,6 +103,7 @@ class MultiScaleAttention(nn.Module):
         self.scale_logits = nn.Parameter(torch.zeros(len(self.stages)))
         self.out_dim = sum(channels[s] for s in self.stages)
         self.last_gates: list[torch.Tensor] | None = None  # the gates' softmax maps of the last forward
+        self.last_scores: list[torch.Tensor] | None = None  # their logits, with gradient
 
     def powers(self) -> list[float]:
         return [float(getattr(pool, "power", 1.0)) for pool in self.pools]
@@ -117,12 +119,14 @@ class MultiScaleAttention(nn.Module):
         per-location shares behind them are never computed.
         """
         weights = self.scale_weights().sqrt()
-        descriptors, maps, parts, gates = [], [], [], []
+        descriptors, maps, parts, gates, scores = [], [], [], [], []
         for index, (stage, pool) in enumerate(zip(self.stages, self.pools)):
             descriptor, attention = pool(stage_features[stage - 1], with_maps)
             gates.append(getattr(pool, "last_gate", None))
+            scores.append(getattr(pool, "last_scores", None))
             descriptors.append(descriptor)
             maps.append(attention)
             parts.append(F.normalize(descriptor, dim=1) * weights[index])
         self.last_gates = gates if all(g is not None for g in gates) else None
+        self.last_scores = scores if all(g is not None for g in scores) else None
         return torch.cat(parts, dim=1), descriptors, maps if with_maps else None

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from dataclasses import dataclass
 
@@ -12,8 +13,10 @@ from torch import nn
 from fgdesk.config import RunConfig
 from fgdesk.model.chunked_bn import bn_chunk_count, chunk_batch_norms
 from fgdesk.model.heads import ProjectionHead
-from fgdesk.model.losses import info_nce
+from fgdesk.model.losses import attention_consistency, info_nce
 from fgdesk.model.network import FineGrainedNet
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -22,6 +25,8 @@ class ContrastiveOutput:
     positive_accuracy: torch.Tensor  # share of queries whose positive beats all negatives
     keys: torch.Tensor  # (B, proj_dim) keys of the first global view, for the queue
     ids: torch.Tensor  # (B,) image ids of those keys
+    # The attention-consistency term before its weight (already in `loss`); None when off.
+    attention_consistency: torch.Tensor | None = None
 
 
 class EncoderWithHead(nn.Module):
@@ -49,6 +54,12 @@ class MoCo(nn.Module):
         self.temperature = c.temperature
         self.decoupled = c.loss == "dcl"
         self.symmetric = c.symmetric
+        self.consistency_weight = float(c.attention_consistency)
+        if self.consistency_weight > 0 and (cfg.model.attention != "multiscale" or not self.symmetric):
+            why = "model.attention is none, so there are no gates" if cfg.model.attention != "multiscale" else \
+                "contrastive.symmetric is false, so only one view's map is computed"
+            log.warning("attention consistency is skipped: %s", why)
+            self.consistency_weight = 0.0
         self.bn_chunks = c.shuffle_bn_chunks
         self.query = EncoderWithHead(cfg)
         # The key's batch norms normalise over sub-batches (shuffled in encode_keys).
@@ -79,7 +90,10 @@ class MoCo(nn.Module):
         order = torch.randperm(len(images), device=images.device)
         return self.key(images[order])[torch.argsort(order)]
 
-    def forward(self, global_views: list[torch.Tensor], local_views: list[torch.Tensor], ids: torch.Tensor) -> ContrastiveOutput:
+    def forward(self, global_views: list[torch.Tensor], local_views: list[torch.Tensor], ids: torch.Tensor,
+                crops: torch.Tensor | None = None) -> ContrastiveOutput:
+        """`crops` (B, 2, 5) says where each global view was cut from its image
+        (AugmentedViews.crops); the attention-consistency term needs it."""
         count = len(global_views)
         # Symmetric: every global view is a query against the other's key. Asymmetric
         # (textbook MoCo v2): view 0 queries, view 1 keys, and nothing else is computed.
@@ -93,13 +107,23 @@ class MoCo(nn.Module):
             negatives = torch.cat([key, queue])
             return info_nce(query, key, negatives, self.temperature, mask, self.decoupled)
 
-        global_results = [loss_against(self.query(global_views[i]), keys[(i + 1) % count]) for i in query_views]
+        global_results, gate_scores = [], []
+        for i in query_views:
+            global_results.append(loss_against(self.query(global_views[i]), keys[(i + 1) % count]))
+            gate_scores.append(self.query.net.attention.last_scores)
         local_queries = [self.query(view) for view in local_views]
         local_results = [loss_against(query, key) for query in local_queries for key in keys.values()]
         results = global_results + local_results
         loss = torch.stack([r[0] for r in results]).mean()
         accuracy = torch.stack([r[1] for r in global_results]).mean()
-        return ContrastiveOutput(loss, accuracy, keys[key_views[0]], ids)
+        consistency = None
+        if self.consistency_weight > 0 and crops is not None:
+            consistency = torch.stack([
+                attention_consistency(first, second, crops[:, 0], crops[:, 1])
+                for first, second in zip(gate_scores[0], gate_scores[1])
+            ]).mean()
+            loss = loss + self.consistency_weight * consistency
+        return ContrastiveOutput(loss, accuracy, keys[key_views[0]], ids, consistency)
 
     def negative_mask(self, ids: torch.Tensor) -> torch.Tensor:
         """(B, B + K): True where a candidate negative comes from the query's own image,

@@ -506,6 +506,7 @@ class Trainer:
         out_of_budget = False
         stopped = False
         epoch_losses: list[float] = []
+        epoch_disagreement: list[float] = []  # the attention-consistency term, when it is on
         bad_steps = 0
         while state["epoch"] < cfg.schedule.epochs and not out_of_budget:
             epoch = state["epoch"]
@@ -542,7 +543,8 @@ class Trainer:
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 with autocast(self.device, dtype):
-                    output = query_for_step(views[:num_global], views[num_global:], ids)
+                    crops = batch.crops.to(self.device) if batch.crops is not None else None
+                    output = query_for_step(views[:num_global], views[num_global:], ids, crops)
                 loss = output.loss
                 # NaN on any process makes the mean NaN, so every process skips together.
                 loss_value, shared["elapsed_s"], shared["stop"] = distributed.all_reduce_mean(
@@ -575,6 +577,8 @@ class Trainer:
                 state["global_step"] += 1
                 if healthy:
                     epoch_losses.append(loss_value)
+                    if output.attention_consistency is not None:
+                        epoch_disagreement.append(float(output.attention_consistency.detach()))
                 window_images += len(batch.indices) * self.dist.world_size
                 now = time.monotonic()
                 speed = window_images / max(1e-9, now - window_start)
@@ -629,6 +633,10 @@ class Trainer:
                 state["best_knn_top1"] = knn
             mean_loss = sum(epoch_losses) / len(epoch_losses) if epoch_losses else math.nan  # no step ran here
             epoch_losses = []
+            if epoch_disagreement:
+                log.info("epoch %d: attention disagreement between views %.3g (mean of %d steps)",
+                         epoch + 1, sum(epoch_disagreement) / len(epoch_disagreement), len(epoch_disagreement))
+                epoch_disagreement = []
             self._emit(EpochEvent(epoch, cfg.schedule.epochs, mean_loss, knn, elapsed(), fraction))
             save()
             if improved:
