@@ -59,9 +59,11 @@ from fgdesk.train.events import EpochEvent, FailedEvent  # noqa: E402
 KNN_K, KNN_T = 20, 0.07
 
 
-def train_short_run(data: Path, minutes: float, folder: Path, seed: int = 0) -> Path:
+def train_short_run(data: Path, minutes: float, folder: Path, seed: int = 0, changes: dict[str, Any] | None = None) -> Path:
     count = len(detect(data, check_images=False).train_samples())
     cfg = default_config(str(data), count, "cpu")
+    if changes:
+        cfg = cfg.with_overrides(changes)
     cfg.schedule.time_budget_min = minutes
     cfg.seed = seed
     cfg.name = f"heatmaps-{data.name}"
@@ -71,7 +73,8 @@ def train_short_run(data: Path, minutes: float, folder: Path, seed: int = 0) -> 
             knn = "n/a" if event.knn_top1 is None else f"{100 * event.knn_top1:.1f}%"
             progress(f"  epoch {event.epoch + 1}: loss {event.mean_loss:.3f}, val kNN {knn}, {event.elapsed_s / 60:.1f} min")
 
-    progress(f"training a {minutes:g}-minute run on {relative(data)} with the default configuration")
+    progress(f"training a {minutes:g}-minute run on {relative(data)} with the default configuration"
+             + (f", changed: {changes}" if changes else ""))
     with quiet_logging():
         result = Trainer(cfg.validate(), folder / cfg.name, on_event=on_event).run()
     if isinstance(result, FailedEvent):
@@ -114,6 +117,7 @@ def demo_localization(run_dir: Path, limit: int | None, seed: int) -> tuple[list
             summaries = {k: v for k, v in summaries.items() if k not in ("centre", "chance")}
         rows.extend(summaries_as_rows(summaries, name))
     info = {"run_attention": config.model.attention, "stages": config.model.stages, "eval_size": eval_size,
+            "position_bias": position_bias(net, test, eval_size, index.crop_bottom),
             "scale_weights": [round(float(w), 4) for w in net.attention.scale_weights().detach()], "test_images": len(test)}
     return rows, info
 
@@ -195,6 +199,52 @@ def pixel_orders(net: FineGrainedNet, image: torch.Tensor, prototypes: torch.Ten
     return orders, {kind: centre_share(heatmap) for kind, heatmap in maps.items()}
 
 
+POSITION_GRID = 6
+
+
+@torch.no_grad()
+def position_bias(net: FineGrainedNet, samples: list, eval_size: int, crop_bottom: int) -> dict[str, dict[str, float]]:
+    """How much of each map is *where in the frame* rather than what is there.
+
+    Every map (each stage's gate, each stage's attention map, the fused map) is averaged on
+    a 6 x 6 grid and normalised to sum 1. `position_share` is the part of the maps'
+    departure from flat that all images share: |mean map - flat|^2 / mean |map - flat|^2.
+    Maps that follow content placed anywhere give about 1/images; a gate that prefers a
+    corner whatever the image gives 1. `corners` and `middle` are the mean map's weight
+    there relative to flat (1.0).
+    """
+    grids: dict[str, list[torch.Tensor]] = {}
+    for sample in samples:
+        try:
+            picture = load_rgb(sample.path, crop_bottom=crop_bottom)
+        except ImageDecodeError:
+            continue
+        image = network_input(picture, eval_size)
+        output = net(image.unsqueeze(0))
+        maps = {"fused attention": fused_attention(output.attention_maps, tuple(image.shape[1:]), net.attention.scale_weights())[0]}
+        for stage, attention, gate in zip(net.stages, output.attention_maps, output.gate_maps or [None] * len(net.stages)):
+            maps[f"stage {stage} attention"] = attention[0]
+            if gate is not None:
+                maps[f"stage {stage} gate"] = gate[0]
+        for kind, heatmap in maps.items():
+            pooled = F.adaptive_avg_pool2d(heatmap.float().clamp_min(0)[None, None], POSITION_GRID)[0, 0]
+            grids.setdefault(kind, []).append(pooled / pooled.sum().clamp_min(1e-12))
+    flat = 1.0 / POSITION_GRID ** 2
+    inner = slice(1, POSITION_GRID - 1)
+    result = {}
+    for kind, items in grids.items():
+        stacked = torch.stack(items)
+        mean = stacked.mean(dim=0)
+        spread = (stacked - flat).pow(2).sum(dim=(1, 2)).mean()
+        result[kind] = {
+            "position_share": float((mean - flat).pow(2).sum() / spread.clamp_min(1e-20)),
+            "corners": float(mean[[0, 0, -1, -1], [0, -1, 0, -1]].mean() / flat),
+            "middle": float(mean[inner, inner].mean() / flat),
+            "images": len(items),
+        }
+    return result
+
+
 @torch.no_grad()
 def deletion_insertion(run_dir: Path | None, data: Path, images: int, steps: int, seed: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Deletion and insertion AUC of every pixel order, tracking from the same frames: the
@@ -263,7 +313,9 @@ def deletion_insertion(run_dir: Path | None, data: Path, images: int, steps: int
                         difference = per_image[(kind, mode, tracked)] - per_image[(reference, mode, tracked)]
                         row[f"{mode}_{tracked}_minus_{reference.split()[0]}"] = paired_interval(difference, seed)
         rows.append(row)
+    progress(f"cub50: position bias of the maps on {len(chosen)} test images")
     info = {"images": len(full_probability), "steps": steps, "eval_size": eval_size,
+            "position_bias": position_bias(net, chosen, eval_size, index.crop_bottom),
             "knn_top1_on_these_images": float(np.mean(correct)) if correct else None,
             "mean_true_class_probability_full_image": float(np.mean(full_probability)) if full_probability else None,
             "mean_explained_class_probability_full_image": float(np.mean(full_explained)) if full_explained else None,
@@ -277,6 +329,22 @@ def deletion_insertion(run_dir: Path | None, data: Path, images: int, steps: int
 
 def interval_text(interval: dict[str, float] | None) -> str:
     return "" if interval is None else f"{interval['mean']:+.4f} [{interval['low']:+.4f}, {interval['high']:+.4f}]"
+
+
+def position_table(bias: dict[str, dict[str, float]], title: str) -> str:
+    rows = [{"map": kind, **{k: f"{v:.3f}" for k, v in values.items() if k != "images"}} for kind, values in bias.items()]
+    return format_table(rows, [("map", "map"), ("position_share", "position share (content anywhere ~1/images, fixed 1)"),
+                               ("corners", "corners / flat"), ("middle", "middle 4x4 / flat")], title=title)
+
+
+def parse_setting(item: str) -> tuple[str, Any]:
+    """KEY=VALUE as `fgdesk train --set` reads it."""
+    from fgdesk.cli import _parse_value
+
+    key, sep, value = item.partition("=")
+    if not sep:
+        raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
+    return key.strip(), _parse_value(value.strip())
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -297,7 +365,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-cub", action="store_true")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny demo set, 0.3-minute runs, 6 cub images")
     parser.add_argument("--tag", default="", help="suffix for the results file name")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="change the default config of runs trained here, e.g. contrastive.attention_consistency=1")
     args = parser.parse_args(argv)
+    args.changes = dict(parse_setting(item) for item in args.set)
     if args.quick:
         args.demo_minutes, args.cub_minutes = min(args.demo_minutes, 0.3), min(args.cub_minutes, 0.3)
         args.demo_classes, args.demo_per_class = 4, 16
@@ -314,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         "demo_run": relative(args.run) if args.run else f"trained here: default config, {args.demo_minutes:g} min",
         "cub_run": relative(args.cub_run) if args.cub_run else f"trained here: default config, {args.cub_minutes:g} min",
         "demo_set": f"{args.demo_classes} classes x {args.demo_per_class} images, 112 px, seed 0",
-        "cub_data": relative(data), "cub_images": args.images, "steps": args.steps, "quick": args.quick, "seed": args.seed,
+        "config_changes": args.changes, "cub_data": relative(data), "cub_images": args.images, "steps": args.steps, "quick": args.quick, "seed": args.seed,
     }
     report = Report("heatmaps" + ("_quick" if args.quick else "") + (f"_{args.tag}" if args.tag else ""), settings)
     results: dict[str, Any] = {}
@@ -324,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
             run = args.run
             if run is None:
                 demo = make_demo_dataset(work / "demo", num_classes=args.demo_classes, per_class=args.demo_per_class, seed=0)
-                run = train_short_run(demo, args.demo_minutes, work, args.seed)
+                run = train_short_run(demo, args.demo_minutes, work, args.seed, args.changes)
             rows, info = demo_localization(run, args.limit, args.seed)
             results["demo_localization"] = {"rows": rows, **info}
             tables.append(format_table(
@@ -333,11 +404,12 @@ def main(argv: list[str] | None = None) -> int:
                  ("iou_mass", "IoU (50% mass) %"), ("constant", "constant maps"), ("images", "images")],
                 title=f"Demo set localization ({info['test_images']} test images, learned scale weights {info['scale_weights']})",
             ))
+            tables.append(position_table(info["position_bias"], "Demo set: how much of each map is position in the frame"))
         if not args.skip_cub:
             if not data.exists():
                 results["deletion_insertion"] = {"skipped": f"{relative(data)} not found"}
             else:
-                cub_run = args.cub_run or train_short_run(data, args.cub_minutes, work, args.seed)
+                cub_run = args.cub_run or train_short_run(data, args.cub_minutes, work, args.seed, args.changes)
                 rows, info = deletion_insertion(cub_run, data, args.images, args.steps, args.seed)
                 results["deletion_insertion"] = {"rows": rows, **info}
                 tables.append(format_table(
@@ -354,6 +426,7 @@ def main(argv: list[str] | None = None) -> int:
                     title=f"cub50 deletion / insertion AUC of the kNN probability ({info['images']} test images, "
                           f"kNN top-1 on them {100 * (info['knn_top1_on_these_images'] or 0):.1f}%)",
                 ))
+                tables.append(position_table(info["position_bias"], "cub50: how much of each map is position in the frame"))
         notes = ["Random weights: random backbone and random attention gates; a map that localizes no better than this shows architecture bias, not learning."]
         report.write(results, tables, notes)
     finally:
