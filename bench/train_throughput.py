@@ -65,6 +65,7 @@ PEER_NAMES = {
     "paper": "(d) MoCo paper pseudocode",
     "fgdesk_default_recipe": "(a) full default recipe (+local crops)",
     "fgdesk_one_bn_chunk": "(a) with key batch norm unshuffled (1 chunk)",
+    "fgdesk_consistency": "(a) with the attention-consistency term",
 }
 
 
@@ -79,7 +80,7 @@ class Precision:
 
 
 def fgdesk_config(backbone: str, size: int, attention: str, symmetric: bool, local_crops: int, local_size: int,
-                  queue: int, bn_chunks: int = 4) -> RunConfig:
+                  queue: int, bn_chunks: int = 4, consistency: float = 0.0) -> RunConfig:
     cfg = RunConfig()
     cfg.model.backbone = backbone
     cfg.model.attention = attention
@@ -90,7 +91,17 @@ def fgdesk_config(backbone: str, size: int, attention: str, symmetric: bool, loc
     cfg.contrastive.symmetric = symmetric
     cfg.contrastive.queue_size = queue
     cfg.contrastive.shuffle_bn_chunks = bn_chunks
+    cfg.contrastive.attention_consistency = consistency
     return cfg.validate()
+
+
+def random_crops(count: int, device: torch.device) -> torch.Tensor:
+    """(count, 2, 5) crop boxes of two global views per image, as ContrastiveViews records them."""
+    generator = torch.Generator().manual_seed(5)
+    side = 0.5 + 0.5 * torch.rand(count, 2, 2, generator=generator)
+    corner = (1 - side) * torch.rand(count, 2, 2, generator=generator)
+    mirrored = (torch.rand(count, 2, 1, generator=generator) < 0.5).float()
+    return torch.cat([corner, side, mirrored], dim=2).to(device)
 
 
 class FgdeskStepper:
@@ -104,12 +115,16 @@ class FgdeskStepper:
         trainable = [p for p in self.model.query.parameters() if p.requires_grad]
         self.optimizer = torch.optim.SGD(trainable, lr=LR, momentum=0.9, weight_decay=5e-4)
         self.num_global = 2
+        self.with_crops = cfg.contrastive.attention_consistency > 0  # where the views were cut, for that term
+        self.crops: torch.Tensor | None = None
 
     def step(self, views: list[torch.Tensor], ids: torch.Tensor) -> float:
         if self.precision.channels_last:
             views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+        if self.with_crops and (self.crops is None or len(self.crops) != len(ids)):
+            self.crops = random_crops(len(ids), self.device)
         with autocast(self.device, self.precision.dtype):
-            output = self.model(views[: self.num_global], views[self.num_global:], ids)
+            output = self.model(views[: self.num_global], views[self.num_global:], ids, self.crops)
         loss = output.loss
         if not torch.isfinite(loss):
             raise RuntimeError(f"fgdesk loss became {loss.item()}")
@@ -151,7 +166,8 @@ def build_stepper(variant: str, symmetric: bool, args: argparse.Namespace, devic
         attention = "none" if variant == "fgdesk_no_attention" else "multiscale"
         local = args.local_crops if variant == "fgdesk_default_recipe" else 0
         chunks = 1 if variant == "fgdesk_one_bn_chunk" else 4
-        cfg = fgdesk_config(args.backbone, args.size, attention, symmetric, local, args.local_size, args.queue, chunks)
+        consistency = 1.0 if variant == "fgdesk_consistency" else 0.0
+        cfg = fgdesk_config(args.backbone, args.size, attention, symmetric, local, args.local_size, args.queue, chunks, consistency)
         return FgdeskStepper(cfg, device, precision, args.queue)
     peer = LightlyMoCoV2 if variant == "lightly" else PaperMoCo
     return PeerStepper(peer(args.backbone, args.queue, 0.2, symmetric=symmetric), device, precision)
