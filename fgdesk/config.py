@@ -64,7 +64,7 @@ class ContrastiveConfig:
     shuffle_bn_chunks: int = 4  # key batch norm over shuffled sub-batches (single device)
     # Weight of the loss that asks each stage's attention to agree, between the two global
     # views, on the region both show (losses.attention_consistency); 0 leaves it out. It
-    # needs attention gates and both views as queries, and is skipped (with a warning) without.
+    # needs attention gates and both views as queries, and is skipped (and logged) without.
     attention_consistency: float = 0.0
 
 

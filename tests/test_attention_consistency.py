@@ -128,7 +128,8 @@ def test_a_moco_step_adds_the_weighted_term_and_it_reaches_the_gates():
     assert all(p.grad is None for p in model.query.head.parameters())  # the term trains the gates' path only
 
 
-def test_without_gates_or_a_second_query_the_term_is_skipped_with_a_warning(caplog):
+def test_without_gates_or_a_second_query_the_term_is_skipped_and_logged(caplog):
+    caplog.set_level("INFO", logger="fgdesk")
     crops = random_crops(4, torch.Generator().manual_seed(1)).view(2, 2, 5)
     views = [torch.randn(2, 3, 32, 32), torch.randn(2, 3, 32, 32)]
     for change in ({"model.attention": "none"}, {"contrastive.symmetric": False}):

@@ -58,7 +58,7 @@ class MoCo(nn.Module):
         if self.consistency_weight > 0 and (cfg.model.attention != "multiscale" or not self.symmetric):
             why = "model.attention is none, so there are no gates" if cfg.model.attention != "multiscale" else \
                 "contrastive.symmetric is false, so only one view's map is computed"
-            log.warning("attention consistency is skipped: %s", why)
+            log.info("attention consistency is skipped: %s", why)  # the defaults set it for either kind
             self.consistency_weight = 0.0
         self.bn_chunks = c.shuffle_bn_chunks
         self.query = EncoderWithHead(cfg)
