@@ -315,9 +315,9 @@ def test_the_resolution_schedule_switches_mid_epoch_and_a_resume_keeps_the_switc
     sizes: list[tuple[int, int]] = []
     forward = MoCo.forward
 
-    def recording(self, global_views, local_views, ids):
+    def recording(self, global_views, local_views, ids, crops=None):
         sizes.append((global_views[0].shape[-1], local_views[0].shape[-1]))
-        return forward(self, global_views, local_views, ids)
+        return forward(self, global_views, local_views, ids, crops)
 
     monkeypatch.setattr(MoCo, "forward", recording)
     config = tiny_config(tiny_data, **{"data.image_size": 40, "data.early_size": 32, "data.local_size": 36,
