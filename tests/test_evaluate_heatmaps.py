@@ -46,12 +46,19 @@ def test_extreme_panoramas_are_capped_but_stay_whole():
     assert width == 4 * 72 and height < 72
 
 
-def test_one_pass_gives_logits_attention_and_evidence_that_adds_up():
+def seeded_pass(classes: int, with_bias: bool):
+    """A seeded two-stage net, a random linear head over `classes`, two 64x80 images, and
+    forward_with_maps on them: (net, weight, bias, images, result)."""
     torch.manual_seed(0)
     net = FineGrainedNet(ModelConfig(stages=[3, 4])).eval()
-    weight, bias = torch.randn(3, net.embed_dim), torch.zeros(3)
+    weight = torch.randn(classes, net.embed_dim)
+    bias = torch.randn(classes) if with_bias else torch.zeros(classes)
     images = torch.randn(2, 3, 64, 80)
-    result = forward_with_maps(net, images, weight, bias)
+    return net, weight, bias, images, forward_with_maps(net, images, weight, bias)
+
+
+def test_one_pass_gives_logits_attention_and_evidence_that_adds_up():
+    *_, result = seeded_pass(3, with_bias=False)
     assert result.logits.shape == (2, 3) and result.input_size == (64, 80)
     assert torch.equal(result.evidence_class, result.logits.argmax(dim=1))
     assert [tuple(m.shape) for m in result.attention] == [(2, 4, 5), (2, 2, 3)]
@@ -64,11 +71,7 @@ def test_one_pass_gives_logits_attention_and_evidence_that_adds_up():
 def test_the_contrast_map_shows_where_the_image_supports_the_top_class_rather_than_the_runner_up():
     from fgdesk.model.network import class_evidence_maps
 
-    torch.manual_seed(0)
-    net = FineGrainedNet(ModelConfig(stages=[3, 4])).eval()
-    weight, bias = torch.randn(4, net.embed_dim), torch.randn(4)
-    images = torch.randn(2, 3, 64, 80)
-    result = forward_with_maps(net, images, weight, bias)
+    net, weight, bias, images, result = seeded_pass(4, with_bias=True)
     top2 = result.logits.topk(2, dim=1).indices
     assert torch.equal(result.evidence_class, top2[:, 0]) and torch.equal(result.contrast_class, top2[:, 1])
     with torch.no_grad():
