@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import errno
 import os
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -140,6 +141,37 @@ def test_a_move_without_hard_links_copies_in_full_and_leaves_no_partial_file(fla
     move = DatasetLabeler(flat).assign(flat / "unlabeled" / "x.png", "a")
     assert move.target.read_bytes() == data and not move.source.exists()
     assert not [p for p in (flat / "a").iterdir() if p.name.startswith(".")]
+
+
+def test_a_move_from_another_disk_claims_its_name_without_replacing_a_newcomer(flat, monkeypatch):
+    first, second = flat / "unlabeled" / "x.png", flat / "unlabeled" / "cam2" / "y.png"
+    data = first.read_bytes()
+    real_link, real_copy = os.link, labeling.shutil.copy2
+
+    def other_disk(source, target, *args, **kwargs):  # the originals live on another disk; the copies do not
+        if Path(source) in (first, second):
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        return real_link(source, target, *args, **kwargs)
+
+    renamed_over = []  # a check-then-rename would leave a window in which a newcomer is lost
+    monkeypatch.setattr(labeling.os, "replace", lambda *names: renamed_over.append(names))
+    monkeypatch.setattr(labeling.os, "link", other_disk)
+    move = DatasetLabeler(flat).assign(first, "a")
+    assert move.target.read_bytes() == data and not first.exists() and not renamed_over
+    assert not [p for p in (flat / "a").iterdir() if p.name.startswith(".")]
+
+    # A file that takes the name while the copy is being written is kept, and so is the original.
+    newcomer = flat / "b" / "cam2" / "y.png"  # labelled images keep their subfolder
+
+    def someone_else_saves_meanwhile(source, destination, **kwargs):
+        real_copy(source, destination, **kwargs)
+        newcomer.write_bytes(b"theirs")
+
+    monkeypatch.setattr(labeling.shutil, "copy2", someone_else_saves_meanwhile)
+    with pytest.raises(LabelingError, match="exists"):
+        DatasetLabeler(flat).assign(second, "b")
+    assert newcomer.read_bytes() == b"theirs" and second.is_file()
+    assert [p.name for p in newcomer.parent.iterdir()] == ["y.png"]
 
 
 def test_a_copy_that_fails_half_way_leaves_no_partial_file_or_new_folder(flat, monkeypatch):

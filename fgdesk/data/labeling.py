@@ -671,21 +671,14 @@ def _move_without_overwrite(source: Path, target: Path) -> None:
     except FileExistsError:
         raise
     except OSError as exc:
-        # EINVAL and ENOSYS: how Windows reports FAT, exFAT and SMB shares that have no hard links.
-        if exc.errno not in (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EACCES,
-                             errno.EINVAL, errno.ENOSYS):
+        if not _links_unsupported(exc):
             raise
         partial = target.with_name(f".{target.name}.fgdesk-partial")
         try:
             shutil.copy2(source, partial)
             with open(partial, "rb") as handle:
                 os.fsync(handle.fileno())
-            if os.name == "nt":
-                os.rename(partial, target)  # refuses to replace an existing file
-            else:
-                if target.exists():  # no portable no-replace rename here: a narrow window remains
-                    raise FileExistsError(errno.EEXIST, "file exists", str(target))
-                os.replace(partial, target)
+            _claim_name(partial, target)
         finally:
             if os.path.lexists(partial):
                 os.unlink(partial)
@@ -694,3 +687,31 @@ def _move_without_overwrite(source: Path, target: Path) -> None:
     except OSError:
         target.unlink(missing_ok=True)  # one copy, where it was, rather than two
         raise
+
+
+def _links_unsupported(exc: OSError) -> bool:
+    """Whether a failed hard link means "not here" (another disk, a file system without links)
+    rather than a real error. EINVAL and ENOSYS are how Windows reports FAT, exFAT and SMB shares."""
+    return exc.errno in (errno.EXDEV, errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EMLINK, errno.EACCES,
+                         errno.EINVAL, errno.ENOSYS)
+
+
+def _claim_name(complete: Path, target: Path) -> None:
+    """Give the finished file `complete` the name `target`, never replacing a file there
+    (FileExistsError). The copy sits on the target's own disk, so a hard link claims the name
+    atomically on POSIX even when the original was on another disk; only a file system with
+    no links at all (FAT on Linux or macOS) falls back to check, then rename."""
+    if os.name == "nt":
+        os.rename(complete, target)  # refuses to replace an existing file
+        return
+    try:
+        os.link(complete, target)  # the caller removes `complete`
+        return
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if not _links_unsupported(exc):
+            raise
+    if target.exists():  # no portable no-replace rename: a narrow window remains here alone
+        raise FileExistsError(errno.EEXIST, "file exists", str(target))
+    os.replace(complete, target)
