@@ -3,8 +3,9 @@
 
     python scripts/screenshots.py [--out docs/screenshots] [--epochs 6]
 
-Writes browser.png, training_running.png, training_done.png, inspect.png, versus.png, labelling.png,
-check_labels.png, copies.png and compare.png. With no DISPLAY it starts Xvfb when it is installed (the
+Writes browser.png, training_running.png, training_done.png, inspect.png, versus.png, confusions.png,
+labelling.png, check_labels.png, copies.png and compare.png. With no DISPLAY it starts Xvfb when it is
+installed (the
 Qt xcb plug-in needs a few Debian packages; the script says which are missing), and falls
 back to Qt's offscreen platform otherwise. Everything it creates (demo set, run, thumbnails) lives in a temporary
 FGDESK_HOME unless --home is given, so your own runs are not touched.
@@ -193,6 +194,18 @@ def take_screenshots(out: Path, epochs: int) -> int:
     # 3b. Versus: where the image favours its top class over the runner-up.
     inspect.set_layer_visible("contrast", True)
     save("versus")
+
+    # 3c. The most confused pair of the confusion matrix, opened from the Train page: each test
+    # image with where it looks like the class it was taken for rather than its own.
+    confused = training.classifier_report.most_confused(1)
+    if confused:
+        names = training.classifier_report.class_names
+        inspect.clear_images()
+        window.show_page("train")
+        training.open_confusion_cell(names.index(confused[0].true_class), names.index(confused[0].predicted))
+        wait(lambda: len(inspect.results()) == confused[0].count, "predictions of the confused images")
+        inspect.image_list.setCurrentRow(0)
+        save("confusions")
     inspect.set_layer_visible("contrast", False)
 
     # 4. What to label next, labelled in place: the prediction fills the class box.

@@ -115,6 +115,47 @@ def test_a_classifier_fit_is_saved_and_read_back_without_a_model(evaluated):
     assert load_classifier_report(run_dir.parent / "no-such-run") is None
 
 
+def test_every_misclassified_test_image_is_saved_with_the_cell_it_counts_in(evaluated):
+    """A confusion cell opens its images: test_mistakes.csv lists each misclassified test image
+    with its true and predicted class, and matches confusion.csv cell for cell."""
+    from fgdesk.config import RunConfig
+    from fgdesk.data.layouts import detect
+    from fgdesk.evaluate.report import load_classifier_report
+
+    run_dir, report, _ = evaluated
+    fitted = fit_classifier(run_dir, device="cpu")
+    assert fitted.top1 < 1.0  # an untrained network errs on the demo set: there are cells to open
+    saved = load_classifier_report(run_dir)
+    assert saved is not None and saved.mistakes == fitted.mistakes
+    off_diagonal = int(fitted.confusion.sum() - np.trace(fitted.confusion))
+    assert len(saved.mistakes) == off_diagonal > 0
+    index = detect(RunConfig.load(run_dir / runs.CONFIG_FILE).data.path, check_images=False)
+    truth = {str(sample.path): (index.classes[sample.label], sample.split) for sample in index.samples}
+    for mistake in saved.mistakes:
+        assert truth[mistake.path] == (mistake.true_class, "test") and mistake.predicted != mistake.true_class
+        assert 0.0 <= mistake.true_probability <= mistake.predicted_probability <= 1.0
+
+    top = saved.most_confused(3)
+    assert top and top[0].count == max(
+        int(fitted.confusion[i, j]) for i in range(NUM_CLASSES) for j in range(NUM_CLASSES) if i != j)
+    assert [c.count for c in top] == sorted((c.count for c in top), reverse=True)
+    cell = saved.mistakes_between(top[0].true_class, top[0].predicted)
+    assert len(cell) == top[0].count
+    assert [m.predicted_probability for m in cell] == sorted((m.predicted_probability for m in cell), reverse=True)
+    assert f"taken for {top[0].predicted}: {top[0].count} of {top[0].of}" in report.as_text()
+
+    # A table that no longer matches the matrix is left out; the scores still show.
+    table = run_dir / runs.MISTAKES_FILE
+    rows = table.read_text()
+    try:
+        table.write_text("\n".join(rows.splitlines()[:-1]) + "\n")
+        stale = load_classifier_report(run_dir)
+        assert stale is not None and stale.mistakes is None and stale.mistakes_between(top[0].true_class, top[0].predicted) == []
+    finally:
+        table.write_text(rows)
+    assert load_classifier_report(run_dir).mistakes == saved.mistakes
+
+
 def test_a_report_of_an_earlier_classifier_is_not_shown(evaluated, tmp_path):
     """A fit that fails after writing classifier.pt must not leave the earlier fit's report in
     view: the report names the classifier.pt it describes by a hash of its bytes."""

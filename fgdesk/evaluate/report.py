@@ -51,8 +51,10 @@ from fgdesk.evaluate.scores import (  # noqa: F401  (re-exported: callers import
     CONFUSION_FILE,
     ClassifierReport,
     FewLabelScore,
+    Mistake,
     _json_ready,
     load_classifier_report,
+    most_confused,
     read_confusion_csv,
     save_classifier_report,
     write_confusion_csv,
@@ -133,6 +135,11 @@ class EvalReport:
                 },
                 "per_class": self.per_class,
                 "confusion_csv": CONFUSION_FILE,
+                "mistakes_csv": runs.MISTAKES_FILE,
+                "most_confused": [
+                    {"true_class": c.true_class, "predicted": c.predicted, "count": c.count, "of": c.of}
+                    for c in most_confused(self.confusion, self.class_names, 10)
+                ],
                 "localization": {key: summary.as_dict() for key, summary in self.localization.items()},
                 "localization_note": self.localization_note,
                 "few_labels": [score.as_dict() for score in self.few_labels],
@@ -165,6 +172,12 @@ class EvalReport:
                 shown = scored[:5] + scored[-5:]
             width = max(len(name) for _, name in shown)
             lines += [f"  {name:<{width}}  {_pct(acc):>7}" for acc, name in shown]
+        confused = most_confused(self.confusion, self.class_names, 5)
+        if confused:
+            lines += ["", f"Most confused (linear probe; every misclassified test image is in {runs.MISTAKES_FILE}):"]
+            width = max(len(cell.true_class) for cell in confused)
+            lines += [f"  {cell.true_class:<{width}}  taken for {cell.predicted}: {cell.count} of {cell.of}"
+                      for cell in confused]
         if self.few_labels:
             draws = self.few_labels[0].draws
             lines += ["", f"Few labels (test split; mean ± spread over {draws} random draws of the labelled images)",
@@ -334,7 +347,9 @@ def _fit_and_save(prepared: _Prepared, on_progress: Progress | None, start: floa
     )
     test_logits = probe.logits(prepared.test.vectors) if len(prepared.test.labels) else torch.zeros(0, len(names))
     accuracy = topk_accuracy(test_logits, prepared.test.labels, (1, 5))
-    confusion, per_class = confusion_and_per_class(test_logits.argmax(dim=1) if len(test_logits) else torch.zeros(0, dtype=torch.long), prepared.test.labels, names)
+    predicted = test_logits.argmax(dim=1) if len(test_logits) else torch.zeros(0, dtype=torch.long)
+    confusion, per_class = confusion_and_per_class(predicted, prepared.test.labels, names)
+    mistakes = test_mistakes(prepared, test_logits, predicted, names)
     path = prepared.run_dir / runs.CLASSIFIER_FILE
     payload = {
         "weight": probe.weight.contiguous(),
@@ -354,9 +369,28 @@ def _fit_and_save(prepared: _Prepared, on_progress: Progress | None, start: floa
         top1=accuracy[1], top5=accuracy[5], per_class=per_class, confusion=confusion, class_names=names,
         weight_decay=probe.weight_decay, num_train=len(prepared.train.labels), num_test=len(prepared.test.labels),
         path=str(path), checkpoint=classifier_source(prepared), epoch=prepared.epoch, fitted_at=time.time(),
+        mistakes=mistakes,
     )
     save_classifier_report(prepared.run_dir, report)  # at once: what follows may fail; saved again with more
     return probe, report, test_logits
+
+
+def test_mistakes(prepared: _Prepared, test_logits: torch.Tensor, predicted: torch.Tensor,
+                  names: Sequence[str]) -> list[Mistake]:
+    """Every test image the classifier put in another class, with both classes' probabilities:
+    what a confusion-matrix cell counts, as images to look at."""
+    if not len(test_logits):
+        return []
+    probabilities = test_logits.float().softmax(dim=1)
+    truth = prepared.test.labels.long()
+    mistakes = []
+    for row in torch.nonzero(predicted != truth).flatten().tolist():
+        sample = prepared.test_samples[int(prepared.test.sample_indices[row])]
+        true, taken = int(truth[row]), int(predicted[row])
+        # Rounded as the table stores them, so a report read back equals the one just fitted.
+        mistakes.append(Mistake(os.path.abspath(sample.path), names[true], names[taken],
+                                round(float(probabilities[row, taken]), 4), round(float(probabilities[row, true]), 4)))
+    return mistakes
 
 
 def confusion_and_per_class(predicted: torch.Tensor, truth: torch.Tensor, names: Sequence[str]) -> tuple[np.ndarray, dict[str, float]]:

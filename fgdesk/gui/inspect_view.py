@@ -249,6 +249,7 @@ class _Entry:
     in_pool: bool | None = None  # in the run's dataset's unlabeled/ folder (None: not yet asked)
     doubt: Any = None  # the label check's LabelCheckRow when its label looked wrong
     copy: Any = None  # the duplicate check's DuplicateRow when it is a copy of another image
+    mistake: Any = None  # the classifier's Mistake when it is a test image it put in another class
     held_class: str | None = None  # the class folder holding it ("": none; None: not yet asked)
     against: str | None = None  # the class its contrast map is set against (None: the runner-up)
     favour: str | None = None  # the class its contrast map favours (None: the top class)
@@ -902,6 +903,22 @@ class InspectView(QWidget):
         return self._start_list_task("_check_task", job, show, "Looking for labels that look wrong…",
                                      "Cannot check the labels")
 
+    # ================================================================== mistakes
+    def show_mistakes(self, run_dir: str, mistakes: list) -> None:
+        """Add test images the run's classifier put in another class (one cell of its confusion
+        matrix, the surest first), each with its Versus map set to where it looks like the class
+        it was taken for rather than its own."""
+        if not mistakes:
+            return
+        self.set_run(run_dir)
+        self.add_images([(m.path, m.path) for m in mistakes], mistakes=mistakes)
+        first = mistakes[0]
+        many = len(mistakes) != 1
+        versus = ("; turn on Versus to see where" if "contrast" in self._hidden_layers else "; Versus shows where")
+        self.status_message.emit(
+            f"{len(mistakes)} test image{'s' if many else ''} of {first.true_class} taken for {first.predicted}"
+            f"{versus} {'each' if many else 'it'} looks like {first.predicted} rather than {first.true_class}")
+
     # ================================================================== copies
     def find_copies(self, count: int = FOUND_COPIES) -> bool:
         """Add the images that copy another image of the run's dataset to the list (computed off
@@ -1430,20 +1447,25 @@ class InspectView(QWidget):
                 f"Showing the first {MAX_DROPPED_IMAGES} images; use Classify folder to CSV for whole folders"
             )
 
-    def add_images(self, items: list[tuple[str, Any]], doubts: list | None = None, copies: list | None = None) -> None:
+    def add_images(self, items: list[tuple[str, Any]], doubts: list | None = None, copies: list | None = None,
+                   mistakes: list | None = None) -> None:
         """Queue (name, path-or-PIL image) pairs for prediction; `doubts` (one per item) are the
         label check's rows for images whose label looks wrong, `copies` the duplicate check's
-        rows for images that copy another."""
+        rows for images that copy another, `mistakes` the classifier's for test images it put
+        in another class."""
         first_new = None
         new_clash = False  # a name now shared by two files: the one listed before shows its folder too
         for position, (name, source) in enumerate(items):
             doubt = doubts[position] if doubts is not None else None
-            # A doubted label's Versus map favours the class it looks like over the label given:
-            # where the image looks like the one rather than the other.
+            mistake = mistakes[position] if mistakes is not None else None
+            # A doubted label's Versus map favours the class it looks like over the label given,
+            # a mistake's the class it was taken for over its own: where the image looks like
+            # the one rather than the other.
+            against = doubt.given if doubt is not None else mistake.true_class if mistake is not None else None
+            favour = doubt.suggested if doubt is not None else mistake.predicted if mistake is not None else None
             entry = _Entry(key=self._next_key, name=str(name), source=source, doubt=doubt,
-                           copy=copies[position] if copies is not None else None,
-                           against=doubt.given if doubt is not None else None,
-                           favour=doubt.suggested if doubt is not None else None)
+                           copy=copies[position] if copies is not None else None, mistake=mistake,
+                           against=against, favour=favour)
             sharing = self._sources_by_name.setdefault(Path(entry.name).name, set())
             new_clash |= len(sharing) == 1 and entry.name not in sharing
             sharing.add(entry.name)
@@ -1588,6 +1610,8 @@ class InspectView(QWidget):
             return f"{name}\n\u2192\u00a0{entry.doubt.suggested}?"
         if entry.copy is not None:
             return f"{name}\n=\u00a0{Path(entry.copy.other_path).name}"
+        if entry.mistake is not None:  # no-break spaces: one line, cut at its end
+            return f"{name}\n{entry.mistake.true_class}\u00a0\u2192\u00a0{entry.mistake.predicted}"
         if entry.state == "done" and entry.result and entry.result.prediction is not None:
             topk = getattr(entry.result.prediction, "topk", None) or []
             if topk:
@@ -1658,6 +1682,14 @@ class InspectView(QWidget):
             subtitle, tooltip = self._copy_title(entry.copy)
             self.image_subtitle.setText(subtitle)
             self.image_subtitle.setToolTip(tooltip)
+        elif entry.mistake is not None:
+            mistake = entry.mistake
+            self.image_subtitle.setText(f"A test image of {mistake.true_class}, taken for {mistake.predicted} "
+                                        f"({format_percent(mistake.predicted_probability)})")
+            self.image_subtitle.setToolTip(
+                f"{entry.name}\nThe classifier gave {mistake.predicted} {format_percent(mistake.predicted_probability)} "
+                f"and {mistake.true_class} {format_percent(mistake.true_probability)}. Versus shows where the image "
+                f"looks like {mistake.predicted} rather than {mistake.true_class}")
         else:
             self.image_subtitle.setToolTip(self.image_subtitle.text())
         self._fill_neighbours(result)

@@ -178,6 +178,7 @@ class MainWindow(QMainWindow):
         self.dataset_view.status_message.connect(self.show_message)
         self.training_view.status_message.connect(self.show_message)
         self.training_view.open_in_inspect.connect(self.open_run_in_inspect)
+        self.training_view.open_mistakes.connect(self.open_mistakes_in_inspect)
         self.training_view.run_started.connect(self._remember_run)
         self.training_view.run_ended.connect(lambda _event: self.inspect_view.refresh_runs())
         self.inspect_view.status_message.connect(self.show_message)
@@ -295,6 +296,10 @@ class MainWindow(QMainWindow):
     # ================================================================== runs and inspect
     def open_run_in_inspect(self, run_dir: str) -> None:
         self.inspect_view.set_run(run_dir)
+        self.show_page("inspect")
+
+    def open_mistakes_in_inspect(self, run_dir: str, mistakes: list) -> None:
+        self.inspect_view.show_mistakes(run_dir, mistakes)
         self.show_page("inspect")
 
     def _train_from_menu(self) -> None:

@@ -1,6 +1,7 @@
 """Training panel: one-click runs, live curves, pause/stop, past runs and the linear classifier."""
 from __future__ import annotations
 
+import html
 import logging
 import math
 import os
@@ -12,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QItemSelectionModel, Qt, QTimer, Signal
-from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtGui import QCursor, QKeySequence, QShortcut
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QComboBox,
@@ -33,6 +34,7 @@ from PySide6.QtWidgets import (
     QStackedWidget,
     QTableWidget,
     QTableWidgetItem,
+    QToolTip,
     QVBoxLayout,
     QWidget,
 )
@@ -209,6 +211,7 @@ class TrainingView(QWidget):
     """The Train page."""
 
     open_in_inspect = Signal(str)  # run folder
+    open_mistakes = Signal(str, list)  # run folder, the test images of one confusion cell (Mistake rows)
     run_started = Signal(str)
     run_ended = Signal(object)  # FinishedEvent, FailedEvent or WorkerFailure
     status_message = Signal(str)
@@ -595,6 +598,9 @@ class TrainingView(QWidget):
         self.confusion_plot.setMinimumSize(150, 140)
         self.confusion_plot.setToolTip("Confusion matrix: each row shows where the test images of one class went")
         self.confusion_plot.hide()
+        # A cell says what it counts under the pointer, and a click opens its images in Inspect.
+        self.confusion_plot.scene().sigMouseMoved.connect(self._on_confusion_hover)
+        self.confusion_plot.scene().sigMouseClicked.connect(self._on_confusion_click)
         results.addWidget(self.confusion_plot, 1)
         results.addStretch(0)
         clf.body.addLayout(results, 1)
@@ -602,6 +608,12 @@ class TrainingView(QWidget):
         self.few_labels_label = muted_label("")
         self.few_labels_label.hide()
         clf.body.addWidget(self.few_labels_label)
+        # The largest off-diagonal cells by name: on 50 or 200 classes a cell is hard to find.
+        self.confused_label = muted_label("")
+        self.confused_label.setTextFormat(Qt.TextFormat.RichText)
+        self.confused_label.linkActivated.connect(lambda link: self.open_confusion_cell(*map(int, link.split(","))))
+        self.confused_label.hide()
+        clf.body.addWidget(self.confused_label)
         self.classifier_card = clf
         splitter.addWidget(clf)
         splitter.setStretchFactor(0, 3)
@@ -1341,6 +1353,7 @@ class TrainingView(QWidget):
         self.confusion_plot.hide()
         self.confusion_legend.setText("")
         self.few_labels_label.hide()
+        self.confused_label.hide()
 
     def _show_classifier(self, report, run_dir: str) -> None:
         self.classifier_report = report
@@ -1400,6 +1413,88 @@ class TrainingView(QWidget):
                                        + "\n".join(legend[:40]))
         self.confusion_plot.getViewBox().setRange(xRange=(0, size), yRange=(0, size), padding=0.02)
         self.confusion_plot.show()
+        self._show_most_confused()
+
+    def _show_most_confused(self) -> None:
+        report = self.classifier_report
+        cells = report.most_confused(3) if report is not None and hasattr(report, "most_confused") else []
+        if not cells:
+            self.confused_label.hide()
+            return
+        position = {name: i for i, name in enumerate(report.class_names)}
+        links = [f'<a href="{position[c.true_class]},{position[c.predicted]}">{html.escape(c.true_class)} '
+                 f'\u2192 {html.escape(c.predicted)}</a> ({c.count} of {c.of})' for c in cells]
+        self.confused_label.setText("Most confused: " + " \u00b7 ".join(links))
+        self.confused_label.setToolTip(
+            "True class \u2192 the class its test images were taken for. Click one, or a cell of the matrix, "
+            "to look at those images in Inspect, each with where it looks like the one class rather than the other"
+            if getattr(report, "mistakes", None) is not None else
+            "True class \u2192 the class its test images were taken for. Train the classifier again to open "
+            "them in Inspect (this fit did not record which images they were)")
+        self.confused_label.show()
+
+    def confusion_cell_at(self, scene_pos) -> tuple[int, int] | None:
+        """(true class, predicted class) of the matrix cell under a scene position, or None."""
+        report = self.classifier_report
+        if report is None or self.confusion_plot.isHidden():
+            return None
+        view = self.confusion_plot.getViewBox()
+        if not view.sceneBoundingRect().contains(scene_pos):
+            return None
+        point = view.mapSceneToView(scene_pos)
+        row, column = math.floor(point.y()), math.floor(point.x())
+        size = len(report.class_names)
+        return (row, column) if 0 <= row < size and 0 <= column < size else None
+
+    def _confusion_cell_text(self, row: int, column: int) -> str:
+        report = self.classifier_report
+        names = report.class_names
+        counts = np.asarray(report.confusion)
+        count, total = int(counts[row, column]), int(counts[row].sum())
+        share = f" ({format_percent(count / total)})" if total else ""
+        if row == column:
+            return f"{names[row]}: {count} of {total} test images right{share}"
+        opens = "; click to look at them" if count and getattr(report, "mistakes", None) is not None else ""
+        return f"{names[row]} taken for {names[column]}: {count} of {total} test images{share}{opens}"
+
+    def _on_confusion_hover(self, scene_pos) -> None:
+        cell = self.confusion_cell_at(scene_pos)
+        if cell is None:
+            return
+        text = self._confusion_cell_text(*cell)
+        self.confusion_plot.setToolTip(text)
+        QToolTip.showText(QCursor.pos(), text, self.confusion_plot)
+
+    def _on_confusion_click(self, event) -> None:
+        if event.button() != Qt.MouseButton.LeftButton:
+            return
+        cell = self.confusion_cell_at(event.scenePos())
+        if cell is not None:
+            self.open_confusion_cell(*cell)
+
+    def open_confusion_cell(self, row: int, column: int) -> bool:
+        """Open the test images of class `row` that the classifier took for class `column` in
+        Inspect; False (with a message) when there are none to open."""
+        report, run_dir = self.classifier_report, self._classifier_shown_for
+        if report is None or run_dir is None:
+            return False
+        names = report.class_names
+        if not (0 <= row < len(names) and 0 <= column < len(names)):
+            return False
+        if row == column:
+            self.status_message.emit(f"{self._confusion_cell_text(row, column)}; a cell off the diagonal opens "
+                                     "the images taken for another class")
+            return False
+        if getattr(report, "mistakes", None) is None:
+            self.status_message.emit("This classifier was fitted before fgdesk recorded which test images it "
+                                     "got wrong: train the classifier again to open them")
+            return False
+        mistakes = report.mistakes_between(names[row], names[column])
+        if not mistakes:
+            self.status_message.emit(f"No test image of {names[row]} was taken for {names[column]}")
+            return False
+        self.open_mistakes.emit(run_dir, mistakes)
+        return True
 
     # ================================================================== state
     def _update_buttons(self) -> None:

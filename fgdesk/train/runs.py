@@ -40,6 +40,7 @@ CLASSIFIER_FILE = "classifier.pt"
 CLASSIFIER_REPORT_FILE = "classifier.json"
 EVAL_FILE = "eval.json"
 CONFUSION_FILE = "confusion.csv"
+MISTAKES_FILE = "test_mistakes.csv"  # each misclassified test image: what it is, what it was taken for
 EXPORT_DIR = "export"
 CACHE_DIR = "cache"
 LOCK_FILE = ".lock"
@@ -49,7 +50,7 @@ EXPORT_FILES = ("fgdesk_encoder.pt", "fgdesk_encoder.onnx")
 # is still listed and can be deleted again. In its subfolders, only the files named here
 # (glob patterns) are fgdesk's; anything else a user put there is theirs.
 RUN_ENTRIES = (CHECKPOINT_DIR, CACHE_DIR, EXPORT_DIR, CLASSIFIER_FILE, CLASSIFIER_REPORT_FILE, CONFUSION_FILE,
-               EVAL_FILE, METRICS_FILE, LOG_FILE, CONFIG_FILE, STATE_FILE)
+               MISTAKES_FILE, EVAL_FILE, METRICS_FILE, LOG_FILE, CONFIG_FILE, STATE_FILE)
 SUBFOLDER_FILES = {
     CHECKPOINT_DIR: (LAST_CHECKPOINT, BEST_CHECKPOINT),
     CACHE_DIR: ("embeddings-*.pt",),

@@ -280,6 +280,68 @@ def test_train_classifier_shows_scores_and_a_confusion_matrix(window, qtbot, tra
     assert "1 per class" in view.few_labels_label.text() and "5 per class" in view.few_labels_label.text()
 
 
+def test_a_confusion_cell_names_itself_and_opens_its_test_images_in_inspect(window, qtbot, tmp_path):
+    """Hovering a cell says what it counts; clicking one off the diagonal (or its name under
+    the matrix) lists those test images in Inspect, each with Versus set to where it looks
+    like the class it was taken for rather than its own."""
+    import shutil
+
+    from PySide6.QtCore import QPointF
+    from PySide6.QtTest import QTest
+
+    from helpers_runs import make_colour_data, make_run
+
+    data = make_colour_data(tmp_path / "colours")  # colour alone tells red from blue
+    mislabelled = data / "test" / "blue" / "red0.png"  # a red test image filed as blue: a real mistake
+    shutil.move(data / "test" / "red" / "red0.png", mislabelled)
+    run = make_run(tmp_path / "runs", data, attention="none")
+    view, inspect = window.training_view, window.inspect_view
+    messages = []
+    window.training_view.status_message.connect(messages.append)
+    inspect.status_message.connect(messages.append)
+    window.show_page("train")
+    assert view.train_classifier(run)
+    qtbot.waitUntil(lambda: not view.classifier_running(), timeout=180_000)
+    report = view.classifier_report
+    assert report.class_names == ["blue", "red"] and report.confusion.tolist() == [[3, 1], [0, 2]]
+    assert view.confused_label.isVisibleTo(view) and "blue \u2192 red</a> (1 of 4)" in view.confused_label.text()
+
+    plot = view.confusion_plot
+    qtbot.waitUntil(lambda: plot.isVisible() and plot.width() > 50, timeout=10_000)
+    cell_centre = plot.getViewBox().mapViewToScene(QPointF(1.5, 0.5))  # row blue, column red
+    assert view.confusion_cell_at(cell_centre) == (0, 1)
+    view._on_confusion_hover(cell_centre)
+    assert plot.toolTip() == "blue taken for red: 1 of 4 test images (25.0%); click to look at them"
+    diagonal = plot.getViewBox().mapViewToScene(QPointF(0.5, 0.5))
+    assert view.confusion_cell_at(diagonal) == (0, 0)
+    QTest.mouseClick(plot.viewport(), Qt.MouseButton.LeftButton, pos=plot.mapFromScene(diagonal))
+    assert inspect.image_list.count() == 0 and messages[-1].startswith("blue: 3 of 4 test images right")
+
+    QTest.mouseClick(plot.viewport(), Qt.MouseButton.LeftButton, pos=plot.mapFromScene(cell_centre))
+    qtbot.waitUntil(lambda: inspect.image_list.count() == 1, timeout=10_000)
+    assert window.pages.currentWidget() is inspect
+    qtbot.waitUntil(lambda: inspect.current_run() == str(run), timeout=10_000)  # the run list is read off the GUI thread
+    entry = inspect._entries[0]
+    assert entry.source == str(mislabelled) and (entry.favour, entry.against) == ("red", "blue")
+    assert inspect._items[entry.key].text().endswith("blue\u00a0\u2192\u00a0red")
+    assert messages[-1].startswith("1 test image of blue taken for red")
+    qtbot.waitUntil(lambda: entry.result is not None, timeout=120_000)
+    shown = entry.result.prediction
+    assert shown.topk[0][0] == "red" and (shown.contrast_favoured, shown.contrast_class) == ("red", "blue")
+    assert inspect.image_subtitle.text().startswith("A test image of blue, taken for red (")
+
+    # The name under the matrix opens the same cell.
+    window.show_page("train")
+    view.confused_label.linkActivated.emit("0,1")
+    qtbot.waitUntil(lambda: inspect.image_list.count() == 2, timeout=10_000)
+    assert window.pages.currentWidget() is inspect
+
+    # A fit by an earlier fgdesk recorded no images: the cell says how to get them.
+    report.mistakes = None
+    assert not view.open_confusion_cell(0, 1) and "train the classifier again" in messages[-1]
+    assert inspect.image_list.count() == 2
+
+
 def test_the_y_range_of_a_falling_loss_changes_rarely():
     """A loss falling over 3,000 steps re-ranges its axis a dozen times, not on every point,
     and the range always holds the data and is at least half filled by it."""
