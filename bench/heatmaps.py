@@ -9,9 +9,13 @@
 2. cub50 (no boxes): deletion and insertion AUC. Pixels are removed from (or inserted
    into) the image in the order of each map the app shows (fused attention, each stage's
    attention, the class evidence of the kNN's top class), and the kNN classifier's
-   probability of the class the map explains (its top class on the whole image) and of
-   the true class is tracked; the area under that curve is compared with a random
+   probability of the class the map explains (its top class on the untouched network
+   input) and of the true class is tracked; the area under that curve is compared with a random
    order and a centre-first order. Deletion: lower is better. Insertion: higher.
+
+Every map is computed on what the app shows and scores: the eval transform's centre
+crop (`fgdesk.evaluate.heatmaps.network_input`); demo boxes are clipped to it. Results
+before 2026-12-07 came from passes over the whole image without the crop.
 
     python3 dev.py bench bench/heatmaps.py                               # trains short runs itself
     python3 dev.py bench bench/heatmaps.py --run RUN --cub-run CUBRUN      # score existing runs
@@ -248,7 +252,7 @@ def position_bias(net: FineGrainedNet, samples: list, eval_size: int, crop_botto
 @torch.no_grad()
 def deletion_insertion(run_dir: Path | None, data: Path, images: int, steps: int, seed: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Deletion and insertion AUC of every pixel order, tracking from the same frames: the
-    probability of the class each map explains (the kNN's prediction on the whole image; the
+    probability of the class each map explains (the kNN's prediction on the untouched input; the
     usual definition, Petsiuk et al. 2018), of the true class, and the explained class's
     margin over the runner-up (what the contrast map explains)."""
     if run_dir is not None:
@@ -319,7 +323,8 @@ def deletion_insertion(run_dir: Path | None, data: Path, images: int, steps: int
             "knn_top1_on_these_images": float(np.mean(correct)) if correct else None,
             "mean_true_class_probability_full_image": float(np.mean(full_probability)) if full_probability else None,
             "mean_explained_class_probability_full_image": float(np.mean(full_explained)) if full_explained else None,
-            "explained_class": "the kNN's top class on the whole image; the class-evidence map explains it "
+            "explained_class": "the kNN's top class on the untouched network input (the eval centre crop); "
+                               "the class-evidence map explains it "
                                "(class prototype: mean embedding minus the mean over classes)",
             "deletion_canvas": "zeros after normalisation (the dataset mean colour)",
             "insertion_canvas": "Gaussian-blurred image (sigma = short side / 20)",

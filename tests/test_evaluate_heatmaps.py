@@ -1,4 +1,4 @@
-"""Heatmap geometry: the network sees the whole image at the eval transform's scale."""
+"""Heatmap geometry: the network sees the eval transform's centre crop, and maps go back to it."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,10 +7,11 @@ import torch
 from PIL import Image
 
 from fgdesk.config import ModelConfig
-from fgdesk.data.augment import eval_transform
+from fgdesk.data.augment import eval_pixels, eval_transform
 from fgdesk.evaluate.heatmaps import (
-    box_scale,
+    box_in_network_frame,
     bucketed,
+    crop_box,
     forward_with_maps,
     fuse_upsampled,
     fused_evidence,
@@ -24,26 +25,37 @@ from helpers_runs import one_thread
 _threads = pytest.fixture(autouse=True)(one_thread)
 
 
-def test_network_input_is_the_eval_transform_without_its_centre_crop():
+def test_network_input_is_the_eval_transform_and_crop_box_says_where_it_lies():
+    """The network sees the very pixels the classifier is fitted and scored on, and the
+    crop box picks those pixels out of the image."""
     rng = np.random.default_rng(0)
     image = Image.fromarray(rng.integers(0, 255, (150, 200, 3), dtype=np.uint8))
-    full = network_input(image, 96)
-    crop = eval_transform(96)(image)
-    assert tuple(full.shape) == (3, 109, 145)  # short side int(96 * 1.14), aspect kept
-    top, left = round((109 - 96) / 2), round((145 - 96) / 2)
-    assert torch.allclose(full[:, top:top + 96, left:left + 96], crop, atol=1e-5)
+    assert torch.equal(network_input(image, 96), eval_transform(96)(image))
+    assert network_size(200, 150, 96) == (145, 109) and network_size(150, 200, 96) == (109, 145)
+    x0, y0, x1, y1 = crop_box(200, 150, 96)
+    assert x1 - x0 == pytest.approx(96 * 200 / 145) and y1 - y0 == pytest.approx(96 * 150 / 109)
+    assert (x0 + x1) / 2 == pytest.approx(100, abs=1.0) and (y0 + y1) / 2 == pytest.approx(75, abs=1.0)
+    # Cutting the box out of a smooth image and resizing it gives the network input, up to resampling.
+    smooth = Image.fromarray(rng.integers(0, 255, (6, 8, 3), dtype=np.uint8)).resize((200, 150), Image.Resampling.BICUBIC)
+    cut = smooth.crop(tuple(round(v) for v in (x0, y0, x1, y1))).resize((96, 96), Image.Resampling.BILINEAR)
+    seen = eval_pixels(96)(smooth).float()  # network_input before its normalisation
+    reference = torch.from_numpy(np.asarray(cut, dtype=np.float32)).permute(2, 0, 1)
+    assert (seen - reference).abs().mean() < 3.0  # grey levels of 255
 
 
-def test_boxes_map_into_the_network_frame_proportionally():
-    assert network_size(200, 150, 96) == (145, 109)
-    assert network_size(150, 200, 96) == (109, 145)
-    sx, sy = box_scale((200, 150), 96)
-    assert sx == pytest.approx(145 / 200) and sy == pytest.approx(109 / 150)
+def test_boxes_map_into_the_network_frame_clipped_to_what_it_sees():
+    left, top = round((145 - 96) / 2), round((109 - 96) / 2)
+    sx, sy = 145 / 200, 109 / 150
+    inside = box_in_network_frame((80, 60, 120, 90), (200, 150), 96)
+    assert inside == pytest.approx((80 * sx - left, 60 * sy - top, 120 * sx - left, 90 * sy - top))
+    assert box_in_network_frame((0, 0, 200, 150), (200, 150), 96) == (0, 0, 96, 96)  # clipped to the crop
+    assert box_in_network_frame((0, 0, 20, 150), (200, 150), 96) is None  # wholly in the cut-off margin
 
 
-def test_extreme_panoramas_are_capped_but_stay_whole():
-    width, height = network_size(4000, 100, 64)
-    assert width == 4 * 72 and height < 72
+def test_a_panorama_is_seen_through_its_centre_square():
+    assert network_size(4000, 100, 64) == (int(72 * 40), 72)
+    x0, y0, x1, y1 = crop_box(4000, 100, 64)
+    assert x1 - x0 == pytest.approx(64 * 100 / 72) and y1 - y0 == pytest.approx(64 * 100 / 72)
 
 
 def seeded_pass(classes: int, with_bias: bool):

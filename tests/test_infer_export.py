@@ -42,6 +42,7 @@ def test_torchscript_export_includes_a_fitted_classifier(run_dir, tmp_path):
     module, metadata = load_torchscript(export_torchscript(run_dir, tmp_path / "with_head.pt"))
     _, logits, _, _ = module(torch.randn(1, 3, 64, 64))
     assert logits.shape == (1, NUM_CLASSES) and len(metadata["class_names"]) == NUM_CLASSES
+    assert metadata["preprocess"].endswith(f"the centre {metadata['eval_size']} x {metadata['eval_size']} square")
 
 
 def test_onnx_export_without_the_onnx_extra_says_how_to_install_it(run_dir, monkeypatch):

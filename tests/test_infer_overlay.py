@@ -52,6 +52,18 @@ def test_overlay_keeps_the_image_size_and_blends_by_alpha():
         render_overlay(image, heatmap, alpha=1.5)
 
 
+def test_outside_the_part_the_network_saw_the_image_is_dimmed_not_coloured():
+    image = Image.new("RGB", (40, 30), (200, 100, 50))
+    heatmap = np.zeros((30, 40), dtype=np.float32)
+    heatmap[5:25, 10:30] = 1.0
+    pixels = np.asarray(render_overlay(image, heatmap, "gray", alpha=0.5, frame=(10, 5, 30, 25)))
+    assert tuple(pixels[15, 20]) == (228, 178, 152)  # inside: blended with the map's colour
+    assert tuple(pixels[2, 2]) == tuple(pixels[15, 35]) == (80, 40, 20)  # outside: the image at 40%
+    # A map that is cold inside the frame still reads apart from the dimmed outside.
+    cold = np.asarray(render_overlay(image, np.zeros((30, 40), np.float32), "gray", alpha=0.5, frame=(10, 5, 30, 25)))
+    assert tuple(cold[15, 20]) == (100, 50, 25) and tuple(cold[2, 2]) == (80, 40, 20)
+
+
 def test_save_heatmaps_writes_one_png_per_map(tmp_path):
     image = Image.new("RGB", (24, 16), (90, 90, 90))
     maps = {"stage3": np.random.default_rng(0).random((16, 24), dtype=np.float32), "fused": np.zeros((16, 24), np.float32)}
@@ -59,6 +71,11 @@ def test_save_heatmaps_writes_one_png_per_map(tmp_path):
     written = save_heatmaps(prediction, tmp_path / "out")
     assert sorted(p.name for p in written) == ["class_a_img_1-fused.png", "class_a_img_1-stage3.png"]
     assert all(Image.open(p).size == (24, 16) for p in written)
+    framed = Prediction("data/test/class_a/img 2.png", image, [], [], {"fused": np.ones((16, 24), np.float32)}, {},
+                        frame=(4, 0, 20, 16))
+    (path,) = save_heatmaps(framed, tmp_path / "framed", colormap="gray", alpha=1.0)
+    saved = np.asarray(Image.open(path))
+    assert tuple(saved[8, 10]) == (255, 255, 255) and tuple(saved[8, 1]) == (36, 36, 36)  # white map; 90 at 40%
     failed = Prediction("broken.png", None, [], [], {}, {}, error="not an image")
     assert save_heatmaps(failed, tmp_path / "out") == []
 

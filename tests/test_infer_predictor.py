@@ -93,12 +93,44 @@ def test_the_channels_last_layout_keeps_the_scores_and_maps_of_the_plain_layout(
         np.testing.assert_allclose(prediction.raw_maps[f"stage{stage}"], attention[0].numpy(), atol=1e-5)
 
 
-def test_maps_follow_a_non_square_image_and_pil_input(predictor, sample_image):
+def test_maps_cover_the_centre_crop_of_a_non_square_image_and_pil_input(predictor, sample_image):
     wide = Image.open(sample_image).convert("RGB").resize((120, 64))
     (prediction,) = predictor.predict([wide])
     assert prediction.error is None and prediction.source == "<image>"
-    assert all(m.shape == (64, 120) for m in prediction.maps.values())
-    assert prediction.raw_maps["stage4"].shape == (3, 5)  # the network grid of the 72 x 135 input
+    assert prediction.raw_maps["stage4"].shape == (2, 2)  # the network grid of the 64 x 64 crop
+    # The crop of the 135 x 72 resize is its middle 64 x 64: about the middle 57 x 57 of the image.
+    left, top, right, bottom = prediction.frame
+    assert abs(right - left - 57) <= 1 and abs(bottom - top - 57) <= 1
+    assert abs((left + right) / 2 - 60) <= 1 and abs((top + bottom) / 2 - 32) <= 1
+    for key, heatmap in prediction.maps.items():
+        assert heatmap.shape == (64, 120)
+        inside = heatmap[top:bottom, left:right]
+        assert inside.max() == pytest.approx(1.0) and heatmap.sum() == pytest.approx(inside.sum()), key  # nothing outside
+
+
+def test_a_prediction_is_the_one_the_test_score_counts(predictor, demo):
+    """Inspect and `fgdesk predict` see the pixels the classifier was fitted and scored on, so
+    their class for a test image is the one its row of the confusion matrix counts."""
+    from fgdesk.data.layouts import detect
+    from fgdesk.evaluate.embeddings import compute_embeddings
+
+    index = detect(demo[1], check_images=False)
+    test = [sample for sample in index.samples if sample.split == "test"]
+    scored = compute_embeddings(predictor.net, test, predictor.eval_size)
+    counted = (scored.vectors @ predictor.weight.t() + predictor.bias).argmax(dim=1)
+    shown = predictor.predict([sample.path for sample in test], topk=1)
+    assert [p.topk[0][0] for p in shown] == [predictor.class_names[i] for i in counted.tolist()]
+    rows = {row[0]: row[1] for row in _csv_rows(predictor, [sample.path for sample in test])}
+    assert [rows[str(sample.path)] for sample in test] == [p.topk[0][0] for p in shown]
+
+
+def _csv_rows(predictor, paths):
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        predictor.predict_to_csv(paths, f"{folder}/out.csv")
+        with open(f"{folder}/out.csv", newline="") as handle:
+            return list(csv.reader(handle))[1:]
 
 
 def test_a_corrupt_file_is_skipped_with_its_reason(predictor, sample_image, tmp_path):

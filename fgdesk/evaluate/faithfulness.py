@@ -1,8 +1,9 @@
 """Do the heatmaps follow the classifier? A deletion score that needs no boxes.
 
-Pixels of a test image are deleted (set to the dataset's mean colour) in the order a map
-ranks them, and the classifier's probability of the class the map explains (its prediction
-on the whole image) is tracked. The area under that curve is low when the map put first
+Pixels of a test image's network input (the eval centre crop the classifier is scored on)
+are deleted (set to the dataset's mean colour) in the order a map ranks them, and the
+classifier's probability of the class the map explains (its prediction on the untouched
+input) is tracked. The area under that curve is low when the map put first
 what the classifier uses (deletion, Petsiuk et al. 2018). A centre-first and a random order
 are the references: a map no better than those shows nothing the classifier relies on.
 
@@ -25,7 +26,7 @@ from fgdesk.evaluate.localization import centre_gaussian
 from fgdesk.model.network import FineGrainedNet
 
 DEFAULT_IMAGES = 50
-STEPS = 8  # points on each curve past the whole image: 12.5% of the pixels a step
+STEPS = 8  # points on each curve past the untouched input: 12.5% of the pixels a step
 ORDERS = ("class evidence", "fused attention", "centre first", "random")
 
 

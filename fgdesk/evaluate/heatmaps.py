@@ -1,13 +1,16 @@
 """Heatmap geometry and the single forward pass that yields embedding, logits and every map.
 
-Geometry. Embeddings for kNN and the linear probe use `eval_transform`: shorter side
-resized to int(eval_size * 1.14), then a centre crop of eval_size. For heatmaps fgdesk
-uses the same resize *without* the crop: objects appear at the same scale as in the
-embeddings the classifier was fitted on, and the maps cover the whole image, so a box
-near the border (common in CUB) can still be hit and nothing has to be padded with
-made-up zeros. A map on that frame maps back to the image by a plain proportional
-resize. Prediction (`fgdesk.infer.predictor`) and the localization scores of
-`fgdesk.evaluate.report` both go through `network_input`, so they agree.
+Geometry. The network sees exactly what the classifier was fitted and scored on:
+`eval_transform`, the shorter side resized to int(eval_size * 1.14), then a centre crop
+of eval_size (the usual 256 -> 224 protocol). `network_input` is that transform, and
+`crop_box` says where its square lies in the image, so the maps of a pass are placed
+back on that part of the image and nothing outside it is claimed. Until 2026-12-07 the
+maps came from a pass over the whole image without the crop; on cub50 a classifier fitted
+on the crops agreed with that pass on 41% of the test images and scored 30.3% top-1
+through it against 45.0% on the crops (docs/benchmarks.md), so prediction, the maps and
+the scores now share one frame. Prediction (`fgdesk.infer.predictor`), the localization
+scores of `fgdesk.evaluate.report` and the faithfulness check all go through
+`network_input`, so they agree.
 
 Map kinds, all from one forward pass:
 - attention per stage: the softmax map each stage pools with (sums to 1 over its grid);
@@ -23,54 +26,66 @@ Map kinds, all from one forward pass:
 """
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from fgdesk.data.augment import EVAL_RESIZE_RATIO, IMAGE_MEAN, IMAGE_STD
+from fgdesk.data.augment import EVAL_RESIZE_RATIO, eval_transform
 from fgdesk.model.network import FineGrainedNet, NetOutput, class_evidence_maps, fuse_maps
-
-# Very long panoramas would make huge inputs; beyond this aspect ratio the long side is
-# capped (the short side then ends up below the usual size, but the whole image stays in view).
-MAX_ASPECT = 4.0
 
 T = TypeVar("T")
 
+Box = tuple[float, float, float, float]  # (x0, y0, x1, y1) in pixels, x1 and y1 exclusive
+
 
 def network_size(width: int, height: int, eval_size: int) -> tuple[int, int]:
-    """(width, height) the network sees: the eval transform's resize, aspect kept, no crop."""
+    """(width, height) of the image after the eval transform's resize, before its crop:
+    torchvision's Resize(int) on the shorter side, the longer one truncated as it does."""
     short_side = int(eval_size * EVAL_RESIZE_RATIO)
     short, long = min(width, height), max(width, height)
-    # torchvision's Resize(int) truncates the long side; doing the same keeps the
-    # pixels identical to eval_transform's before its crop.
-    new_short, new_long = short_side, int(short_side * long / max(1, short))
-    if new_long > MAX_ASPECT * short_side:
-        new_long = int(MAX_ASPECT * short_side)
-        new_short = max(1, int(new_long * short / max(1, long)))
-    return (new_short, new_long) if width <= height else (new_long, new_short)
+    new_long = int(short_side * long / max(1, short))
+    return (short_side, new_long) if width <= height else (new_long, short_side)
+
+
+def _crop_offset(width: int, height: int, eval_size: int) -> tuple[int, int, float, float]:
+    """(left, top) of the centre crop on the resized image, and the (sx, sy) of the resize."""
+    resized_width, resized_height = network_size(width, height, eval_size)
+    # torchvision's CenterCrop: int(round((size - crop) / 2)) on each axis.
+    left = int(round((resized_width - eval_size) / 2.0))
+    top = int(round((resized_height - eval_size) / 2.0))
+    return left, top, resized_width / max(1, width), resized_height / max(1, height)
+
+
+def crop_box(width: int, height: int, eval_size: int) -> Box:
+    """The part of a width x height image the network sees, in the image's pixels."""
+    left, top, sx, sy = _crop_offset(width, height, eval_size)
+    return (left / sx, top / sy, (left + eval_size) / sx, (top + eval_size) / sy)
+
+
+def box_in_network_frame(box: Box, image_size: tuple[int, int], eval_size: int) -> Box | None:
+    """A box in the image's pixels -> the same box on the network input (eval_size square),
+    clipped to it; None when none of it is in view."""
+    left, top, sx, sy = _crop_offset(image_size[0], image_size[1], eval_size)
+    x0, y0, x1, y1 = box
+    clipped = (min(max(x0 * sx - left, 0.0), eval_size), min(max(y0 * sy - top, 0.0), eval_size),
+               min(max(x1 * sx - left, 0.0), eval_size), min(max(y1 * sy - top, 0.0), eval_size))
+    return clipped if clipped[2] > clipped[0] and clipped[3] > clipped[1] else None
+
+
+@functools.lru_cache(maxsize=8)
+def _eval_transform(eval_size: int):
+    return eval_transform(eval_size)
 
 
 def network_input(image: Image.Image, eval_size: int) -> torch.Tensor:
-    """(3, H, W) normalised tensor of the whole image at `network_size`."""
-    width, height = network_size(image.width, image.height, eval_size)
-    resized = image.resize((width, height), Image.Resampling.BILINEAR, reducing_gap=None)
-    array = np.asarray(resized, dtype=np.float32) / 255.0
-    tensor = torch.from_numpy(array).permute(2, 0, 1)
-    mean = torch.tensor(IMAGE_MEAN).view(3, 1, 1)
-    std = torch.tensor(IMAGE_STD).view(3, 1, 1)
-    return (tensor - mean) / std
-
-
-def box_scale(image_size: tuple[int, int], eval_size: int) -> tuple[float, float]:
-    """(sx, sy) that map image pixels to network-input pixels."""
-    width, height = image_size
-    net_width, net_height = network_size(width, height, eval_size)
-    return net_width / width, net_height / height
+    """(3, eval_size, eval_size) normalised tensor: `eval_transform`, the very pixels the
+    classifier was fitted and scored on. `crop_box` says which part of the image it holds."""
+    return _eval_transform(eval_size)(image.convert("RGB") if image.mode != "RGB" else image)
 
 
 @dataclass

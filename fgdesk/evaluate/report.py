@@ -28,7 +28,7 @@ from fgdesk.evaluate.embeddings import Embeddings, cached_embeddings, compute_em
 from fgdesk.evaluate.faithfulness import FaithfulnessScore, score_faithfulness
 from fgdesk.evaluate.few_labels import DEFAULT_DRAWS, few_label_scores
 from fgdesk.evaluate.heatmaps import (
-    box_scale,
+    box_in_network_frame,
     bucketed,
     evenly_spread,
     forward_with_maps,
@@ -45,7 +45,6 @@ from fgdesk.evaluate.localization import (
     LocalizationTally,
     centre_gaussian,
     chance_summary,
-    scale_box,
 )
 from fgdesk.evaluate.scores import (  # noqa: F401  (re-exported: callers import them from here)
     CONFUSION_FILE,
@@ -519,13 +518,13 @@ def classifier_source(prepared: _Prepared) -> str:
 # -- localization --------------------------------------------------------------------
 
 
-def _decode_for_maps(sample: Sample, crop_bottom: int, eval_size: int) -> tuple[torch.Tensor, tuple[float, float]] | None:
+def _decode_for_maps(sample: Sample, crop_bottom: int, eval_size: int) -> tuple[torch.Tensor, tuple[int, int]] | None:
     try:
         image = load_rgb(sample.path, crop_bottom=crop_bottom)
     except ImageDecodeError as exc:
         log.warning("localization: skipping %s (%s)", sample.path, exc.reason)
         return None
-    return network_input(image, eval_size), box_scale(image.size, eval_size)
+    return network_input(image, eval_size), image.size
 
 
 def score_localization(
@@ -541,7 +540,8 @@ def score_localization(
     """Pointing game, energy and IoU of every map kind on the samples that have boxes.
 
     Maps are scored on the network-input frame (`fgdesk.evaluate.heatmaps`), with each
-    box scaled into it; returns ({map kind: summary}, note).
+    box mapped into it and clipped to it; an image whose box lies wholly outside the part
+    the network sees is left out. Returns ({map kind: summary}, note).
     """
     device = torch.device(device)
     boxed = evenly_spread([s for s in samples if s.box is not None], limit)
@@ -555,7 +555,7 @@ def score_localization(
     bias = probe.bias if probe is not None else None
     was_training = net.training
     net.eval()
-    done = 0
+    done = out_of_view = 0
     threads = max(1, min(4, os.cpu_count() or 1))
     with concurrent.futures.ThreadPoolExecutor(threads) as pool:
         for chunk_start in range(0, len(boxed), DECODE_CHUNK):
@@ -573,8 +573,11 @@ def score_localization(
                     maps["evidence"] = fused_evidence(result.evidence, size)
                 centre = centre_gaussian(size)
                 maps_cpu = {key: value.cpu().numpy() for key, value in maps.items()}
-                for row, (sample, (_, (sx, sy))) in enumerate(batch):
-                    box = scale_box(sample.box, sx, sy)  # type: ignore[arg-type]
+                for row, (sample, (_, image_size)) in enumerate(batch):
+                    box = box_in_network_frame(sample.box, image_size, eval_size)  # type: ignore[arg-type]
+                    if box is None:
+                        out_of_view += 1
+                        continue
                     for key, stack in maps_cpu.items():
                         tallies[key].add_map(stack[row], box)
                     tallies["centre"].add_map(centre, box)
@@ -585,9 +588,10 @@ def score_localization(
     net.train(was_training)
     summaries = {key: tally.summary() for key, tally in tallies.items()}
     summaries["chance"] = chance_summary(frames)
-    skipped = len(boxed) - len(frames)
-    note = f"{skipped} image(s) with boxes could not be read" if skipped else ""
-    return summaries, note
+    unread = len(boxed) - len(frames) - out_of_view
+    notes = ([f"{unread} image(s) with boxes could not be read"] if unread else []) + (
+        [f"{out_of_view} image(s) whose box lies outside the centre crop the network sees"] if out_of_view else [])
+    return summaries, "; ".join(notes)
 
 
 __all__ = [

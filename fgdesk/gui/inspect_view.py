@@ -122,6 +122,19 @@ def layer_tooltip(key: str, evidence_class: str | None = None, contrast_class: s
     return ""
 
 
+OUTSIDE_FRAME_NOTE = ("\n\nThe network sees the centre of the image, as the test score does; the dimmed edge is "
+                      "outside what it saw, so no map is drawn there")
+
+
+def _frame_leaves_out(result) -> bool:
+    """Whether the part of the image the network saw leaves an edge out (the overlay dims it)."""
+    frame, image = getattr(result, "display_frame", None), getattr(result, "display_image", None)
+    if frame is None or image is None:
+        return False
+    left, top, right, bottom = frame
+    return left >= 0.5 or top >= 0.5 or right <= image.width - 0.5 or bottom <= image.height - 0.5
+
+
 def layer_order(keys) -> list[str]:
     """Image first, then per-scale maps in stage order, the fused map, then anything else."""
     keys = list(keys)
@@ -140,6 +153,7 @@ class InspectResult:
     prediction: Any  # fgdesk.infer.predictor.Prediction
     display_image: Any = None  # PIL RGB, at most DISPLAY_SIZE
     display_maps: dict[str, np.ndarray] = field(default_factory=dict)
+    display_frame: tuple[float, float, float, float] | None = None  # the part the network saw, on display_image
     thumb: QImage | None = None
     neighbour_thumbs: list[QImage | None] = field(default_factory=list)
     error: str | None = None
@@ -214,6 +228,10 @@ def prepare_result(source: str, prediction) -> InspectResult:
         result.thumb = _thumbnail(display, ITEM_THUMB)
         for key, heatmap in (getattr(prediction, "maps", None) or {}).items():
             result.display_maps[key] = _resize_map(heatmap, display.size)
+        frame = getattr(prediction, "frame", None)
+        if frame is not None:
+            sx, sy = display.width / image.width, display.height / image.height
+            result.display_frame = (frame[0] * sx, frame[1] * sy, frame[2] * sx, frame[3] * sy)
     result.neighbour_thumbs = [_neighbour_thumbnail(path) for path, *_ in (getattr(prediction, "neighbours", None) or [])]
     return result
 
@@ -232,9 +250,9 @@ def predict_sources(cache: PredictorCache, run_dir: str, sources: list, names: l
     return [prepare_result(name, prediction) for name, prediction in zip(names, predictions)]
 
 
-def render_full_overlay(image, heatmap, colormap: str, alpha: float):
+def render_full_overlay(image, heatmap, colormap: str, alpha: float, frame=None):
     render_overlay = workers.core("fgdesk.infer.overlay").render_overlay
-    return render_overlay(image, heatmap, colormap=colormap, alpha=alpha)
+    return render_overlay(image, heatmap, colormap=colormap, alpha=alpha, frame=frame)
 
 
 # --------------------------------------------------------------------------- GUI side
@@ -1842,7 +1860,8 @@ class InspectView(QWidget):
                 panel.setToolTip(note)
                 continue
             try:
-                overlay = render_full_overlay(result.display_image, result.display_maps[key], colormap, self._alpha())
+                overlay = render_full_overlay(result.display_image, result.display_maps[key], colormap, self._alpha(),
+                                              result.display_frame)
             except Exception as exc:
                 log.exception("overlay failed")
                 panel.canvas.set_pixmap(base)
@@ -1853,7 +1872,8 @@ class InspectView(QWidget):
             prediction = result.prediction
             panel.setToolTip(layer_tooltip(key, getattr(prediction, "evidence_class", None),
                                            getattr(prediction, "contrast_class", None),
-                                           getattr(prediction, "contrast_favoured", None)))
+                                           getattr(prediction, "contrast_favoured", None))
+                             + (OUTSIDE_FRAME_NOTE if _frame_leaves_out(result) else ""))
 
     @staticmethod
     def _contrast_title(prediction) -> str:
@@ -1884,10 +1904,12 @@ class InspectView(QWidget):
             path += ".png"
         image = result.prediction.image
         heatmap = (result.prediction.maps or {}).get(key)
+        frame = getattr(result.prediction, "frame", None)
         colormap, alpha = self.colormap_combo.currentText() or "inferno", self._alpha()
 
         def write(ctx) -> str:
-            picture = image if key == IMAGE_LAYER or heatmap is None else render_full_overlay(image, heatmap, colormap, alpha)
+            picture = image if key == IMAGE_LAYER or heatmap is None else render_full_overlay(image, heatmap, colormap,
+                                                                                             alpha, frame)
             picture.save(path, format="PNG")
             return path
 

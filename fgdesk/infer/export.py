@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from fgdesk.data.augment import IMAGE_MEAN, IMAGE_STD
+from fgdesk.data.augment import EVAL_RESIZE_RATIO, IMAGE_MEAN, IMAGE_STD
 from fgdesk.evaluate.embeddings import load_encoder
 from fgdesk.model.network import FineGrainedNet, fuse_maps
 from fgdesk.train import runs
@@ -97,6 +97,9 @@ def _prepare(run_dir: str | os.PathLike[str]) -> tuple[ExportedNet, dict, int]:
         "class_names": names,
         "eval_size": config.data.eval_size,
         "input": "float32 (B, 3, H, W), RGB scaled to [0, 1], then (x - mean) / std",
+        # What the classifier was fitted and scored on; other framings score lower (docs/benchmarks.md §2).
+        "preprocess": (f"shorter side resized to {int(config.data.eval_size * EVAL_RESIZE_RATIO)} px (bilinear, "
+                       f"antialiased), then the centre {config.data.eval_size} x {config.data.eval_size} square"),
         "mean": list(IMAGE_MEAN),
         "std": list(IMAGE_STD),
         "outputs": list(OUTPUT_NAMES),

@@ -107,10 +107,16 @@ def _fit_to(heatmap: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(resized, dtype=np.float32)
 
 
-def render_overlay(image: Image.Image, heatmap: Any, colormap: str = "inferno", alpha: float = 0.5) -> Image.Image:
+OUTSIDE_FRAME = 0.4  # brightness left to the part of an image the network did not see
+
+
+def render_overlay(image: Image.Image, heatmap: Any, colormap: str = "inferno", alpha: float = 0.5,
+                   frame: tuple[float, float, float, float] | None = None) -> Image.Image:
     """The image with the coloured heatmap blended on top: (1 - alpha) * image + alpha * colour.
 
-    The heatmap (values in [0, 1]) is resized to the image when their sizes differ.
+    The heatmap (values in [0, 1]) is resized to the image when their sizes differ. With a
+    `frame` (left, top, right, bottom in the image's pixels: the part the network saw), the
+    rest is dimmed and left uncoloured, so "not seen" never reads as "cold".
     Returns a new RGB image of the image's size.
     """
     if not 0.0 <= alpha <= 1.0:
@@ -122,6 +128,11 @@ def render_overlay(image: Image.Image, heatmap: Any, colormap: str = "inferno", 
     colours = colorize(_fit_to(values, base.size), colormap).astype(np.float32)
     pixels = np.asarray(base, dtype=np.float32)
     blended = (1.0 - alpha) * pixels + alpha * colours
+    if frame is not None:
+        left, top, right, bottom = (int(round(v)) for v in frame)
+        outside = np.ones(pixels.shape[:2], dtype=bool)
+        outside[max(0, top):max(0, bottom), max(0, left):max(0, right)] = False
+        blended[outside] = pixels[outside] * OUTSIDE_FRAME
     return Image.fromarray(np.clip(np.round(blended), 0, 255).astype(np.uint8))
 
 
@@ -150,7 +161,7 @@ def save_heatmaps(prediction: Any, out_dir: str | os.PathLike[str], colormap: st
     written = []
     for key, heatmap in (prediction.maps or {}).items():
         path = out / f"{stem}-{_safe_name(key) or 'map'}.png"
-        render_overlay(prediction.image, heatmap, colormap, alpha).save(path, format="PNG")
+        render_overlay(prediction.image, heatmap, colormap, alpha, getattr(prediction, "frame", None)).save(path, format="PNG")
         written.append(path)
     log.info("saved %d heatmap overlays of %s in %s", len(written), stem, out)
     return written

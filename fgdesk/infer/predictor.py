@@ -3,10 +3,10 @@
 One forward pass per image gives the embedding (-> class probabilities and
 neighbours), the attention map of every stage, the fused attention map and the class
 evidence map of the top class (which reuses that pass's features). The network sees
-the whole image with the eval transform's resize but without its centre crop (see
-`fgdesk.evaluate.heatmaps`), so every map covers the whole image and maps back to it
-by a proportional resize; the localization scores of `fgdesk.evaluate.report` use
-the same geometry.
+what the classifier was fitted and scored on: the eval transform's resize and centre
+crop (see `fgdesk.evaluate.heatmaps`), so a prediction is the one the test score
+counts. The maps cover that crop; `Prediction.frame` says where it lies in the image,
+and outside it the maps are zero (the overlays dim that part rather than colour it).
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ from fgdesk.evaluate.embeddings import cached_embeddings, compute_embeddings, lo
 from fgdesk.evaluate.heatmaps import (
     ClassVectorChooser,
     bucketed,
+    crop_box,
     forward_with_maps,
     fused_attention,
     fused_evidence,
@@ -84,6 +85,7 @@ class Prediction:
     evidence_class: str | None = None  # the class the evidence map explains
     contrast_class: str | None = None  # what the contrast map sets the favoured class against (the runner-up unless asked)
     contrast_favoured: str | None = None  # the class the contrast map favours (the top class unless asked)
+    frame: tuple[int, int, int, int] | None = None  # (left, top, right, bottom): the part of the image the network saw
 
 
 @dataclass
@@ -337,6 +339,7 @@ class Predictor:
     def _predict_one(self, source: str, image: Image.Image, topk: int, normalize: str,
                      against: str | None = None, favour: str | None = None) -> Prediction:
         batch = self._on_device(network_input(image, self.eval_size).unsqueeze(0))
+        frame = pixel_frame(image.width, image.height, self.eval_size)
         choose = None if self.weight is not None else self._choose_evidence
         favoured, runner_up = self._contrast_choosers(favour, against)
         result = forward_with_maps(self.net, batch, self.weight, self.bias, choose, runner_up, favoured)
@@ -353,12 +356,14 @@ class Predictor:
         if result.contrast_class is not None:
             contrast_class = self._class_names[int(result.contrast_class[0])]
             contrast_favoured = self._class_names[int(result.contrast_favoured[0])]
-        maps, notes, raw = self._maps(result, (image.height, image.width), normalize, evidence_class,
+        left, top, right, bottom = frame
+        maps, notes, raw = self._maps(result, (bottom - top, right - left), normalize, evidence_class,
                                       contrast_class, contrast_favoured)
         return Prediction(
             source=source, image=image, topk=ranked, neighbours=self._neighbours(result.embedding),
-            maps=maps, map_notes=notes, raw_maps=raw, evidence_class=evidence_class, contrast_class=contrast_class,
-            contrast_favoured=contrast_favoured,
+            maps={key: place_in_frame(heatmap, frame, (image.height, image.width)) for key, heatmap in maps.items()},
+            map_notes=notes, raw_maps=raw, evidence_class=evidence_class, contrast_class=contrast_class,
+            contrast_favoured=contrast_favoured, frame=frame,
         )
 
     def _maps(self, result, size: tuple[int, int], normalize: str, evidence_class: str | None,
@@ -532,6 +537,25 @@ def save_embeddings(path: str | os.PathLike[str], image_paths: Sequence[str], ve
 
     atomic_write(path, write_csv)
     return path
+
+
+def pixel_frame(width: int, height: int, eval_size: int) -> tuple[int, int, int, int]:
+    """`crop_box` in whole pixels inside the image: (left, top, right, bottom), never empty."""
+    x0, y0, x1, y1 = crop_box(width, height, eval_size)
+    left, top = min(max(0, round(x0)), width - 1), min(max(0, round(y0)), height - 1)
+    return left, top, min(max(left + 1, round(x1)), width), min(max(top + 1, round(y1)), height)
+
+
+def place_in_frame(heatmap: np.ndarray, frame: tuple[int, int, int, int], size: tuple[int, int]) -> np.ndarray:
+    """A map of the frame's size on an (H, W) canvas of zeros: nothing is claimed outside the
+    part of the image the network saw."""
+    height, width = size
+    if tuple(frame) == (0, 0, width, height):
+        return heatmap
+    left, top, right, bottom = frame
+    canvas = np.zeros((height, width), dtype=np.float32)
+    canvas[top:bottom, left:right] = heatmap
+    return canvas
 
 
 def normalize_maps(maps: dict[str, torch.Tensor], constant: set[str], stage_keys: list[str], mode: str) -> dict[str, np.ndarray]:

@@ -64,6 +64,11 @@ def test_dropping_an_image_gives_predictions_and_heatmap_layers(inspect, qtbot, 
     if "evidence" not in result.prediction.map_notes:
         assert evidence.startswith(f"Class evidence: where the image supports {result.prediction.evidence_class}")
     assert "not why it chose a class" in view._panels[stages[0]].toolTip()
+    # The maps cover the centre crop the network saw; the tooltip says why the edge is dimmed.
+    frame = result.prediction.frame
+    assert 0 < frame[0] < frame[2] < 64 and 0 < frame[1] < frame[3] < 64 and result.display_frame is not None
+    assert not result.prediction.maps["fused"][:, :frame[0]].any()
+    assert view._panels["fused"].toolTip().endswith("so no map is drawn there")
     # The opacity slider and the colormap redraw the overlays.
     fused = view._panels["fused"].canvas
     before = fused.pixmap().toImage()
