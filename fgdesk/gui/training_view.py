@@ -207,6 +207,14 @@ class _Field:
         self.key, self.widget, self.read, self.write = key, widget, read, write
 
 
+def _stage_span(stages) -> str:
+    """Backbone stages as a span ("2\u20134") when consecutive, else listed ("2, 4")."""
+    stages = sorted(int(stage) for stage in stages)
+    if len(stages) > 2 and stages == list(range(stages[0], stages[-1] + 1)):
+        return f"{stages[0]}\u2013{stages[-1]}"
+    return ", ".join(str(stage) for stage in stages)
+
+
 class TrainingView(QWidget):
     """The Train page."""
 
@@ -685,7 +693,7 @@ class TrainingView(QWidget):
         length = f"{s.epochs} epochs" + (f", at most {s.time_budget_min:g} min" if s.time_budget_min else "")
         rows = [
             ("Model", f"{m.backbone}, {m.weights} weights"),
-            ("Attention", f"{m.attention}, stages {', '.join(str(x) for x in m.stages)}"
+            ("Attention", f"{m.attention} {_stage_span(m.stages)}"  # short: the glance column is narrow
              + (f", consistency {c.attention_consistency:g}" if c.attention_consistency and m.attention != "none" else "")),
             ("Views", f"2 × {d.image_size} px" + (f" + {d.local_crops} × {d.local_size} px local crops" if d.local_crops else ", no local crops")
              + (f"; {d.early_size} px for the first {d.early_fraction:.0%}" if d.early_size else "")),
@@ -1376,13 +1384,16 @@ class TrainingView(QWidget):
         if not scores:
             self.few_labels_label.hide()
             return
+        # One line, so the card keeps its height for the class legend: the tooltip says it whole.
+        counts = " / ".join(str(score.labels_per_class) for score in scores)
+        means = [100 * score.as_dict()["linear_top1"]["mean"] for score in scores]
+        self.few_labels_label.setText(f"{counts} labels per class: {' / '.join(f'{m:.1f}' for m in means)}%")
         parts = [f"{score.labels_per_class} per class {format_percent(score.as_dict()['linear_top1']['mean'])}"
                  for score in scores]
-        self.few_labels_label.setText(
-            f"With fewer labels, top-1: {' · '.join(parts)} (all {report.num_train:,}: {format_percent(report.top1)})")
         self.few_labels_label.setToolTip(
-            f"Linear classifiers fitted on that many labelled training images per class, "
-            f"{scores[0].draws} random draws each (mean shown), scored on the whole test split"
+            f"With fewer labels, top-1: {', '.join(parts)} (all {report.num_train:,} labelled images: "
+            f"{format_percent(report.top1)}). Linear classifiers fitted on that many labelled training images per "
+            f"class, {scores[0].draws} random draws each (mean shown), scored on the whole test split"
         )
         self.few_labels_label.show()
 
@@ -1416,21 +1427,30 @@ class TrainingView(QWidget):
         self._show_most_confused()
 
     def _show_most_confused(self) -> None:
+        """The two largest off-diagonal cells, as links that open their images: by number where
+        the legend numbers the classes (12 or fewer), by name otherwise; the tooltip names five."""
         report = self.classifier_report
-        cells = report.most_confused(3) if report is not None and hasattr(report, "most_confused") else []
+        cells = report.most_confused(5) if report is not None and hasattr(report, "most_confused") else []
         if not cells:
             self.confused_label.hide()
             return
         position = {name: i for i, name in enumerate(report.class_names)}
-        links = [f'<a href="{position[c.true_class]},{position[c.predicted]}">{html.escape(c.true_class)} '
-                 f'\u2192 {html.escape(c.predicted)}</a> ({c.count} of {c.of})' for c in cells]
+        numbered = len(report.class_names) <= 12
+
+        def name(cell) -> str:
+            if numbered:
+                return f"{position[cell.true_class]} \u2192 {position[cell.predicted]}"
+            return f"{html.escape(cell.true_class)} \u2192 {html.escape(cell.predicted)}"
+
+        links = [f'<a href="{position[c.true_class]},{position[c.predicted]}">{name(c)}</a> ({c.count}/{c.of})'
+                 for c in cells[:2]]
         self.confused_label.setText("Most confused: " + " \u00b7 ".join(links))
-        self.confused_label.setToolTip(
-            "True class \u2192 the class its test images were taken for. Click one, or a cell of the matrix, "
-            "to look at those images in Inspect, each with where it looks like the one class rather than the other"
-            if getattr(report, "mistakes", None) is not None else
-            "True class \u2192 the class its test images were taken for. Train the classifier again to open "
-            "them in Inspect (this fit did not record which images they were)")
+        opens = ("Click one, or a cell of the matrix, to look at those images in Inspect, each with where it "
+                 "looks like the class it was taken for rather than its own"
+                 if getattr(report, "mistakes", None) is not None else
+                 "Train the classifier again to open them in Inspect (this fit did not record which images they were)")
+        listed = "\n".join(f"{c.true_class} \u2192 {c.predicted}: {c.count} of {c.of} test images" for c in cells)
+        self.confused_label.setToolTip(f"True class \u2192 the class its test images were taken for.\n{listed}\n{opens}")
         self.confused_label.show()
 
     def confusion_cell_at(self, scene_pos) -> tuple[int, int] | None:

@@ -203,6 +203,9 @@ def test_defaults_fill_the_form_for_the_dataset(window, qtbot, demo_set):
     assert Path(config.data.path) == demo_set
     assert config.schedule.epochs == 1  # the tiny hook applies on top of the form
     assert view.dataset_hint.text().startswith("18 training images")
+    # The settings at a glance, short enough for their narrow column.
+    stages = "\u2013".join(str(s) for s in (config.model.stages[0], config.model.stages[-1]))
+    assert f"{config.model.attention} {stages}, consistency 1<" in view.glance.text()
 
 
 def test_a_failing_run_shows_the_reason_and_the_log(window, qtbot, demo_set, tmp_path):
@@ -277,7 +280,8 @@ def test_train_classifier_shows_scores_and_a_confusion_matrix(window, qtbot, tra
     assert [score.labels_per_class for score in report.few_labels] == [1, 5]
     assert [score.num_train for score in report.few_labels] == [3, 15]
     assert view.few_labels_label.isVisibleTo(view)
-    assert "1 per class" in view.few_labels_label.text() and "5 per class" in view.few_labels_label.text()
+    assert view.few_labels_label.text().startswith("1 / 5 labels per class: ")
+    assert "1 per class" in view.few_labels_label.toolTip() and "5 per class" in view.few_labels_label.toolTip()
 
 
 def test_a_confusion_cell_names_itself_and_opens_its_test_images_in_inspect(window, qtbot, tmp_path):
@@ -304,7 +308,8 @@ def test_a_confusion_cell_names_itself_and_opens_its_test_images_in_inspect(wind
     qtbot.waitUntil(lambda: not view.classifier_running(), timeout=180_000)
     report = view.classifier_report
     assert report.class_names == ["blue", "red"] and report.confusion.tolist() == [[3, 1], [0, 2]]
-    assert view.confused_label.isVisibleTo(view) and "blue \u2192 red</a> (1 of 4)" in view.confused_label.text()
+    assert view.confused_label.isVisibleTo(view) and "0 \u2192 1</a> (1/4)" in view.confused_label.text()
+    assert "blue \u2192 red: 1 of 4 test images" in view.confused_label.toolTip()
 
     plot = view.confusion_plot
     qtbot.waitUntil(lambda: plot.isVisible() and plot.width() > 50, timeout=10_000)
