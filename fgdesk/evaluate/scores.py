@@ -137,8 +137,8 @@ class ClassifierReport:
 
 
 def save_classifier_report(run_dir: Path, report: ClassifierReport) -> None:
-    """classifier.json and confusion.csv beside classifier.pt, so the app and `fgdesk runs`
-    show a run's classifier scores without loading a model. The report names the
+    """classifier.json, confusion.csv and test_mistakes.csv beside classifier.pt, so the app and
+    `fgdesk runs` show a run's classifier scores without loading a model. The report names the
     classifier.pt it describes (`runs.classifier_fingerprint`): a classifier.pt written
     since, by a fit that failed before its report, makes the report stale, never wrong."""
     run_dir = Path(run_dir)
