@@ -89,10 +89,12 @@ def most_confused(confusion: np.ndarray, names: Sequence[str], count: int = 5) -
     class, then the order of the classes), without empty ones."""
     confusion = np.asarray(confusion)
     totals = confusion.sum(axis=1)
-    cells = [(int(confusion[i, j]), i, j) for i in range(len(names)) for j in range(len(names))
-             if i != j and confusion[i, j] > 0]
-    cells.sort(key=lambda cell: (-cell[0], -cell[0] / totals[cell[1]], cell[1], cell[2]))
-    return [Confusion(names[i], names[j], number, int(totals[i])) for number, i, j in cells[: max(0, count)]]
+    off_diagonal = confusion.copy()
+    np.fill_diagonal(off_diagonal, 0)
+    rows, columns = np.nonzero(off_diagonal)  # vectorised: 200 classes are 40,000 cells, read on the GUI thread
+    numbers = off_diagonal[rows, columns]
+    order = np.lexsort((columns, rows, -numbers / totals[rows], -numbers))[: max(0, count)]  # last key first
+    return [Confusion(names[rows[k]], names[columns[k]], int(numbers[k]), int(totals[rows[k]])) for k in order]
 
 
 @dataclass

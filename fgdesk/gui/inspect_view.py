@@ -937,6 +937,16 @@ class InspectView(QWidget):
             f"{len(mistakes)} test image{'s' if many else ''} of {first.true_class} taken for {first.predicted}"
             f"{versus} {'each' if many else 'it'} looks like {first.predicted} rather than {first.true_class}")
 
+    @staticmethod
+    def _mistake_title(entry: _Entry) -> tuple[str, str]:
+        """(subtitle, tooltip) of a test image the classifier put in another class."""
+        mistake = entry.mistake
+        return (f"A test image of {mistake.true_class}, taken for {mistake.predicted} "
+                f"({format_percent(mistake.predicted_probability)})",
+                f"{entry.name}\nThe classifier gave {mistake.predicted} {format_percent(mistake.predicted_probability)} "
+                f"and {mistake.true_class} {format_percent(mistake.true_probability)}. Versus shows where the image "
+                f"looks like {mistake.predicted} rather than {mistake.true_class}")
+
     # ================================================================== copies
     def find_copies(self, count: int = FOUND_COPIES) -> bool:
         """Add the images that copy another image of the run's dataset to the list (computed off
@@ -1701,13 +1711,9 @@ class InspectView(QWidget):
             self.image_subtitle.setText(subtitle)
             self.image_subtitle.setToolTip(tooltip)
         elif entry.mistake is not None:
-            mistake = entry.mistake
-            self.image_subtitle.setText(f"A test image of {mistake.true_class}, taken for {mistake.predicted} "
-                                        f"({format_percent(mistake.predicted_probability)})")
-            self.image_subtitle.setToolTip(
-                f"{entry.name}\nThe classifier gave {mistake.predicted} {format_percent(mistake.predicted_probability)} "
-                f"and {mistake.true_class} {format_percent(mistake.true_probability)}. Versus shows where the image "
-                f"looks like {mistake.predicted} rather than {mistake.true_class}")
+            subtitle, tooltip = self._mistake_title(entry)
+            self.image_subtitle.setText(subtitle)
+            self.image_subtitle.setToolTip(tooltip)
         else:
             self.image_subtitle.setToolTip(self.image_subtitle.text())
         self._fill_neighbours(result)
