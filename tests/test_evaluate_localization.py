@@ -19,7 +19,6 @@ from fgdesk.evaluate.localization import (
     mask_iou,
     mass_mask,
     pointing_game,
-    scale_box,
     score_dataset,
     score_map,
 )
@@ -100,7 +99,3 @@ def test_tally_and_dataset_helpers_average_over_images():
     assert empty.as_dict()["pointing"] is None  # JSON-ready
     chance = chance_summary([((4, 4), box), ((4, 4), (0, 0, 4, 4))])
     assert chance.pointing == pytest.approx((0.25 + 1.0) / 2) and chance.energy == chance.pointing
-
-
-def test_boxes_scale_with_the_frame_they_are_scored_in():
-    assert scale_box((10, 20, 30, 40), 0.5, 0.25) == (5, 5, 15, 10)

@@ -36,11 +36,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from fgdesk.data.augment import EVAL_RESIZE_RATIO, eval_transform
+from fgdesk.evaluate.localization import Box
 from fgdesk.model.network import FineGrainedNet, NetOutput, class_evidence_maps, fuse_maps
 
 T = TypeVar("T")
-
-Box = tuple[float, float, float, float]  # (x0, y0, x1, y1) in pixels, x1 and y1 exclusive
 
 
 def network_size(width: int, height: int, eval_size: int) -> tuple[int, int]:

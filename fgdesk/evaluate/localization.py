@@ -8,8 +8,8 @@ Conventions (shared by every function here):
 - pixel (row i, column j) covers [j, j+1) x [i, i+1); it is inside a box when its
   centre (j + 0.5, i + 0.5) is, so an integer box holds exactly (x1-x0)*(y1-y0) pixels.
 
-Boxes come in the coordinates of the decoded image; `scale_box` maps them into the
-frame of a map computed on a resized copy of it (see `fgdesk.evaluate.heatmaps`).
+Boxes come in the coordinates of the decoded image; `fgdesk.evaluate.heatmaps.box_in_network_frame`
+maps them into the network input a map was computed on (the eval centre crop), clipped to it.
 """
 from __future__ import annotations
 
@@ -48,12 +48,6 @@ def is_constant(heatmap: Any, tolerance: float = CONSTANT_TOLERANCE) -> bool:
         return True
     high, low = float(array.max()), float(array.min())
     return high - low <= tolerance * max(abs(high), abs(low), 1e-30)
-
-
-def scale_box(box: Box, sx: float, sy: float) -> Box:
-    """A box in the image's pixels -> the same box in a frame resized by (sx, sy)."""
-    x0, y0, x1, y1 = box
-    return (x0 * sx, y0 * sy, x1 * sx, y1 * sy)
 
 
 def box_mask(shape: tuple[int, int], box: Box) -> np.ndarray:

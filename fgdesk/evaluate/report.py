@@ -348,7 +348,7 @@ def _fit_and_save(prepared: _Prepared, on_progress: Progress | None, start: floa
     accuracy = topk_accuracy(test_logits, prepared.test.labels, (1, 5))
     predicted = test_logits.argmax(dim=1) if len(test_logits) else torch.zeros(0, dtype=torch.long)
     confusion, per_class = confusion_and_per_class(predicted, prepared.test.labels, names)
-    mistakes = test_mistakes(prepared, test_logits, predicted, names)
+    mistakes = misclassified_test_images(prepared, test_logits, predicted, names)
     path = prepared.run_dir / runs.CLASSIFIER_FILE
     payload = {
         "weight": probe.weight.contiguous(),
@@ -374,8 +374,8 @@ def _fit_and_save(prepared: _Prepared, on_progress: Progress | None, start: floa
     return probe, report, test_logits
 
 
-def test_mistakes(prepared: _Prepared, test_logits: torch.Tensor, predicted: torch.Tensor,
-                  names: Sequence[str]) -> list[Mistake]:
+def misclassified_test_images(prepared: _Prepared, test_logits: torch.Tensor, predicted: torch.Tensor,
+                              names: Sequence[str]) -> list[Mistake]:
     """Every test image the classifier put in another class, with both classes' probabilities:
     what a confusion-matrix cell counts, as images to look at."""
     if not len(test_logits):
